@@ -1,0 +1,186 @@
+//! Channels: who receives a message. An echo channel returns it to its
+//! sender, a broadcast channel sends it to every subscriber, a room channel
+//! to every member of the sender's room.
+//!
+//! A [`Channel`] outlives configuration snapshots (a later reload carries it
+//! over by name); a [`Membership`] is one connection's place in it and
+//! leaves on drop, on every path.
+
+mod members;
+mod rooms;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use self::{
+    members::{ConnectionId, Members, queue},
+    rooms::{Room, Rooms},
+};
+use crate::{
+    config::{ChannelConfig, ChannelKind, Publish},
+    message::{Message, MessageKind},
+    stats::{ChannelStats, Counters},
+    ws::outbox::Outbox,
+};
+
+/// Source of connection ids.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Why a connection could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The room has `max_members` members.
+    #[error("room is full")]
+    RoomFull,
+    /// The channel has `max_rooms` rooms and this would be a new one.
+    #[error("too many rooms")]
+    TooManyRooms,
+    /// The channel is closing (shutdown or removal).
+    #[error("channel is closing")]
+    Closing,
+}
+
+/// Why a message could not be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No channel has this name.
+    #[error("no channel named {0:?}")]
+    UnknownChannel(String),
+    /// Echo channels have nobody to publish to.
+    #[error("channel {0:?} is an echo channel; publish to a broadcast or room channel")]
+    NotPublishable(String),
+    /// A room channel needs a room name, other channels take none.
+    #[error("channel {channel:?} {}", if *needs_room { "is a room channel: name the room" } else { "has no rooms: publish without a room" })]
+    RoomMismatch {
+        /// The channel.
+        channel: String,
+        /// Whether a room was required (and missing) or given (and not allowed).
+        needs_room: bool,
+    },
+    /// The message exceeds the channel's `max_payload`.
+    #[error("message of {size} bytes exceeds the channel's max_payload of {limit} bytes")]
+    TooLarge {
+        /// The message size.
+        size: usize,
+        /// The channel's limit.
+        limit: usize,
+    },
+    /// A client tried to publish on a channel where only the API may.
+    #[error("clients may not publish on this channel")]
+    ClientsMayNotPublish,
+}
+
+/// One configured channel and its live connections.
+pub(crate) struct Channel {
+    pub(crate) config: ChannelConfig,
+    counters: Arc<Counters>,
+    /// Every connection on the channel, whatever its room.
+    members: Members,
+    rooms: Rooms,
+    closing: AtomicBool,
+}
+
+impl Channel {
+    pub(crate) fn new(config: ChannelConfig, counters: Arc<Counters>) -> Self {
+        Self { config, counters, members: Members::default(), rooms: Rooms::default(), closing: AtomicBool::new(false) }
+    }
+
+    /// Adds a connection (to `room`, for room channels). The returned
+    /// membership leaves when dropped.
+    pub(crate) fn join(self: &Arc<Self>, room: Option<&str>, outbox: Outbox) -> Result<Membership, JoinError> {
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let room = match room {
+            Some(name) => Some(self.rooms.join(name, id, outbox.clone(), self.config.max_rooms, self.config.max_members)?),
+            None => None,
+        };
+        // Checked after the room insert so that a concurrent `close_all`
+        // either sees this member or makes this check fail.
+        self.members.insert(id, outbox.clone());
+        let membership = Membership { channel: self.clone(), room, id, outbox };
+        if self.closing.load(Ordering::Acquire) {
+            return Err(JoinError::Closing);
+        }
+        Ok(membership)
+    }
+
+    /// Starts the close handshake with every connection and refuses new ones.
+    pub(crate) fn close_all(&self, code: u16, reason: &str) {
+        self.closing.store(true, Ordering::Release);
+        self.members.close_all(code, reason);
+    }
+
+    /// Publishes from the API: to every subscriber, or every member of `room`.
+    pub(crate) fn publish(&self, room: Option<&str>, message: &Message) -> Result<usize, PublishError> {
+        let channel = || self.config.name.clone();
+        if message.payload().len() > self.config.limits.max_payload {
+            return Err(PublishError::TooLarge { size: message.payload().len(), limit: self.config.limits.max_payload });
+        }
+        let frame = message.to_frame();
+        match (self.config.kind, room) {
+            (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
+            (ChannelKind::Broadcast, None) => Ok(self.members.deliver(&frame, None, &self.counters)),
+            (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| room.members.deliver(&frame, None, &self.counters))),
+            (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
+                Err(PublishError::RoomMismatch { channel: channel(), needs_room: self.config.kind == ChannelKind::Room })
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ChannelStats {
+        ChannelStats {
+            name: self.config.name.clone(),
+            kind: self.config.kind,
+            connections: self.members.len(),
+            rooms: self.rooms.sizes(),
+        }
+    }
+}
+
+/// One connection's place in a channel (and room). Dropping it leaves; the
+/// last member to leave a room removes the room.
+pub(crate) struct Membership {
+    channel: Arc<Channel>,
+    room: Option<Arc<Room>>,
+    id: ConnectionId,
+    outbox: Outbox,
+}
+
+impl Membership {
+    /// The channel's effective configuration.
+    pub(crate) fn config(&self) -> &ChannelConfig {
+        &self.channel.config
+    }
+
+    /// Handles a message from this connection's client: encodes it once and
+    /// queues the same bytes for every recipient.
+    pub(crate) fn dispatch(&self, kind: MessageKind, payload: &[u8]) -> Result<(), PublishError> {
+        let channel = &self.channel;
+        let config = &channel.config;
+        channel.counters.record_received();
+        if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
+            return Err(PublishError::ClientsMayNotPublish);
+        }
+        let frame = kind.encode(payload);
+        if config.kind == ChannelKind::Echo {
+            if queue(&self.outbox, frame, &channel.counters) {
+                channel.counters.record_delivered(1);
+            }
+            return Ok(());
+        }
+        let except = (!config.echo_to_sender).then_some(self.id);
+        let members = self.room.as_ref().map_or(&channel.members, |room| &room.members);
+        members.deliver(&frame, except, &channel.counters);
+        Ok(())
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(room) = &self.room {
+            self.channel.rooms.leave(room, self.id);
+        }
+        self.channel.members.remove(self.id);
+    }
+}

@@ -1,0 +1,78 @@
+//! The effective configuration written back as TOML, for `print-config`.
+//!
+//! It goes through the same raw mirror that parses the file, so what is
+//! printed parses again to the same configuration.
+
+use toml::Spanned;
+
+use super::{
+    ChannelConfig, ChannelKind, Config, Limits, OriginPolicy, Publish, TlsSettings,
+    raw::{Field, RawChannel, RawConfig, RawLimits, RawServer, RawTls},
+    units,
+};
+
+pub(super) fn to_toml_string(config: &Config) -> String {
+    let raw = RawConfig {
+        server: field(RawServer {
+            listen: field(list(config.server.listen.iter().map(ToString::to_string))),
+            plain: field(list(config.server.plain.iter().map(ToString::to_string))),
+            handshake_timeout: field(units::format_duration(config.server.handshake_timeout)),
+            tls: config.server.tls.as_ref().and_then(|tls| field(raw_tls(tls))),
+        }),
+        limits: Some(raw_limits(&config.limits)),
+        channels: config.channels.iter().map(|c| Spanned::new(0..0, raw_channel(c))).collect(),
+    };
+    toml::to_string(&raw).expect("the raw mirror holds only strings, integers, booleans and tables")
+}
+
+fn field<T>(value: T) -> Field<T> {
+    Some(Spanned::new(0..0, value))
+}
+
+fn list(items: impl Iterator<Item = String>) -> Vec<Spanned<String>> {
+    items.map(|item| Spanned::new(0..0, item)).collect()
+}
+
+fn raw_tls(tls: &TlsSettings) -> RawTls {
+    match tls {
+        TlsSettings::Files { cert, key, .. } => RawTls {
+            cert: field(cert.display().to_string()),
+            key: field(key.display().to_string()),
+            self_signed: None,
+        },
+        TlsSettings::SelfSigned { names } => RawTls { self_signed: field(list(names.iter().cloned())), ..RawTls::default() },
+    }
+}
+
+fn raw_limits(limits: &Limits) -> RawLimits {
+    RawLimits {
+        max_payload: field(units::format_size(limits.max_payload)),
+        send_buffer: field(units::format_size(limits.send_buffer)),
+    }
+}
+
+fn raw_channel(channel: &ChannelConfig) -> RawChannel {
+    let fanout = channel.kind != ChannelKind::Echo;
+    let room = channel.kind == ChannelKind::Room;
+    let (origins, allow_missing_origin) = match &channel.origins {
+        OriginPolicy::Any => (list(["*".to_owned()].into_iter()), None),
+        OriginPolicy::Only { patterns, allow_missing } => (list(patterns.iter().map(ToString::to_string)), field(*allow_missing)),
+    };
+    let publish = match channel.publish {
+        Publish::Clients => "clients",
+        Publish::Api => "api",
+    };
+    RawChannel {
+        name: field(channel.name.clone()),
+        path: field(channel.path.to_string()),
+        kind: field(channel.kind.as_str().to_owned()),
+        origins: field(origins),
+        allow_missing_origin,
+        publish: if fanout { field(publish.to_owned()) } else { None },
+        echo_to_sender: if fanout { field(channel.echo_to_sender) } else { None },
+        subprotocols: field(list(channel.subprotocols.iter().cloned())),
+        max_members: if room { field(channel.max_members as i64) } else { None },
+        max_rooms: if room { field(channel.max_rooms as i64) } else { None },
+        limits: Some(raw_limits(&channel.limits)),
+    }
+}

@@ -1,0 +1,84 @@
+//! The serde mirror of the TOML file: every table denies unknown keys and
+//! every value keeps its span, so that validation can point at file:line:column.
+//!
+//! Values that need checking beyond their TOML type (kinds, units, addresses)
+//! are read as strings here and judged in `validate`, which collects every
+//! problem instead of stopping at the first. The same types serialize the
+//! effective configuration for `print-config`.
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// An optional value that remembers where it was written.
+pub(crate) type Field<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Field<RawServer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
+    #[serde(default, rename = "channel", skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<Spanned<RawChannel>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Field<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_signed: Field<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payload: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_buffer: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChannel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_missing_origin: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_to_sender: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subprotocols: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RawLimits>,
+}

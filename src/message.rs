@@ -1,0 +1,58 @@
+//! The unit a channel relays: a whole text or binary message.
+
+use bytes::Bytes;
+
+/// A whole WebSocket message, relayed verbatim: text stays text and binary
+/// stays binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    kind: MessageKind,
+    payload: Bytes,
+}
+
+/// Text or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A UTF-8 text message.
+    Text,
+    /// A binary message.
+    Binary,
+}
+
+impl MessageKind {
+    /// Encodes `payload` as one server frame of this kind.
+    pub(crate) fn encode(self, payload: &[u8]) -> Bytes {
+        let opcode = match self {
+            Self::Text => fastwebsockets::OpCode::Text,
+            Self::Binary => fastwebsockets::OpCode::Binary,
+        };
+        crate::ws::frame::encode(opcode, payload)
+    }
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self { kind: MessageKind::Text, payload: Bytes::from(text.into()) }
+    }
+
+    /// A binary message.
+    pub fn binary(payload: impl Into<Bytes>) -> Self {
+        Self { kind: MessageKind::Binary, payload: payload.into() }
+    }
+
+    /// Text or binary.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The message as one encoded server frame.
+    pub(crate) fn to_frame(&self) -> Bytes {
+        self.kind.encode(&self.payload)
+    }
+}

@@ -1,0 +1,69 @@
+//! Outbound frame encoding: header and payload in one buffer, encoded once
+//! and shared (`Bytes`) by every recipient.
+//!
+//! The server encodes its own frames rather than using fastwebsockets' write
+//! half so that fan-out never re-frames per recipient and so that a later
+//! permessage-deflate layer can set RSV1.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fastwebsockets::OpCode;
+
+/// FIN bit of the first header byte.
+const FIN: u8 = 0x80;
+/// Largest header a server frame needs: 2 bytes plus a 64-bit length, no mask.
+const MAX_HEADER_LEN: usize = 10;
+
+/// Encodes one unfragmented, unmasked server frame.
+pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
+    frame.put_u8(FIN | opcode as u8);
+    match payload.len() {
+        len @ 0..=125 => frame.put_u8(len as u8),
+        len @ 126..=0xFFFF => {
+            frame.put_u8(126);
+            frame.put_u16(len as u16);
+        }
+        len => {
+            frame.put_u8(127);
+            frame.put_u64(len as u64);
+        }
+    }
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// Encodes a close frame with a status code and a reason, truncated to the
+/// 123 bytes a control frame leaves for it (on a character boundary).
+pub(crate) fn close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode(OpCode::Close, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_each_length_form() {
+        for (len, header) in [(0, vec![0x82, 0]), (125, vec![0x82, 125]), (126, vec![0x82, 126, 0, 126]), (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])] {
+            let frame = encode(OpCode::Binary, &vec![7; len]);
+            assert_eq!(&frame[..header.len()], &header[..], "length {len}");
+            assert_eq!(frame.len(), header.len() + len);
+        }
+    }
+
+    #[test]
+    fn close_reason_fits_a_control_frame() {
+        let frame = close(1001, &"é".repeat(100));
+        assert_eq!(frame[0], 0x88);
+        assert!(frame[1] <= 125);
+        assert_eq!(&frame[2..4], &1001u16.to_be_bytes());
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+}

@@ -1,0 +1,7 @@
+//! The WebSocket side of a connection after the 101: frame encoding, the
+//! outbound queue and its writer, and the session that reads frames with
+//! fastwebsockets and hands messages to the channel.
+
+pub(crate) mod frame;
+pub(crate) mod outbox;
+pub(crate) mod session;
