@@ -49,6 +49,10 @@ fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: 
     let plain = addresses(raw.plain.as_ref(), "server.plain", report);
     let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
     for (addr, key) in listen.iter().map(|a| (a, "server.listen")).chain(plain.iter().map(|a| (a, "server.plain"))) {
+        // Port 0 asks the kernel for a fresh port each time, so it may repeat.
+        if addr.value.port() == 0 {
+            continue;
+        }
         if let Some(first) = seen.insert(addr.value, key) {
             report.errors.push(addr.span.clone(), key, format!("{} is already listed in {first}; each address may be bound once", addr.value));
         }

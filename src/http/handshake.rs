@@ -34,6 +34,8 @@ impl Rejection {
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        // One request per connection: a refused client reconnects afresh.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         if let Some((name, value)) = self.header {
             headers.insert(name, HeaderValue::from_static(value));
         }

@@ -64,8 +64,8 @@ async fn serve_connection(stream: TcpStream, secure: bool, shared: Arc<Shared>) 
     }
 }
 
-/// Serves one HTTP request (keep-alive is off: a WebSocket edge answers one
-/// request per connection, the upgrade or a refusal).
+/// Serves HTTP on one connection until it upgrades or is refused (refusals
+/// carry `Connection: close`, so a connection sees one request either way).
 async fn serve_http<I>(io: I, deadline: Instant, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -75,7 +75,6 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
-        .keep_alive(false)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);

@@ -173,7 +173,8 @@ impl OutboxReceiver {
     }
 
     /// Drains the queue into `io` until the close frame is written or the
-    /// queue is finished, then shuts the write side down. Each wake-up writes
+    /// queue is finished. The socket is left open: the session closes it once
+    /// the close handshake is over (RFC 6455 section 7.1.1). Each wake-up writes
     /// everything queued with as few vectored writes as the kernel allows and
     /// one flush.
     pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(self, mut io: W) -> io::Result<()> {
@@ -185,8 +186,6 @@ impl OutboxReceiver {
             io.flush().await?;
             self.written(bytes);
             if last {
-                // The peer may already be gone; the close is best effort.
-                let _ = io.shutdown().await;
                 return Ok(());
             }
         }

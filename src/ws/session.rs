@@ -36,10 +36,13 @@ pub(crate) struct Session {
 impl Session {
     /// Serves the connection until it closes.
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
+        // Declared before the session parts so that they are dropped after
+        // them: the socket closes only once the membership is gone, so a
+        // client that sees the connection end also sees it left its channel.
+        let (mut read, mut write) = tokio::io::split(io);
         let Session { membership, outbox, receiver } = self;
-        let (read, write) = tokio::io::split(io);
-        let reading = read_messages(read, &membership, &outbox);
-        let writing = receiver.run_writer(write);
+        let reading = read_messages(&mut read, &membership, &outbox);
+        let writing = receiver.run_writer(&mut write);
         tokio::pin!(reading, writing);
         tokio::select! {
             () = &mut reading => {
@@ -59,7 +62,7 @@ impl Session {
 
 /// Reads frames until the peer closes, the stream ends or breaks the
 /// protocol. Protocol errors queue the matching close frame.
-async fn read_messages(read: ReadHalf<TokioIo<Upgraded>>, membership: &Membership, outbox: &Outbox) {
+async fn read_messages(read: &mut ReadHalf<TokioIo<Upgraded>>, membership: &Membership, outbox: &Outbox) {
     let max_payload = membership.config().limits.max_payload;
     let mut reader = frame_reader(read, max_payload);
     // fastwebsockets answers pings and closes through this callback; the
