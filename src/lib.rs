@@ -21,6 +21,8 @@
 //!   subprotocol, room capacity) and the 101.
 //! - `ws`: the upgraded connection: frame encoding, the bounded outbound
 //!   queue and its vectored writer, the reader on fastwebsockets.
+//! - `limits`: client identity, connection caps (RAII slots) and governor
+//!   rate limiters.
 //! - `channel`: echo, broadcast and room membership and fan-out.
 //! - `snapshot`: the one immutable view of a configuration the server reads.
 
@@ -30,6 +32,7 @@
 mod channel;
 pub mod config;
 mod http;
+mod limits;
 mod message;
 mod server;
 mod snapshot;
@@ -40,6 +43,6 @@ mod ws;
 pub use channel::PublishError;
 pub use config::{Config, ConfigError};
 pub use message::{Message, MessageKind};
-pub use server::{Error, Handle, Listeners, Server};
+pub use server::{Error, Handle, Listener, Server};
 pub use stats::{ChannelStats, Stats};
 pub use tls::{Identity, TlsError};

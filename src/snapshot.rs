@@ -10,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     channel::Channel,
     config::{Config, TlsSettings},
+    limits::rate::HandshakeLimiter,
     stats::Counters,
     tls::{Identity, TlsError},
 };
@@ -22,6 +23,8 @@ pub(crate) struct Snapshot {
     /// The certificate served on TLS listeners, if any.
     pub(crate) identity: Option<Identity>,
     pub(crate) acceptor: Option<TlsAcceptor>,
+    /// Handshakes per client.
+    pub(crate) handshakes: HandshakeLimiter,
 }
 
 impl Snapshot {
@@ -39,7 +42,8 @@ impl Snapshot {
         };
         let acceptor = identity.as_ref().map(Identity::acceptor).transpose()?;
         let channels = config.channels.iter().map(|c| Arc::new(Channel::new(c.clone(), counters.clone()))).collect();
-        Ok(Self { config, channels, identity, acceptor })
+        let handshakes = HandshakeLimiter::new(&config.admission.handshake_rate);
+        Ok(Self { config, channels, identity, acceptor, handshakes })
     }
 
     /// The channel whose path matches, and the raw room segment for templates.

@@ -8,13 +8,63 @@ use std::{
 
 use crate::config::ChannelKind;
 
+/// Why the server refused a connection or closed one: the label of every
+/// enforcement counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// `max_connections_per_ip` reached.
+    IpCap,
+    /// `max_connections` reached (server-wide or on the channel).
+    GlobalCap,
+    /// A handshake or message rate exceeded (429, or close 1008).
+    RateLimit,
+    /// The PROXY header, TLS handshake or HTTP request took too long.
+    Timeout,
+    /// Nothing received for `idle_timeout`.
+    Idle,
+    /// A message over `max_payload` (close 1009).
+    TooBig,
+    /// A send buffer overflowed (close 1013).
+    SlowConsumer,
+    /// The client broke the protocol (close 1002 or 1007, or a bad PROXY header).
+    Protocol,
+}
+
+impl Reason {
+    const ALL: [Reason; 8] = [
+        Reason::IpCap,
+        Reason::GlobalCap,
+        Reason::RateLimit,
+        Reason::Timeout,
+        Reason::Idle,
+        Reason::TooBig,
+        Reason::SlowConsumer,
+        Reason::Protocol,
+    ];
+
+    /// The label used in statistics and metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::IpCap => "ip_cap",
+            Reason::GlobalCap => "global_cap",
+            Reason::RateLimit => "rate_limit",
+            Reason::Timeout => "timeout",
+            Reason::Idle => "idle",
+            Reason::TooBig => "too_big",
+            Reason::SlowConsumer => "slow_consumer",
+            Reason::Protocol => "protocol",
+        }
+    }
+}
+
 /// Process-wide counters. Relaxed atomics: each is an independent tally read
 /// for reporting, never used to synchronise.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     messages_received: AtomicU64,
     messages_delivered: AtomicU64,
-    slow_consumers: AtomicU64,
+    messages_dropped: AtomicU64,
+    enforced: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Counters {
@@ -26,16 +76,27 @@ impl Counters {
         self.messages_delivered.fetch_add(recipients as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn record_slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn record_dropped(&self) {
+        self.messages_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, channels: Vec<ChannelStats>) -> Stats {
+    /// Counts one refusal or enforced close, and logs it (no secrets: the
+    /// reason only; the span carries the peer address).
+    pub(crate) fn record(&self, reason: Reason) {
+        tracing::debug!(reason = reason.as_str(), "limit enforced");
+        self.enforced[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, channels: Vec<ChannelStats>, connections: usize, clients: usize, handshake_clients: usize) -> Stats {
         Stats {
             channels,
+            connections,
+            clients,
+            handshake_clients,
             messages_received: self.messages_received.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
-            slow_consumers_closed: self.slow_consumers.load(Ordering::Relaxed),
+            messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
+            enforced: Reason::ALL.iter().map(|r| (r.as_str(), self.enforced[*r as usize].load(Ordering::Relaxed))).collect(),
         }
     }
 }
@@ -45,12 +106,22 @@ impl Counters {
 pub struct Stats {
     /// One entry per configured channel, in configuration order.
     pub channels: Vec<ChannelStats>,
+    /// Open TCP connections holding a `max_connections` slot (handshaking or upgraded).
+    pub connections: usize,
+    /// Distinct clients (IPv4 addresses or IPv6 prefixes) holding connections.
+    pub clients: usize,
+    /// Clients the handshake rate limiter currently remembers (pruned periodically).
+    pub handshake_clients: usize,
     /// Data messages received from clients.
     pub messages_received: u64,
     /// Messages queued for clients (one per recipient).
     pub messages_delivered: u64,
-    /// Connections closed with 1013 because their send buffer overflowed.
-    pub slow_consumers_closed: u64,
+    /// Messages dropped for slow consumers on channels with `on_slow_consumer = "drop"`.
+    pub messages_dropped: u64,
+    /// Refusals and enforced closes by reason: `ip_cap`, `global_cap`,
+    /// `rate_limit`, `timeout`, `idle`, `too_big`, `slow_consumer`, `protocol`.
+    /// Every reason is present, zero until it happens.
+    pub enforced: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {

@@ -18,6 +18,7 @@ const CHANNELS: &str = r#"
 [limits]
 max_payload = "2MiB"
 send_buffer = "8MiB"
+handshake_rate = { per_second = 1000, burst = 1000 }
 
 [[channel]]
 name = "echo"

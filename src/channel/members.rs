@@ -9,7 +9,7 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
-    stats::Counters,
+    stats::{Counters, Reason},
     ws::outbox::{Outbox, Rejected},
 };
 
@@ -74,8 +74,11 @@ pub(crate) fn queue(outbox: &Outbox, frame: Bytes, counters: &Counters) -> bool 
     match outbox.send(frame) {
         Ok(()) => true,
         Err(Rejected::SlowConsumer) => {
-            counters.record_slow_consumer();
-            tracing::debug!("closing a slow consumer (1013)");
+            counters.record(Reason::SlowConsumer);
+            false
+        }
+        Err(Rejected::Dropped) => {
+            counters.record_dropped();
             false
         }
         Err(Rejected::Closing) => false,

@@ -37,6 +37,9 @@ pub(crate) enum JoinError {
     /// The channel has `max_rooms` rooms and this would be a new one.
     #[error("too many rooms")]
     TooManyRooms,
+    /// The channel has `max_connections` connections.
+    #[error("channel is full")]
+    ChannelFull,
     /// The channel is closing (shutdown or removal).
     #[error("channel is closing")]
     Closing,
@@ -90,6 +93,9 @@ impl Channel {
     /// Adds a connection (to `room`, for room channels). The returned
     /// membership leaves when dropped.
     pub(crate) fn join(self: &Arc<Self>, room: Option<&str>, outbox: Outbox) -> Result<Membership, JoinError> {
+        if self.members.len() >= self.config.limits.max_connections {
+            return Err(JoinError::ChannelFull);
+        }
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         let room = match room {
             Some(name) => Some(self.rooms.join(name, id, outbox.clone(), self.config.max_rooms, self.config.max_members)?),
@@ -151,6 +157,11 @@ impl Membership {
     /// The channel's effective configuration.
     pub(crate) fn config(&self) -> &ChannelConfig {
         &self.channel.config
+    }
+
+    /// The server's counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.channel.counters
     }
 
     /// Handles a message from this connection's client: encodes it once and

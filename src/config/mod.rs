@@ -15,6 +15,7 @@ mod validate;
 
 use std::{
     net::SocketAddr,
+    num::NonZeroU32,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -25,6 +26,7 @@ pub use crate::http::{
     origin::{OriginPattern, OriginPolicy},
     route::PathPattern,
 };
+pub use crate::limits::cidr::Cidr;
 use crate::tls::Identity;
 
 /// How long a client has for the TLS handshake and its HTTP request: long
@@ -34,6 +36,27 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 /// Bytes queued for one connection before it counts as a slow consumer.
 pub const DEFAULT_SEND_BUFFER: usize = 1024 * 1024;
+/// Connections the whole server holds at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Connections one client (IPv4 address or IPv6 prefix) holds at once: a
+/// household behind NAT with several tabs open, not a botnet node.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// IPv6 prefix length that counts as one client: ISPs hand a /64 to one
+/// subscriber, who can pick any address inside it.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Handshakes per second per client, and the burst: enough for a page that
+/// opens a few sockets and reconnects, too few for a reconnect storm.
+pub const DEFAULT_HANDSHAKE_RATE: (u32, u32) = (20, 40);
+/// Messages per second per connection, and the burst.
+pub const DEFAULT_MESSAGE_RATE: (u32, u32) = (100, 200);
+/// How often the server pings: under the 30-60 s idle timeouts of common
+/// proxies and NAT boxes, so they keep the connection open.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// Silence (no frame, no pong) after which a connection is dropped: two
+/// missed pings.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the close handshake may take before the socket is dropped.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rooms one room channel may hold at once.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Members one room may hold at once.
@@ -44,7 +67,9 @@ pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
 pub struct Config {
     /// Listeners and TLS.
     pub server: ServerSettings,
-    /// The global limits; each channel carries its effective copy.
+    /// Server-wide admission limits, applied before a request is routed.
+    pub admission: Admission,
+    /// The global per-connection limits; each channel carries its effective copy.
     pub limits: Limits,
     /// The channels, in file order.
     pub channels: Vec<ChannelConfig>,
@@ -58,6 +83,11 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// Addresses served without TLS (ws://).
     pub plain: Vec<SocketAddr>,
+    /// Listeners (among `listen` and `plain`) that expect a PROXY protocol
+    /// v1 or v2 header, accepted only from `trusted_proxies`.
+    pub proxy_protocol: Vec<SocketAddr>,
+    /// Peers whose PROXY header or `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Time allowed for the TLS handshake plus the HTTP request headers.
     pub handshake_timeout: Duration,
     /// Where the certificate comes from; required when `listen` is not empty.
@@ -83,14 +113,71 @@ pub enum TlsSettings {
     },
 }
 
+/// Server-wide admission limits from `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Connections the server holds at once; more are closed right after accept.
+    pub max_connections: usize,
+    /// Connections one client holds at once; more are closed right after accept.
+    pub max_connections_per_ip: usize,
+    /// IPv6 prefix length that counts as one client.
+    pub ipv6_prefix: u8,
+    /// Handshakes per client; beyond it the answer is 429 with `Retry-After`.
+    pub handshake_rate: Rate,
+}
+
 /// Per-connection limits, global in `[limits]` and overridable per channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest message accepted from a client, in bytes.
+    /// Connections on one channel at once (the global cap unless overridden);
+    /// beyond it the answer is 503.
+    pub max_connections: usize,
+    /// Largest message accepted from a client, in bytes, all fragments
+    /// together; a bigger one closes the connection with 1009.
     pub max_payload: usize,
-    /// Bytes that may wait in a connection's outbound queue; beyond it the
-    /// connection is closed with 1013.
+    /// Bytes that may wait in a connection's outbound queue.
     pub send_buffer: usize,
+    /// What happens to a connection whose queue would exceed `send_buffer`.
+    pub on_slow_consumer: SlowConsumer,
+    /// Messages per second a client may send.
+    pub message_rate: Rate,
+    /// Bytes per second a client may send, if limited.
+    pub byte_rate: Option<Rate>,
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// Silence after which the connection is dropped.
+    pub idle_timeout: Duration,
+    /// How long the close handshake may take.
+    pub close_timeout: Duration,
+}
+
+/// A GCRA rate: `per_second` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Sustained rate.
+    pub per_second: NonZeroU32,
+    /// Largest burst.
+    pub burst: NonZeroU32,
+    /// What happens beyond it (not used for handshakes, which get 429).
+    pub on_exceed: OnExceed,
+}
+
+/// What a per-connection rate does with a client that exceeds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExceed {
+    /// Stop reading until the rate allows: nothing is lost, TCP pushes back.
+    Throttle,
+    /// Close with 1008 "rate limit".
+    Close,
+}
+
+/// What happens to a connection that cannot keep up with its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close it with 1013.
+    Close,
+    /// Drop the messages that do not fit, and count them.
+    Drop,
 }
 
 /// What a channel does with the messages it receives.

@@ -6,8 +6,9 @@
 use toml::Spanned;
 
 use super::{
-    ChannelConfig, ChannelKind, Config, Limits, OriginPolicy, Publish, TlsSettings,
-    raw::{Field, RawChannel, RawConfig, RawLimits, RawServer, RawTls},
+    Admission, ChannelConfig, ChannelKind, Config, Limits, OnExceed, OriginPolicy, Publish, Rate, SlowConsumer,
+    TlsSettings,
+    raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
     units,
 };
 
@@ -16,10 +17,12 @@ pub(super) fn to_toml_string(config: &Config) -> String {
         server: field(RawServer {
             listen: field(list(config.server.listen.iter().map(ToString::to_string))),
             plain: field(list(config.server.plain.iter().map(ToString::to_string))),
+            proxy_protocol: field(list(config.server.proxy_protocol.iter().map(ToString::to_string))),
+            trusted_proxies: field(list(config.server.trusted_proxies.iter().map(ToString::to_string))),
             handshake_timeout: field(units::format_duration(config.server.handshake_timeout)),
             tls: config.server.tls.as_ref().and_then(|tls| field(raw_tls(tls))),
         }),
-        limits: Some(raw_limits(&config.limits)),
+        limits: Some(global_limits(&config.admission, &config.limits)),
         channels: config.channels.iter().map(|c| Spanned::new(0..0, raw_channel(c))).collect(),
     };
     toml::to_string(&raw).expect("the raw mirror holds only strings, integers, booleans and tables")
@@ -44,11 +47,57 @@ fn raw_tls(tls: &TlsSettings) -> RawTls {
     }
 }
 
+fn global_limits(admission: &Admission, limits: &Limits) -> RawLimits {
+    RawLimits {
+        max_connections_per_ip: field(admission.max_connections_per_ip as i64),
+        ipv6_prefix: field(admission.ipv6_prefix.into()),
+        handshake_rate: field(RawRate { on_exceed: None, ..count_rate(&admission.handshake_rate) }),
+        ..raw_limits(limits)
+    }
+}
+
+/// The per-connection keys, valid in `[limits]` and `[channel.limits]`.
 fn raw_limits(limits: &Limits) -> RawLimits {
     RawLimits {
+        max_connections: field(limits.max_connections as i64),
+        max_connections_per_ip: None,
+        ipv6_prefix: None,
+        handshake_rate: None,
         max_payload: field(units::format_size(limits.max_payload)),
         send_buffer: field(units::format_size(limits.send_buffer)),
+        on_slow_consumer: field(
+            match limits.on_slow_consumer {
+                SlowConsumer::Close => "close",
+                SlowConsumer::Drop => "drop",
+            }
+            .to_owned(),
+        ),
+        message_rate: field(count_rate(&limits.message_rate)),
+        byte_rate: limits.byte_rate.as_ref().and_then(|rate| {
+            field(RawRate {
+                per_second: field(units::format_size(rate.per_second.get() as usize)),
+                burst: field(units::format_size(rate.burst.get() as usize)),
+                on_exceed: on_exceed(rate.on_exceed),
+            })
+        }),
+        ping_interval: field(units::format_duration(limits.ping_interval)),
+        idle_timeout: field(units::format_duration(limits.idle_timeout)),
+        close_timeout: field(units::format_duration(limits.close_timeout)),
     }
+}
+
+fn count_rate(rate: &Rate) -> RawRate<i64> {
+    RawRate { per_second: field(rate.per_second.get().into()), burst: field(rate.burst.get().into()), on_exceed: on_exceed(rate.on_exceed) }
+}
+
+fn on_exceed(mode: OnExceed) -> Field<String> {
+    field(
+        match mode {
+            OnExceed::Throttle => "throttle",
+            OnExceed::Close => "close",
+        }
+        .to_owned(),
+    )
 }
 
 fn raw_channel(channel: &ChannelConfig) -> RawChannel {

@@ -31,6 +31,10 @@ pub(crate) struct RawServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plain: Field<Vec<Spanned<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Field<RawTls>,
@@ -51,9 +55,42 @@ pub(crate) struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_payload: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_buffer: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_slow_consumer: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_rate: Field<RawRate<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_rate: Field<RawRate<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_rate: Field<RawRate<String>>,
+}
+
+/// A rate: `{ per_second = 100, burst = 200, on_exceed = "throttle" }`, with
+/// counts for messages and handshakes, sizes (`"1MiB"`) for bytes.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate<T> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Field<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Field<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exceed: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

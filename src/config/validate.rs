@@ -1,15 +1,18 @@
 //! Turns the raw TOML mirror into a validated [`Config`], collecting every
 //! problem with its location instead of stopping at the first.
 
-use std::{collections::HashMap, net::SocketAddr, ops::Range, path::Path, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, num::NonZeroU32, ops::Range, path::Path, time::Duration};
 
 use toml::Spanned;
 
 use super::{
-    ChannelConfig, ChannelKind, Config, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_PAYLOAD,
-    DEFAULT_MAX_ROOMS, DEFAULT_SEND_BUFFER, Limits, Publish, ServerSettings, TlsSettings,
+    Admission, ChannelConfig, ChannelKind, Cidr, Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_RATE,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE,
+    DEFAULT_PING_INTERVAL, DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings, SlowConsumer,
+    TlsSettings,
     error::Issues,
-    raw::{Field, RawChannel, RawConfig, RawLimits, RawServer, RawTls},
+    raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
     units,
 };
 use crate::{
@@ -39,9 +42,11 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path, report: &mut Report<'_>)
             ServerSettings::default()
         }
     };
+    let admission = admission(raw.limits.as_ref(), report);
     let limits = limits(raw.limits.as_ref(), &Limits::default(), "limits", report);
+    let limits = Limits { max_connections: admission.max_connections, ..limits };
     let channels = channels(raw.channels, &limits, report);
-    Config { server, limits, channels, warnings: Vec::new() }
+    Config { server, admission, limits, channels, warnings: Vec::new() }
 }
 
 fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: &mut Report<'_>) -> ServerSettings {
@@ -62,6 +67,16 @@ fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: 
             report.warnings.push(addr.span.clone(), "server.plain", format!("{} serves unencrypted ws:// beyond this machine; put it behind a TLS proxy or use `listen`", addr.value));
         }
     }
+    let trusted_proxies = networks(raw.trusted_proxies.as_ref(), report);
+    let proxy_protocol = addresses(raw.proxy_protocol.as_ref(), "server.proxy_protocol", report);
+    for addr in &proxy_protocol {
+        if !listen.iter().chain(&plain).any(|l| l.value == addr.value) {
+            report.errors.push(addr.span.clone(), "server.proxy_protocol", format!("{} is not one of the `listen` or `plain` addresses; list here the listeners that sit behind a PROXY-protocol load balancer", addr.value));
+        }
+    }
+    if let (Some(first), true) = (proxy_protocol.first(), trusted_proxies.is_empty()) {
+        report.errors.push(first.span.clone(), "server.proxy_protocol", "PROXY headers are believed only from `trusted_proxies`; list your load balancers' networks there, such as [\"10.0.0.0/8\"]");
+    }
     if listen.is_empty() && plain.is_empty() {
         report.errors.push(span.clone(), "server", "no listener: set `listen = [\"0.0.0.0:8443\"]` (wss://) or `plain = [\"127.0.0.1:8080\"]` (ws://)");
     }
@@ -81,6 +96,8 @@ fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: 
     ServerSettings {
         listen: listen.into_iter().map(|a| a.value).collect(),
         plain: plain.into_iter().map(|a| a.value).collect(),
+        proxy_protocol: proxy_protocol.into_iter().map(|a| a.value).collect(),
+        trusted_proxies,
         handshake_timeout,
         tls,
     }
@@ -102,6 +119,14 @@ fn addresses(field: Option<&Spanned<Vec<Spanned<String>>>>, key: &str, report: &
                 None
             }
         })
+        .collect()
+}
+
+fn networks(field: Option<&Spanned<Vec<Spanned<String>>>>, report: &mut Report<'_>) -> Vec<Cidr> {
+    let Some(list) = field else { return Vec::new() };
+    list.get_ref()
+        .iter()
+        .filter_map(|entry| Cidr::parse(entry.get_ref()).map_err(|message| report.errors.push(entry.span(), "server.trusted_proxies", message)).ok())
         .collect()
 }
 
@@ -172,18 +197,79 @@ fn size(field: Option<&Spanned<String>>, key: &str, default: usize, report: &mut
     }
 }
 
-/// Reads a `[limits]` table over `inherited` values (the global limits for a
-/// channel override, the built-in defaults for the global table).
+/// Reads the server-wide keys of the global `[limits]` table.
+fn admission(raw: Option<&RawLimits>, report: &mut Report<'_>) -> Admission {
+    let default_rate = Rate::new(DEFAULT_HANDSHAKE_RATE, OnExceed::Close);
+    let Some(raw) = raw else {
+        return Admission {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            handshake_rate: default_rate,
+        };
+    };
+    if let Some(on_exceed) = raw.handshake_rate.as_ref().and_then(|r| r.get_ref().on_exceed.as_ref()) {
+        report.errors.push(on_exceed.span(), "limits.handshake_rate.on_exceed", "handshakes over the rate always get 429 with Retry-After; remove `on_exceed`");
+    }
+    Admission {
+        max_connections: count(raw.max_connections.as_ref(), "limits.max_connections", DEFAULT_MAX_CONNECTIONS, 1..=usize::MAX, report),
+        max_connections_per_ip: count(raw.max_connections_per_ip.as_ref(), "limits.max_connections_per_ip", DEFAULT_MAX_CONNECTIONS_PER_IP, 1..=usize::MAX, report),
+        ipv6_prefix: count(raw.ipv6_prefix.as_ref(), "limits.ipv6_prefix", DEFAULT_IPV6_PREFIX.into(), 1..=128, report) as u8,
+        handshake_rate: raw
+            .handshake_rate
+            .as_ref()
+            .map_or(default_rate, |r| rate(r, "limits.handshake_rate", positive_count, report).unwrap_or(default_rate)),
+    }
+}
+
+/// Reads the per-connection keys of a `[limits]` table over `inherited`
+/// values (the global limits for a channel override, the built-in defaults
+/// for the global table). In a channel table the server-wide keys are errors.
 fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut Report<'_>) -> Limits {
     let Some(raw) = raw else { return inherited.clone() };
+    if key != "limits" {
+        let server_wide = [
+            ("max_connections_per_ip", raw.max_connections_per_ip.as_ref().map(Spanned::span)),
+            ("ipv6_prefix", raw.ipv6_prefix.as_ref().map(Spanned::span)),
+            ("handshake_rate", raw.handshake_rate.as_ref().map(Spanned::span)),
+        ];
+        for (name, span) in server_wide {
+            if let Some(span) = span {
+                report.errors.push(span, format!("{key}.{name}"), format!("`{name}` applies before a request is routed, so only in the global [limits] table; move it there"));
+            }
+        }
+    }
     let limits = Limits {
+        max_connections: count(raw.max_connections.as_ref(), &format!("{key}.max_connections"), inherited.max_connections, 1..=usize::MAX, report),
         max_payload: size(raw.max_payload.as_ref(), &format!("{key}.max_payload"), inherited.max_payload, report),
         send_buffer: size(raw.send_buffer.as_ref(), &format!("{key}.send_buffer"), inherited.send_buffer, report),
+        on_slow_consumer: match raw.on_slow_consumer.as_ref() {
+            None => inherited.on_slow_consumer,
+            Some(mode) => match mode.get_ref().as_str() {
+                "close" => SlowConsumer::Close,
+                "drop" => SlowConsumer::Drop,
+                other => {
+                    report.errors.push(mode.span(), format!("{key}.on_slow_consumer"), format!("{other:?} is not a slow-consumer policy; use \"close\" (close with 1013) or \"drop\" (drop what does not fit)"));
+                    inherited.on_slow_consumer
+                }
+            },
+        },
+        message_rate: raw
+            .message_rate
+            .as_ref()
+            .map_or(inherited.message_rate, |r| rate(r, &format!("{key}.message_rate"), positive_count, report).unwrap_or(inherited.message_rate)),
+        byte_rate: match raw.byte_rate.as_ref() {
+            None => inherited.byte_rate,
+            Some(r) => rate(r, &format!("{key}.byte_rate"), positive_size, report),
+        },
+        ping_interval: duration(raw.ping_interval.as_ref(), &format!("{key}.ping_interval"), inherited.ping_interval, report),
+        idle_timeout: duration(raw.idle_timeout.as_ref(), &format!("{key}.idle_timeout"), inherited.idle_timeout, report),
+        close_timeout: duration(raw.close_timeout.as_ref(), &format!("{key}.close_timeout"), inherited.close_timeout, report),
     };
+    let anchor = |field: Option<Range<usize>>| field.unwrap_or(0..0);
     if limits.max_payload > limits.send_buffer {
-        let span = raw.max_payload.as_ref().or(raw.send_buffer.as_ref()).map_or(0..0, Spanned::span);
         report.errors.push(
-            span,
+            anchor(raw.max_payload.as_ref().or(raw.send_buffer.as_ref()).map(Spanned::span)),
             format!("{key}.max_payload"),
             format!(
                 "max_payload ({}) is larger than send_buffer ({}): a message that may be received could never be queued for sending; raise send_buffer or lower max_payload",
@@ -192,7 +278,87 @@ fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut R
             ),
         );
     }
+    if limits.idle_timeout <= limits.ping_interval {
+        report.errors.push(
+            anchor(raw.idle_timeout.as_ref().or(raw.ping_interval.as_ref()).map(Spanned::span)),
+            format!("{key}.idle_timeout"),
+            format!(
+                "idle_timeout ({}) must be longer than ping_interval ({}), or a healthy client is dropped before it can answer a ping",
+                units::format_duration(limits.idle_timeout),
+                units::format_duration(limits.ping_interval)
+            ),
+        );
+    }
+    if let Some(bytes) = limits.byte_rate.filter(|b| (b.burst.get() as usize) < limits.max_payload) {
+        report.errors.push(
+            anchor(raw.byte_rate.as_ref().map(Spanned::span).or(raw.max_payload.as_ref().map(Spanned::span))),
+            format!("{key}.byte_rate"),
+            format!(
+                "byte_rate burst ({}) is smaller than max_payload ({}): a message of max_payload bytes could never pass; raise the burst",
+                units::format_size(bytes.burst.get() as usize),
+                units::format_size(limits.max_payload)
+            ),
+        );
+    }
     limits
+}
+
+/// Reads a rate table; `per_second` is required, `burst` defaults to it and
+/// `on_exceed` to `"throttle"`. `None` (after reporting) when unusable.
+fn rate<T>(raw: &Spanned<RawRate<T>>, key: &str, parse: fn(&Spanned<T>) -> Result<NonZeroU32, String>, report: &mut Report<'_>) -> Option<Rate> {
+    let table = raw.get_ref();
+    let mut field = |value: Option<&Spanned<T>>, name: &str| {
+        value.and_then(|value| parse(value).map_err(|message| report.errors.push(value.span(), format!("{key}.{name}"), message)).ok())
+    };
+    let per_second = field(table.per_second.as_ref(), "per_second");
+    let burst = field(table.burst.as_ref(), "burst");
+    if table.per_second.is_none() {
+        report.errors.push(raw.span(), format!("{key}.per_second"), "missing `per_second`; write a rate such as { per_second = 100, burst = 200 }");
+    }
+    let on_exceed = match table.on_exceed.as_ref() {
+        None => OnExceed::Throttle,
+        Some(mode) => match mode.get_ref().as_str() {
+            "throttle" => OnExceed::Throttle,
+            "close" => OnExceed::Close,
+            other => {
+                report.errors.push(mode.span(), format!("{key}.on_exceed"), format!("{other:?} is not a policy; use \"throttle\" (stop reading until the rate allows) or \"close\" (close with 1008)"));
+                OnExceed::Throttle
+            }
+        },
+    };
+    let per_second = per_second?;
+    let burst = match (table.burst.is_some(), burst) {
+        (true, None) => return None,
+        (_, burst) => burst.unwrap_or(per_second),
+    };
+    Some(Rate { per_second, burst, on_exceed })
+}
+
+fn positive_count(value: &Spanned<i64>) -> Result<NonZeroU32, String> {
+    u32::try_from(*value.get_ref())
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("{} is not a valid rate; use a whole number from 1 to {}", value.get_ref(), u32::MAX))
+}
+
+fn positive_size(value: &Spanned<String>) -> Result<NonZeroU32, String> {
+    let bytes = units::parse_size(value.get_ref())?;
+    u32::try_from(bytes)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("{:?} is not a valid byte rate; use a size from 1B to 4GiB such as \"1MiB\"", value.get_ref()))
+}
+
+/// Reads a whole number within `range`.
+fn count(field: Option<&Spanned<i64>>, key: &str, default: usize, range: std::ops::RangeInclusive<usize>, report: &mut Report<'_>) -> usize {
+    let Some(value) = field else { return default };
+    match usize::try_from(*value.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            report.errors.push(value.span(), key, format!("{} is out of range; use a whole number from {} to {}", value.get_ref(), range.start(), range.end()));
+            default
+        }
+    }
 }
 
 fn channels(raw: Vec<Spanned<RawChannel>>, global: &Limits, report: &mut Report<'_>) -> Vec<ChannelConfig> {
@@ -342,27 +508,45 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 fn room_cap(field: Option<&Spanned<i64>>, name: &str, default: usize, kind: Option<ChannelKind>, key: &str, report: &mut Report<'_>) -> usize {
-    let Some(value) = field else { return default };
-    if kind.is_some_and(|k| k != ChannelKind::Room) {
+    if let (Some(value), true) = (field, kind.is_some_and(|k| k != ChannelKind::Room)) {
         report.errors.push(value.span(), format!("{key}.{name}"), format!("`{name}` applies to room channels only; remove it or use kind = \"room\""));
     }
-    match usize::try_from(*value.get_ref()) {
-        Ok(n) if n > 0 => n,
-        _ => {
-            report.errors.push(value.span(), format!("{key}.{name}"), format!("{} is not a valid {name}; use a whole number of at least 1", value.get_ref()));
-            default
-        }
-    }
+    count(field, &format!("{key}.{name}"), default, 1..=usize::MAX, report)
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: Vec::new(), plain: Vec::new(), handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, tls: None }
+        Self {
+            listen: Vec::new(),
+            plain: Vec::new(),
+            proxy_protocol: Vec::new(),
+            trusted_proxies: Vec::new(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_payload: DEFAULT_MAX_PAYLOAD, send_buffer: DEFAULT_SEND_BUFFER }
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            send_buffer: DEFAULT_SEND_BUFFER,
+            on_slow_consumer: SlowConsumer::Close,
+            message_rate: Rate::new(DEFAULT_MESSAGE_RATE, OnExceed::Throttle),
+            byte_rate: None,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl Rate {
+    /// A rate from `(per_second, burst)` constants, which are never zero.
+    fn new((per_second, burst): (u32, u32), on_exceed: OnExceed) -> Self {
+        let nonzero = |n| NonZeroU32::new(n).expect("default rates are positive");
+        Self { per_second: nonzero(per_second), burst: nonzero(burst), on_exceed }
     }
 }

@@ -17,7 +17,7 @@ use hyper::{
 pub(crate) struct Rejection {
     pub(crate) status: StatusCode,
     pub(crate) reason: &'static str,
-    pub(crate) header: Option<(HeaderName, &'static str)>,
+    pub(crate) header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Rejection {
@@ -25,7 +25,7 @@ impl Rejection {
         Self { status, reason, header: None }
     }
 
-    fn with_header(self, name: HeaderName, value: &'static str) -> Self {
+    pub(crate) fn with_header(self, name: HeaderName, value: HeaderValue) -> Self {
         Self { header: Some((name, value)), ..self }
     }
 
@@ -37,7 +37,7 @@ impl Rejection {
         // One request per connection: a refused client reconnects afresh.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         if let Some((name, value)) = self.header {
-            headers.insert(name, HeaderValue::from_static(value));
+            headers.insert(name, value);
         }
         response
     }
@@ -47,11 +47,11 @@ impl Rejection {
 /// upgrade (RFC 6455 section 4.2.1).
 pub(crate) fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Result<(), Rejection> {
     if method != Method::GET {
-        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "only GET can open a WebSocket").with_header(header::ALLOW, "GET"));
+        return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "only GET can open a WebSocket").with_header(header::ALLOW, HeaderValue::from_static("GET")));
     }
     if !has_token(headers, &header::UPGRADE, "websocket") {
         return Err(Rejection::new(StatusCode::UPGRADE_REQUIRED, "this path serves WebSocket connections only")
-            .with_header(header::UPGRADE, "websocket"));
+            .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
     }
     if version != Version::HTTP_11 {
         return Err(Rejection::new(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1"));
@@ -61,7 +61,7 @@ pub(crate) fn check_upgrade(method: &Method, version: Version, headers: &HeaderM
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
         return Err(Rejection::new(StatusCode::BAD_REQUEST, "unsupported Sec-WebSocket-Version; this server speaks version 13")
-            .with_header(header::SEC_WEBSOCKET_VERSION, "13"));
+            .with_header(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13")));
     }
     if !headers.get(header::SEC_WEBSOCKET_KEY).is_some_and(|key| is_valid_key(key.as_bytes())) {
         return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing or malformed Sec-WebSocket-Key"));
@@ -138,7 +138,7 @@ mod tests {
     fn version_mismatch_names_the_supported_version() {
         let pairs = [("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-version", "8"), ("sec-websocket-key", KEY)];
         let rejection = check_upgrade(&Method::GET, Version::HTTP_11, &headers(&pairs)).unwrap_err();
-        assert_eq!(rejection.header, Some((header::SEC_WEBSOCKET_VERSION, "13")));
+        assert_eq!(rejection.header, Some((header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"))));
     }
 
     #[test]

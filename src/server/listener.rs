@@ -1,7 +1,13 @@
-//! Accept loops and the life of one TCP connection up to the upgrade: TLS
-//! handshake and HTTP request, both within `handshake_timeout`.
+//! Listening sockets, accept loops, and the life of one TCP connection up to
+//! the upgrade: PROXY header, connection caps, TLS handshake and HTTP
+//! request, all within `handshake_timeout`.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -12,31 +18,83 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::Shared;
-use crate::http::serve_request;
+use super::{Error, Shared, proxy};
+use crate::{
+    config::ServerSettings,
+    http::{ClientConnection, serve_request},
+    limits::{ClientKey, caps::Slots},
+    stats::Reason,
+};
 
 /// Pause after an accept error that is not about one connection (EMFILE,
 /// ENOBUFS): long enough for descriptors to be released, short enough not to
 /// notice.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts until shutdown. Never returns on an accept error: per-connection
-/// errors are skipped, resource exhaustion backs off and retries.
-pub(super) async fn accept_loop(listener: TcpListener, secure: bool, shared: Arc<Shared>) {
-    loop {
-        let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let span = tracing::debug_span!("connection", %peer);
-                shared.tasks.spawn(serve_connection(stream, secure, shared.clone()).instrument(span));
-            }
-            Err(error) if is_per_connection(&error) => {}
-            Err(error) => {
-                tracing::warn!(%error, "accept failed; backing off");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+/// A bound socket and how to serve it.
+#[derive(Debug)]
+pub struct Listener {
+    socket: TcpListener,
+    tls: bool,
+    proxy_protocol: bool,
+}
+
+impl Listener {
+    /// A listener served with TLS (wss://).
+    pub fn tls(socket: TcpListener) -> Self {
+        Self { socket, tls: true, proxy_protocol: false }
+    }
+
+    /// A listener served without TLS (ws://).
+    pub fn plain(socket: TcpListener) -> Self {
+        Self { socket, tls: false, proxy_protocol: false }
+    }
+
+    /// Expects a PROXY protocol header first on every connection, and
+    /// accepts it only from `trusted_proxies`.
+    pub fn with_proxy_protocol(self) -> Self {
+        Self { proxy_protocol: true, ..self }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Binds every address of `[server] listen` and `plain`.
+    pub async fn bind_all(settings: &ServerSettings) -> Result<Vec<Self>, Error> {
+        let mut listeners = Vec::new();
+        for (&addr, tls) in settings.listen.iter().map(|a| (a, true)).chain(settings.plain.iter().map(|a| (a, false))) {
+            let socket = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+            let proxy_protocol = settings.proxy_protocol.contains(&addr);
+            listeners.push(Self { socket, tls, proxy_protocol });
+        }
+        Ok(listeners)
+    }
+
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Accepts until shutdown. Never returns on an accept error:
+    /// per-connection errors are skipped, resource exhaustion backs off.
+    pub(super) async fn accept_loop(self, shared: Arc<Shared>) {
+        loop {
+            let accepted = tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                accepted = self.socket.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::debug_span!("connection", %peer);
+                    let connection = serve_connection(stream, peer, self.tls, self.proxy_protocol, shared.clone());
+                    shared.tasks.spawn(connection.instrument(span));
+                }
+                Err(error) if is_per_connection(&error) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
     }
@@ -47,45 +105,88 @@ fn is_per_connection(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused)
 }
 
-async fn serve_connection(stream: TcpStream, secure: bool, shared: Arc<Shared>) {
+/// Identifies the client, takes its connection slots, then runs TLS and
+/// HTTP. Returning drops the socket: a refused client is closed at once.
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, tls: bool, proxy_protocol: bool, shared: Arc<Shared>) {
     // Frames are written in batches already; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot.load_full();
-    let deadline = Instant::now() + snapshot.config.server.handshake_timeout;
-    if !secure {
-        return serve_http(stream, deadline, shared).await;
+    let config = &snapshot.config;
+    let deadline = Instant::now() + config.server.handshake_timeout;
+    let trusted = config.server.trusted_proxies.iter().any(|cidr| cidr.contains(peer.ip()));
+    let counters = &shared.counters;
+
+    let (client, forwarded) = if proxy_protocol {
+        if !trusted {
+            tracing::debug!("PROXY listener: peer is not in trusted_proxies");
+            return counters.record(Reason::Protocol);
+        }
+        match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
+            Ok(Ok(source)) => (source.unwrap_or(peer.ip()), false),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "bad PROXY header");
+                return counters.record(Reason::Protocol);
+            }
+            Err(_) => return counters.record(Reason::Timeout),
+        }
+    } else {
+        // A trusted proxy without PROXY header may name the client in
+        // X-Forwarded-For: its slot is taken once the request is read.
+        (peer.ip(), trusted)
+    };
+
+    let admission = &config.admission;
+    let Some(global) = shared.caps.acquire_global(admission.max_connections) else {
+        return counters.record(Reason::GlobalCap);
+    };
+    let client_slot = if forwarded {
+        None
+    } else {
+        let key = ClientKey::new(client, admission.ipv6_prefix);
+        match shared.caps.acquire_client(key, admission.max_connections_per_ip) {
+            Some(slot) => Some(slot),
+            None => return counters.record(Reason::IpCap),
+        }
+    };
+    let connection = Arc::new(ClientConnection { addr: client, forwarded, slots: Mutex::new(Some(Slots::new(global, client_slot))) });
+
+    if !tls {
+        drop(snapshot);
+        return serve_http(stream, deadline, connection, shared).await;
     }
     let Some(acceptor) = snapshot.acceptor.clone() else { return };
     drop(snapshot);
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_http(tls, deadline, shared).await,
+        Ok(Ok(tls)) => serve_http(tls, deadline, connection, shared).await,
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
+        Err(_) => shared.counters.record(Reason::Timeout),
     }
 }
 
 /// Serves HTTP on one connection until it upgrades or is refused (refusals
 /// carry `Connection: close`, so a connection sees one request either way).
-async fn serve_http<I>(io: I, deadline: Instant, shared: Arc<Shared>)
+async fn serve_http<I>(io: I, deadline: Instant, connection: Arc<ClientConnection>, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service = service_fn(move |request| serve_request(request, service_shared.clone()));
-    let connection = http1::Builder::new()
+    let service = service_fn(move |request| serve_request(request, connection.clone(), service_shared.clone()));
+    let http = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::pin!(connection);
+    tokio::pin!(http);
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        result = http.as_mut() => result,
         () = shared.shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            http.as_mut().graceful_shutdown();
+            http.await
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(%error, "HTTP connection ended with an error");
+    match result {
+        Err(error) if error.is_timeout() => shared.counters.record(Reason::Timeout),
+        Err(error) => tracing::debug!(%error, "HTTP connection ended with an error"),
+        Ok(()) => {}
     }
 }

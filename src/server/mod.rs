@@ -2,16 +2,18 @@
 //! through which an embedding program publishes, reads statistics and stops.
 
 mod listener;
+mod proxy;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use self::listener::Listener;
 use crate::{
     channel::PublishError,
-    config::{Config, ServerSettings},
+    config::Config,
+    limits::caps::ConnectionCaps,
     message::Message,
     snapshot::Snapshot,
     stats::{Counters, Stats},
@@ -46,36 +48,18 @@ pub(crate) struct Shared {
     /// Cancelled once, when shutdown starts.
     pub(crate) shutdown: CancellationToken,
     pub(crate) counters: Arc<Counters>,
+    /// Connection counts for the caps; outlives snapshots.
+    pub(crate) caps: Arc<ConnectionCaps>,
 }
+
+/// How often the handshake limiter forgets clients whose bucket is full
+/// again: often enough to bound memory under a scan from many addresses,
+/// rarely enough to cost nothing.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A configured server, not yet serving.
 pub struct Server {
     shared: Arc<Shared>,
-}
-
-/// Listening sockets handed to [`Server::serve`]: bound by [`Listeners::bind`]
-/// from the configuration, or by the caller (tests bind port 0).
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// Served with TLS (wss://).
-    pub tls: Vec<TcpListener>,
-    /// Served without TLS (ws://).
-    pub plain: Vec<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds every address of `[server] listen` and `plain`.
-    pub async fn bind(settings: &ServerSettings) -> Result<Self, Error> {
-        Ok(Self { tls: bind_all(&settings.listen).await?, plain: bind_all(&settings.plain).await? })
-    }
-}
-
-async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, Error> {
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        listeners.push(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?);
-    }
-    Ok(listeners)
 }
 
 impl Server {
@@ -90,6 +74,7 @@ impl Server {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 counters,
+                caps: Arc::default(),
             }),
         })
     }
@@ -103,7 +88,7 @@ impl Server {
     /// Binds the configured listeners and serves until `shutdown` completes
     /// (or [`Handle::shutdown`] is called).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let listeners = Listeners::bind(&self.shared.snapshot.load().config.server).await?;
+        let listeners = Listener::bind_all(&self.shared.snapshot.load().config.server).await?;
         self.serve(listeners, shutdown).await
     }
 
@@ -111,17 +96,18 @@ impl Server {
     /// [`Handle::shutdown`] is called). Then stops accepting, sends close
     /// 1001 to every connection and returns once they have closed (each is
     /// given a few seconds to answer).
-    pub async fn serve(self, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn serve(self, listeners: Vec<Listener>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let shared = self.shared;
-        if !listeners.tls.is_empty() && shared.snapshot.load().acceptor.is_none() {
+        if listeners.iter().any(Listener::is_tls) && shared.snapshot.load().acceptor.is_none() {
             return Err(Error::NoTls);
         }
-        for (listener, secure) in listeners.tls.into_iter().map(|l| (l, true)).chain(listeners.plain.into_iter().map(|l| (l, false))) {
+        for listener in listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, scheme = if secure { "wss" } else { "ws" }, "listening");
+                tracing::info!(%addr, scheme = if listener.is_tls() { "wss" } else { "ws" }, "listening");
             }
-            shared.tasks.spawn(listener::accept_loop(listener, secure, shared.clone()));
+            shared.tasks.spawn(listener.accept_loop(shared.clone()));
         }
+        shared.tasks.spawn(prune_periodically(shared.clone()));
         tokio::select! {
             () = shutdown => {}
             () = shared.shutdown.cancelled() => {}
@@ -155,7 +141,9 @@ impl Handle {
     /// Connections per channel, rooms and their sizes, message counters.
     pub fn stats(&self) -> Stats {
         let snapshot = self.shared.snapshot.load();
-        self.shared.counters.snapshot(snapshot.channels.iter().map(|channel| channel.stats()).collect())
+        let channels = snapshot.channels.iter().map(|channel| channel.stats()).collect();
+        let caps = &self.shared.caps;
+        self.shared.counters.snapshot(channels, caps.active(), caps.clients(), snapshot.handshakes.len())
     }
 
     /// The certificate served on TLS listeners (for fingerprints and for
@@ -167,5 +155,15 @@ impl Handle {
     /// Starts the same graceful shutdown as the future given to `serve`.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+}
+
+/// Prunes the handshake limiter every [`PRUNE_INTERVAL`] until shutdown.
+async fn prune_periodically(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_INTERVAL) => shared.snapshot.load().handshakes.prune(),
+        }
     }
 }

@@ -3,5 +3,6 @@
 //! fastwebsockets and hands messages to the channel.
 
 pub(crate) mod frame;
+pub(crate) mod guard;
 pub(crate) mod outbox;
 pub(crate) mod session;

@@ -3,9 +3,11 @@
 //!
 //! Any task may push (fan-out, the connection's own reader, shutdown); only
 //! the connection's writer pops. Pushing never waits: a connection whose
-//! backlog would exceed its `send_buffer` is a slow consumer, its backlog is
-//! dropped and a close frame (1013) takes its place, so one stalled reader
-//! costs the server at most `send_buffer` bytes and delays nobody else.
+//! backlog would exceed its `send_buffer` is a slow consumer. Under the
+//! default policy its backlog is dropped and a close frame (1013) takes its
+//! place; under `on_slow_consumer = "drop"` the frames that do not fit are
+//! dropped. Either way one stalled reader costs the server at most
+//! `send_buffer` bytes and delays nobody else.
 //!
 //! Invariant: once a close frame is queued nothing more is, so the close
 //! frame is always the last thing the writer writes.
@@ -23,6 +25,7 @@ use tokio::{
 };
 
 use super::frame;
+use crate::config::SlowConsumer;
 
 /// Close code for a connection that cannot keep up ("try again later").
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
@@ -32,9 +35,9 @@ pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
 const MAX_IO_SLICES: usize = 64;
 
 /// Creates a queue that holds at most `limit` unwritten bytes.
-pub(crate) fn channel(limit: usize) -> (Outbox, OutboxReceiver) {
+pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { frames: VecDeque::new(), bytes: 0, limit, phase: Phase::Open }),
+        state: Mutex::new(State { frames: VecDeque::new(), bytes: 0, limit, on_overflow, phase: Phase::Open }),
         wake_writer: Notify::new(),
     });
     (Outbox(shared.clone()), OutboxReceiver(shared))
@@ -57,6 +60,7 @@ struct State {
     /// Bytes queued or being written, not yet confirmed written.
     bytes: usize,
     limit: usize,
+    on_overflow: SlowConsumer,
     phase: Phase,
 }
 
@@ -78,6 +82,8 @@ pub(crate) enum Rejected {
     /// This frame pushed the backlog past `send_buffer`: the connection is
     /// now closing with 1013. Reported once per connection.
     SlowConsumer,
+    /// The frame did not fit in `send_buffer` and was dropped (policy "drop").
+    Dropped,
 }
 
 impl Outbox {
@@ -94,6 +100,9 @@ impl Outbox {
         // One frame always fits an empty queue, so a message of max_payload
         // bytes plus its header can be sent even when send_buffer equals it.
         if state.bytes > 0 && state.bytes + frame.len() > state.limit {
+            if state.on_overflow == SlowConsumer::Drop {
+                return Err(Rejected::Dropped);
+            }
             state.frames.clear();
             state.push_close(frame::close(SLOW_CONSUMER_CODE, "slow consumer"));
             drop(state);
@@ -227,7 +236,7 @@ mod tests {
 
     #[test]
     fn slow_consumer_is_closed_once_and_its_backlog_dropped() {
-        let (outbox, receiver) = channel(100);
+        let (outbox, receiver) = channel(100, SlowConsumer::Close);
         assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
         assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Err(Rejected::SlowConsumer));
         assert_eq!(outbox.send(Bytes::from(vec![0; 1])), Err(Rejected::Closing));
@@ -237,14 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn drop_policy_keeps_the_connection_and_drops_what_does_not_fit() {
+        let (outbox, _receiver) = channel(100, SlowConsumer::Drop);
+        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
+        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Err(Rejected::Dropped));
+        assert_eq!(outbox.send(Bytes::from(vec![0; 40])), Ok(()));
+        assert!(!outbox.is_closing());
+    }
+
+    #[test]
     fn one_frame_always_fits_an_empty_queue() {
-        let (outbox, _receiver) = channel(10);
+        let (outbox, _receiver) = channel(10, SlowConsumer::Close);
         assert_eq!(outbox.send(Bytes::from(vec![0; 50])), Ok(()));
     }
 
     #[tokio::test]
     async fn writer_stops_after_the_close_frame() {
-        let (outbox, receiver) = channel(1 << 20);
+        let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
         outbox.send(frame::encode(fastwebsockets::OpCode::Text, b"hi")).unwrap();
         assert!(outbox.close(1000, "bye"));
         assert!(!outbox.close(1001, "again"));

@@ -1,81 +1,94 @@
-//! One upgraded connection: a reader (fastwebsockets' split read half, so a
-//! later permessage-deflate adapter can slide under it) and a writer (the
-//! outbox drained with vectored writes), driven together in one task.
+//! One upgraded connection: a reader (fastwebsockets' split read half over
+//! the [`FrameGuard`](super::guard::FrameGuard)), a writer (the outbox
+//! drained with vectored writes) and a heartbeat, driven together in one task.
 //!
 //! Closing: whoever closes first queues a close frame in the outbox; the
-//! session then waits at most [`CLOSE_TIMEOUT`] for the other side's close
-//! before dropping the socket.
+//! session then waits at most `close_timeout` for the other side before
+//! dropping the socket. The socket is dropped after the channel membership
+//! and the connection slots, so a client that sees its connection end also
+//! sees it gone from `stats()`.
 
-use std::{convert::Infallible, future::ready, time::Duration};
+use std::{convert::Infallible, future::ready};
 
-use fastwebsockets::{Frame, FragmentCollectorRead, OpCode, Role, WebSocketError};
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadHalf};
+use tokio::{io::AsyncRead, time::Instant};
 
 use super::{
     frame,
+    guard::{Activity, FrameGuard, Violation},
     outbox::{Outbox, OutboxReceiver},
 };
 use crate::{
     channel::{Membership, PublishError},
+    config::Limits,
+    limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
+    stats::Reason,
 };
-
-/// How long either side of the close handshake may take: the peer's close
-/// reply after ours, or our last write after the peer went away.
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection that has been upgraded and joined its channel.
 pub(crate) struct Session {
     pub(crate) membership: Membership,
     pub(crate) outbox: Outbox,
     pub(crate) receiver: OutboxReceiver,
+    /// Held for the life of the connection: its share of the caps.
+    pub(crate) slots: Slots,
 }
 
 impl Session {
     /// Serves the connection until it closes.
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
-        // Declared before the session parts so that they are dropped after
-        // them: the socket closes only once the membership is gone, so a
-        // client that sees the connection end also sees it left its channel.
-        let (mut read, mut write) = tokio::io::split(io);
-        let Session { membership, outbox, receiver } = self;
-        let reading = read_messages(&mut read, &membership, &outbox);
+        // Declared first so that it is dropped last (see the module doc).
+        let (read, mut write) = tokio::io::split(io);
+        let Session { membership, outbox, receiver, slots } = self;
+        let limits = membership.config().limits.clone();
+        let activity = Activity::new();
+        let reading = read_messages(FrameGuard::new(read, limits.max_payload, &activity), &membership, &outbox, &limits);
         let writing = receiver.run_writer(&mut write);
-        tokio::pin!(reading, writing);
+        let watching = heartbeat(&activity, &outbox, &limits);
+        tokio::pin!(reading, writing, watching);
         tokio::select! {
             () = &mut reading => {
                 outbox.finish();
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, writing).await;
+                let _ = tokio::time::timeout(limits.close_timeout, writing).await;
             }
             written = &mut writing => {
                 // Our close frame went out: wait for the peer's. If the write
                 // failed, the peer is gone and there is nothing to wait for.
                 if written.is_ok() {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, reading).await;
+                    let _ = tokio::time::timeout(limits.close_timeout, reading).await;
                 }
             }
+            () = &mut watching => {
+                membership.counters().record(Reason::Idle);
+                outbox.close(1001, "idle timeout");
+                let _ = tokio::time::timeout(limits.close_timeout, writing).await;
+            }
         }
+        drop(slots);
     }
 }
 
-/// Reads frames until the peer closes, the stream ends or breaks the
-/// protocol. Protocol errors queue the matching close frame.
-async fn read_messages(read: &mut ReadHalf<TokioIo<Upgraded>>, membership: &Membership, outbox: &Outbox) {
-    let max_payload = membership.config().limits.max_payload;
-    let mut reader = frame_reader(read, max_payload);
+/// Reads messages until the peer closes, the stream ends or breaks the
+/// protocol or a limit. Each failure queues the matching close frame.
+async fn read_messages<R: AsyncRead + Unpin>(read: R, membership: &Membership, outbox: &Outbox, limits: &Limits) {
+    let counters = membership.counters();
+    let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
+    let (mut reader, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    // Per frame, checked before fastwebsockets reserves the buffer; the guard
+    // has already enforced the same limit on the whole message.
+    reader.set_max_message_size(limits.max_payload.saturating_add(1));
+    let mut reader = FragmentCollectorRead::new(reader);
     // fastwebsockets answers pings and closes through this callback; the
     // answers go through the same outbox so that the writer keeps one order.
     let mut reply = |frame: Frame<'_>| {
         let encoded = frame::encode(frame.opcode, &frame.payload);
-        match frame.opcode {
-            OpCode::Close => {
-                outbox.close_with(encoded);
-            }
-            _ => {
-                let _ = outbox.send(encoded);
-            }
+        if frame.opcode == OpCode::Close {
+            outbox.close_with(encoded);
+        } else {
+            let _ = outbox.send(encoded);
         }
         ready(Ok::<(), Infallible>(()))
     };
@@ -83,8 +96,9 @@ async fn read_messages(read: &mut ReadHalf<TokioIo<Upgraded>>, membership: &Memb
         let frame = match reader.read_frame(&mut reply).await {
             Ok(frame) => frame,
             Err(error) => {
-                if let Some((code, reason)) = close_code_for(&error) {
-                    tracing::debug!(code, %error, "closing on protocol error");
+                if let Some((code, reason, counted)) = close_for(&error) {
+                    counters.record(counted);
+                    tracing::debug!(code, %error, "closing on a protocol error");
                     outbox.close(code, reason);
                 }
                 return;
@@ -100,8 +114,9 @@ async fn read_messages(read: &mut ReadHalf<TokioIo<Upgraded>>, membership: &Memb
             // After our close frame only the peer's close matters.
             continue;
         }
-        if frame.payload.len() > max_payload {
-            outbox.close(1009, "message too big");
+        if limiter.admit(frame.payload.len()).await.is_err() {
+            counters.record(Reason::RateLimit);
+            outbox.close(1008, "rate limit");
             return;
         }
         if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(kind, &frame.payload) {
@@ -110,20 +125,34 @@ async fn read_messages(read: &mut ReadHalf<TokioIo<Upgraded>>, membership: &Memb
     }
 }
 
-fn frame_reader<R: AsyncRead + Unpin>(read: R, max_payload: usize) -> FragmentCollectorRead<R> {
-    let (mut reader, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
-    // fastwebsockets rejects a frame whose length is >= this value.
-    reader.set_max_message_size(max_payload.saturating_add(1));
-    FragmentCollectorRead::new(reader)
+/// Pings every `ping_interval`; returns when nothing has been received for
+/// `idle_timeout`.
+async fn heartbeat(activity: &Activity, outbox: &Outbox, limits: &Limits) {
+    let ping = frame::encode(OpCode::Ping, b"");
+    let mut next_ping = Instant::now() + limits.ping_interval;
+    loop {
+        let idle_at = activity.last() + limits.idle_timeout;
+        tokio::time::sleep_until(next_ping.min(idle_at)).await;
+        let now = Instant::now();
+        if now >= activity.last() + limits.idle_timeout {
+            return;
+        }
+        if now >= next_ping {
+            let _ = outbox.send(ping.clone());
+            next_ping = now + limits.ping_interval;
+        }
+    }
 }
 
-/// The close code for a read error, or `None` when the connection is simply
-/// gone (nothing can be sent).
-fn close_code_for(error: &WebSocketError) -> Option<(u16, &'static str)> {
+/// The close code, reason and counter for a read error, or `None` when the
+/// connection is simply gone (nothing can be sent).
+fn close_for(error: &WebSocketError) -> Option<(u16, &'static str, Reason)> {
+    let counted = |code| if code == 1009 { Reason::TooBig } else { Reason::Protocol };
     match error {
-        WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8")),
-        WebSocketError::FrameTooLarge => Some((1009, "message too big")),
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => None,
-        _ => Some((1002, "protocol error")),
+        WebSocketError::IoError(io) => Violation::find(io).map(|v| (v.code, v.reason, counted(v.code))),
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
+        WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8", Reason::Protocol)),
+        WebSocketError::FrameTooLarge => Some((1009, "message too big", Reason::TooBig)),
+        _ => Some((1002, "protocol error", Reason::Protocol)),
     }
 }

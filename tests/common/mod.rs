@@ -22,7 +22,7 @@ use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{self, Message, client::IntoClientRequest, protocol::CloseFrame},
 };
-use wsedge::{Config, Handle, Listeners, Server};
+use wsedge::{Config, Handle, Listener, Server};
 
 /// Upper bound for anything a test awaits; a hung server fails the test
 /// instead of hanging CI.
@@ -87,7 +87,7 @@ pub async fn start_with_server_keys(server_keys: &str, rest: &str) -> TestServer
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (wss, ws) = (tls.local_addr().unwrap(), plain.local_addr().unwrap());
     let handle = server.handle();
-    let listeners = Listeners { tls: vec![tls], plain: vec![plain] };
+    let listeners = vec![Listener::tls(tls), Listener::plain(plain)];
     let task = tokio::spawn(server.serve(listeners, std::future::pending()));
     TestServer { handle, wss, ws, cert: files.cert.clone(), task, _dir: files.dir }
 }
