@@ -34,13 +34,17 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(arg) => load(&arg).and_then(run),
-        Command::Check(arg) => load(&arg).map(|_| println!("{}: configuration is valid", arg.config.display())),
+        Command::Check(arg) => {
+            load(&arg).map(|_| println!("{}: configuration is valid", arg.config.display()))
+        }
         Command::PrintConfig(arg) => load(&arg).map(|config| print!("{}", config.to_toml_string())),
     };
     match result {
@@ -75,8 +79,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on a running tokio runtime");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler cannot fail on a running tokio runtime");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

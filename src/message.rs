@@ -33,12 +33,18 @@ impl MessageKind {
 impl Message {
     /// A text message.
     pub fn text(text: impl Into<String>) -> Self {
-        Self { kind: MessageKind::Text, payload: Bytes::from(text.into()) }
+        Self {
+            kind: MessageKind::Text,
+            payload: Bytes::from(text.into()),
+        }
     }
 
     /// A binary message.
     pub fn binary(payload: impl Into<Bytes>) -> Self {
-        Self { kind: MessageKind::Binary, payload: payload.into() }
+        Self {
+            kind: MessageKind::Binary,
+            payload: payload.into(),
+        }
     }
 
     /// Text or binary.

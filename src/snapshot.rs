@@ -41,18 +41,36 @@ impl Snapshot {
             None => None,
         };
         let acceptor = identity.as_ref().map(Identity::acceptor).transpose()?;
-        let channels = config.channels.iter().map(|c| Arc::new(Channel::new(c.clone(), counters.clone()))).collect();
+        let channels = config
+            .channels
+            .iter()
+            .map(|c| Arc::new(Channel::new(c.clone(), counters.clone())))
+            .collect();
         let handshakes = HandshakeLimiter::new(&config.admission.handshake_rate);
-        Ok(Self { config, channels, identity, acceptor, handshakes })
+        Ok(Self {
+            config,
+            channels,
+            identity,
+            acceptor,
+            handshakes,
+        })
     }
 
     /// The channel whose path matches, and the raw room segment for templates.
     pub(crate) fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Channel>, Option<&'p str>)> {
-        self.channels.iter().find_map(|channel| channel.config.path.matches(path).map(|room| (channel, room)))
+        self.channels.iter().find_map(|channel| {
+            channel
+                .config
+                .path
+                .matches(path)
+                .map(|room| (channel, room))
+        })
     }
 
     /// The channel called `name`.
     pub(crate) fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
-        self.channels.iter().find(|channel| channel.config.name == name)
+        self.channels
+            .iter()
+            .find(|channel| channel.config.name == name)
     }
 }

@@ -73,7 +73,8 @@ impl Counters {
     }
 
     pub(crate) fn record_delivered(&self, recipients: usize) {
-        self.messages_delivered.fetch_add(recipients as u64, Ordering::Relaxed);
+        self.messages_delivered
+            .fetch_add(recipients as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_dropped(&self) {
@@ -87,7 +88,13 @@ impl Counters {
         self.enforced[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self, channels: Vec<ChannelStats>, connections: usize, clients: usize, handshake_clients: usize) -> Stats {
+    pub(crate) fn snapshot(
+        &self,
+        channels: Vec<ChannelStats>,
+        connections: usize,
+        clients: usize,
+        handshake_clients: usize,
+    ) -> Stats {
         Stats {
             channels,
             connections,
@@ -96,7 +103,15 @@ impl Counters {
             messages_received: self.messages_received.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
-            enforced: Reason::ALL.iter().map(|r| (r.as_str(), self.enforced[*r as usize].load(Ordering::Relaxed))).collect(),
+            enforced: Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.as_str(),
+                        self.enforced[*r as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
         }
     }
 }

@@ -24,7 +24,9 @@ pub enum TlsError {
         reason: String,
     },
     /// The key file is missing, unreadable or holds no supported key.
-    #[error("cannot read private key from {path}: {reason} (PKCS#8, PKCS#1 and SEC1 PEM keys are supported)")]
+    #[error(
+        "cannot read private key from {path}: {reason} (PKCS#8, PKCS#1 and SEC1 PEM keys are supported)"
+    )]
     Key {
         /// The configured path.
         path: String,
@@ -50,7 +52,10 @@ impl Identity {
     /// Loads a PEM chain (leaf first) and a PEM private key, and checks that
     /// the key matches the leaf.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let cert_error = |reason: String| TlsError::Certificate { path: cert.display().to_string(), reason };
+        let cert_error = |reason: String| TlsError::Certificate {
+            path: cert.display().to_string(),
+            reason,
+        };
         let chain = CertificateDer::pem_file_iter(cert)
             .map_err(|e| cert_error(pem_reason(e)))?
             .collect::<Result<Vec<_>, _>>()
@@ -68,12 +73,16 @@ impl Identity {
     /// Generates a self-signed certificate for `names` (DNS names or IP
     /// addresses). For development only: clients must be told to trust it.
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
-        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(names.to_vec())?;
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(names.to_vec())?;
         let key = PrivatePkcs8KeyDer::from(signing_key.serialize_der());
         Self::from_der(vec![cert.der().clone()], key.into())
     }
 
-    fn from_der(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, TlsError> {
+    fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
         CertifiedKey::from_der(chain, key, &provider())
             .map(|certified| Self(Arc::new(certified)))
             .map_err(TlsError::Mismatch)
@@ -98,7 +107,9 @@ impl Identity {
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(self.0.clone())));
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                self.0.clone(),
+            )));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
@@ -107,7 +118,9 @@ impl Identity {
 impl fmt::Debug for Identity {
     /// Shows the fingerprint, never the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Identity").field(&self.fingerprint()).finish()
+        f.debug_tuple("Identity")
+            .field(&self.fingerprint())
+            .finish()
     }
 }
 

@@ -52,14 +52,19 @@ async fn unknown_path_is_404() {
     let answer = server.raw_http(&upgrade_request("/nope", "")).await;
     assert_eq!(answer.status, 404);
     assert_eq!(answer.body, "no channel at this path\n");
-    assert_eq!(answer.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert_eq!(answer.header("connection"), Some("close"));
 }
 
 #[tokio::test]
 async fn plain_get_on_a_channel_is_426_with_upgrade_header() {
     let server = server().await;
-    let answer = server.raw_http("GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let answer = server
+        .raw_http("GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
     assert_eq!(answer.status, 426);
     assert_eq!(answer.header("upgrade"), Some("websocket"));
     assert_eq!(answer.body, "this path serves WebSocket connections only\n");
@@ -68,7 +73,9 @@ async fn plain_get_on_a_channel_is_426_with_upgrade_header() {
 #[tokio::test]
 async fn other_methods_are_405() {
     let server = server().await;
-    let answer = server.raw_http("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").await;
+    let answer = server
+        .raw_http("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        .await;
     assert_eq!(answer.status, 405);
     assert_eq!(answer.header("allow"), Some("GET"));
 }
@@ -78,17 +85,27 @@ async fn malformed_upgrades_are_400() {
     let server = server().await;
     let no_key = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let answer = server.raw_http(no_key).await;
-    assert_eq!((answer.status, answer.body.as_str()), (400, "missing or malformed Sec-WebSocket-Key\n"));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (400, "missing or malformed Sec-WebSocket-Key\n")
+    );
 
-    let old_version = upgrade_request("/echo", "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
+    let old_version = upgrade_request("/echo", "")
+        .replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let answer = server.raw_http(&old_version).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.header("sec-websocket-version"), Some("13"));
-    assert_eq!(answer.body, "unsupported Sec-WebSocket-Version; this server speaks version 13\n");
+    assert_eq!(
+        answer.body,
+        "unsupported Sec-WebSocket-Version; this server speaks version 13\n"
+    );
 
     let no_connection = upgrade_request("/echo", "").replace("Connection: Upgrade\r\n", "");
     let answer = server.raw_http(&no_connection).await;
-    assert_eq!((answer.status, answer.body.as_str()), (400, "the Connection header must include Upgrade\n"));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (400, "the Connection header must include Upgrade\n")
+    );
 }
 
 #[tokio::test]
@@ -97,9 +114,16 @@ async fn a_good_upgrade_is_101_with_the_rfc_accept_key() {
     let answer = server.raw_http(&upgrade_request("/echo", "")).await;
     assert_eq!(answer.status, 101);
     // The worked example of RFC 6455 section 1.3.
-    assert_eq!(answer.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        answer.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     assert_eq!(answer.header("sec-websocket-protocol"), None);
-    assert_eq!(answer.header("sec-websocket-extensions"), None, "extensions are not negotiated yet");
+    assert_eq!(
+        answer.header("sec-websocket-extensions"),
+        None,
+        "extensions are not negotiated yet"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +141,9 @@ async fn origins_are_checked_against_the_allow_list() {
         ("/echo", Some("https://anything.test"), 101),
     ];
     for (path, origin, status) in cases {
-        let header = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+        let header = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
         let answer = server.raw_http(&upgrade_request(path, &header)).await;
         assert_eq!(answer.status, status, "{path} with origin {origin:?}");
         if status == 403 {
@@ -133,9 +159,15 @@ async fn room_names_outside_the_alphabet_are_400() {
     for path in ["/chat/a%20b", "/chat/caf%C3%A9", "/chat/a!b", long.as_str()] {
         let answer = server.raw_http(&upgrade_request(path, "")).await;
         assert_eq!(answer.status, 400, "{path}");
-        assert!(answer.body.starts_with("room names are 1-64 characters"), "{path}: {}", answer.body);
+        assert!(
+            answer.body.starts_with("room names are 1-64 characters"),
+            "{path}: {}",
+            answer.body
+        );
     }
-    let answer = server.raw_http(&upgrade_request(&format!("/chat/{}", "r".repeat(64)), "")).await;
+    let answer = server
+        .raw_http(&upgrade_request(&format!("/chat/{}", "r".repeat(64)), ""))
+        .await;
     assert_eq!(answer.status, 101);
 }
 
@@ -145,11 +177,17 @@ async fn full_rooms_and_too_many_rooms_are_503() {
     let _a1 = server.ws("/chat/a").await;
     let _a2 = server.ws("/chat/a").await;
     let answer = server.raw_http(&upgrade_request("/chat/a", "")).await;
-    assert_eq!((answer.status, answer.body.as_str()), (503, "room is full\n"));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (503, "room is full\n")
+    );
 
     let _b = server.ws("/chat/b").await;
     let answer = server.raw_http(&upgrade_request("/chat/c", "")).await;
-    assert_eq!((answer.status, answer.body.as_str()), (503, "too many rooms\n"));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (503, "too many rooms\n")
+    );
 
     let stats = server.handle.stats();
     let chat = stats.channel("chat").unwrap();
@@ -160,16 +198,36 @@ async fn full_rooms_and_too_many_rooms_are_503() {
 #[tokio::test]
 async fn the_first_offered_accepted_subprotocol_is_selected() {
     let server = server().await;
-    let cases = [("chat.v1, chat.v2", Some("chat.v1")), ("x, chat.v2", Some("chat.v2")), ("x, y", None)];
+    let cases = [
+        ("chat.v1, chat.v2", Some("chat.v1")),
+        ("x, chat.v2", Some("chat.v2")),
+        ("x, y", None),
+    ];
     for (offer, selected) in cases {
-        let mut request = format!("ws://{}/echo", server.ws).into_client_request().unwrap();
-        request.headers_mut().insert("sec-websocket-protocol", offer.parse().unwrap());
-        let answer = server.raw_http(&upgrade_request("/echo", &format!("Sec-WebSocket-Protocol: {offer}\r\n"))).await;
+        let mut request = format!("ws://{}/echo", server.ws)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", offer.parse().unwrap());
+        let answer = server
+            .raw_http(&upgrade_request(
+                "/echo",
+                &format!("Sec-WebSocket-Protocol: {offer}\r\n"),
+            ))
+            .await;
         assert_eq!(answer.status, 101);
-        assert_eq!(answer.header("sec-websocket-protocol"), selected, "offer {offer}");
+        assert_eq!(
+            answer.header("sec-websocket-protocol"),
+            selected,
+            "offer {offer}"
+        );
         if selected.is_some() {
             // An independent client accepts the server's choice.
-            server.ws_request(request).await.unwrap_or_else(|e| panic!("offer {offer}: {e}"));
+            server
+                .ws_request(request)
+                .await
+                .unwrap_or_else(|e| panic!("offer {offer}: {e}"));
         }
     }
 }
@@ -179,12 +237,20 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout() {
     let server = server().await;
     // Plain: part of a request line, then nothing (slowloris).
     let mut plain = TcpStream::connect(server.ws).await.unwrap();
-    plain.write_all(b"GET /echo HTTP/1.1\r\nHost: local").await.unwrap();
+    plain
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
     // TLS: a TCP connection that never starts the handshake.
     let mut tls = TcpStream::connect(server.wss).await.unwrap();
     for stream in [&mut plain, &mut tls] {
         let mut rest = Vec::new();
-        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await.expect("the server hangs up");
-        assert!(read.is_ok_and(|_| !String::from_utf8_lossy(&rest).contains("101")), "no upgrade for a timed-out client");
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+            .await
+            .expect("the server hangs up");
+        assert!(
+            read.is_ok_and(|_| !String::from_utf8_lossy(&rest).contains("101")),
+            "no upgrade for a timed-out client"
+        );
     }
 }

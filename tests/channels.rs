@@ -9,7 +9,10 @@ use tokio_tungstenite::tungstenite::{
     Message,
     protocol::{
         CloseFrame,
-        frame::{Frame, coding::{CloseCode, Data, OpCode}},
+        frame::{
+            Frame,
+            coding::{CloseCode, Data, OpCode},
+        },
     },
 };
 use wsedge::{Message as Outgoing, PublishError};
@@ -55,7 +58,11 @@ async fn echo_returns_text_and_binary_over_ws_and_wss() {
     let server = start(CHANNELS).await;
     let mut plain = server.ws("/echo").await;
     let mut secure = server.wss("/echo").await;
-    for message in [Message::text("hello"), Message::binary(vec![0u8, 159, 146, 150]), Message::text("")] {
+    for message in [
+        Message::text("hello"),
+        Message::binary(vec![0u8, 159, 146, 150]),
+        Message::text(""),
+    ] {
         plain.send(message.clone()).await.unwrap();
         assert_eq!(next_data(&mut plain).await, message);
         secure.send(message.clone()).await.unwrap();
@@ -69,7 +76,10 @@ async fn echo_handles_a_one_mebibyte_message() {
     let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     let mut secure = server.wss("/echo").await;
     secure.send(Message::binary(payload.clone())).await.unwrap();
-    assert_eq!(next_data(&mut secure).await, Message::binary(payload.clone()));
+    assert_eq!(
+        next_data(&mut secure).await,
+        Message::binary(payload.clone())
+    );
     let text = "ab".repeat(1 << 19);
     let mut plain = server.ws("/echo").await;
     plain.send(Message::text(text.clone())).await.unwrap();
@@ -81,21 +91,50 @@ async fn echo_reassembles_a_fragmented_message() {
     let server = start(CHANNELS).await;
     let mut ws = server.ws("/echo").await;
     let parts = ["frag", "mented ", "héllo"];
-    ws.send(Message::Frame(Frame::message(parts[0], OpCode::Data(Data::Text), false))).await.unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[0],
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
     // A ping between fragments is allowed (RFC 6455 section 5.4).
-    ws.send(Message::Ping(b"between".to_vec().into())).await.unwrap();
-    ws.send(Message::Frame(Frame::message(parts[1], OpCode::Data(Data::Continue), false))).await.unwrap();
-    ws.send(Message::Frame(Frame::message(parts[2], OpCode::Data(Data::Continue), true))).await.unwrap();
+    ws.send(Message::Ping(b"between".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[1],
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .await
+    .unwrap();
+    ws.send(Message::Frame(Frame::message(
+        parts[2],
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .await
+    .unwrap();
     let mut pong = None;
     let echoed = loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Pong(payload) => pong = Some(payload),
             Message::Text(text) => break text,
             other => panic!("unexpected {other:?}"),
         }
     };
     assert_eq!(echoed.as_str(), parts.concat());
-    assert_eq!(pong.as_deref(), Some(&b"between"[..]), "the ping is answered before the message completes");
+    assert_eq!(
+        pong.as_deref(),
+        Some(&b"between"[..]),
+        "the ping is answered before the message completes"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +144,10 @@ async fn broadcast_reaches_every_other_subscriber_exactly_once() {
     for _ in 0..50 {
         clients.push(server.ws("/news").await);
     }
-    assert_eq!(server.handle.stats().channel("news").unwrap().connections, 50);
+    assert_eq!(
+        server.handle.stats().channel("news").unwrap().connections,
+        50
+    );
     let (sender, others) = clients.split_first_mut().unwrap();
     send_text(sender, "headline").await;
     send_text(sender, "second").await;
@@ -115,7 +157,12 @@ async fn broadcast_reaches_every_other_subscriber_exactly_once() {
     }
     // A marker published after the sender's messages is the first thing the
     // sender sees: it never got its own messages, and nobody got them twice.
-    assert_eq!(server.handle.publish("news", None, Outgoing::text("marker")), Ok(50));
+    assert_eq!(
+        server
+            .handle
+            .publish("news", None, Outgoing::text("marker")),
+        Ok(50)
+    );
     assert_eq!(next_data(sender).await, Message::text("marker"));
     for other in others.iter_mut() {
         assert_eq!(next_data(other).await, Message::text("marker"));
@@ -140,16 +187,36 @@ async fn rooms_are_isolated_and_vanish_with_their_last_member() {
     let mut b1 = server.ws("/chat/b").await;
     let stats = server.handle.stats();
     let chat = stats.channel("chat").unwrap();
-    assert_eq!((chat.connections, chat.rooms.get("a"), chat.rooms.get("b")), (3, Some(&2), Some(&1)));
+    assert_eq!(
+        (chat.connections, chat.rooms.get("a"), chat.rooms.get("b")),
+        (3, Some(&2), Some(&1))
+    );
 
     send_text(&mut a1, "for room a").await;
     assert_eq!(next_data(&mut a2).await, Message::text("for room a"));
-    assert_eq!(server.handle.publish("chat", Some("b"), Outgoing::text("only b")), Ok(1));
-    assert_eq!(next_data(&mut b1).await, Message::text("only b"), "room b never saw room a's message");
+    assert_eq!(
+        server
+            .handle
+            .publish("chat", Some("b"), Outgoing::text("only b")),
+        Ok(1)
+    );
+    assert_eq!(
+        next_data(&mut b1).await,
+        Message::text("only b"),
+        "room b never saw room a's message"
+    );
 
     close_and_wait(b1).await;
     let stats = server.handle.stats();
-    assert_eq!(stats.channel("chat").unwrap().rooms.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        stats
+            .channel("chat")
+            .unwrap()
+            .rooms
+            .keys()
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
     close_and_wait(a1).await;
     close_and_wait(a2).await;
     let stats = server.handle.stats();
@@ -166,21 +233,70 @@ async fn publish_reaches_a_broadcast_channel_and_one_room_only() {
     let mut lobby = server.ws("/chat/lobby").await;
     let mut dev = server.ws("/chat/dev").await;
 
-    assert_eq!(server.handle.publish("feed", None, Outgoing::binary(vec![9u8; 3])), Ok(2));
-    assert_eq!(next_data(&mut feed_plain).await, Message::binary(vec![9u8; 3]));
-    assert_eq!(next_data(&mut feed_secure).await, Message::binary(vec![9u8; 3]));
-    assert_eq!(server.handle.publish("chat", Some("lobby"), Outgoing::text("lobby news")), Ok(1));
-    assert_eq!(server.handle.publish("chat", Some("dev"), Outgoing::text("dev news")), Ok(1));
+    assert_eq!(
+        server
+            .handle
+            .publish("feed", None, Outgoing::binary(vec![9u8; 3])),
+        Ok(2)
+    );
+    assert_eq!(
+        next_data(&mut feed_plain).await,
+        Message::binary(vec![9u8; 3])
+    );
+    assert_eq!(
+        next_data(&mut feed_secure).await,
+        Message::binary(vec![9u8; 3])
+    );
+    assert_eq!(
+        server
+            .handle
+            .publish("chat", Some("lobby"), Outgoing::text("lobby news")),
+        Ok(1)
+    );
+    assert_eq!(
+        server
+            .handle
+            .publish("chat", Some("dev"), Outgoing::text("dev news")),
+        Ok(1)
+    );
     assert_eq!(next_data(&mut lobby).await, Message::text("lobby news"));
     assert_eq!(next_data(&mut dev).await, Message::text("dev news"));
-    assert_eq!(server.handle.publish("chat", Some("empty"), Outgoing::text("nobody")), Ok(0));
+    assert_eq!(
+        server
+            .handle
+            .publish("chat", Some("empty"), Outgoing::text("nobody")),
+        Ok(0)
+    );
 
-    assert_eq!(server.handle.publish("nope", None, Outgoing::text("x")), Err(PublishError::UnknownChannel("nope".into())));
-    assert!(matches!(server.handle.publish("echo", None, Outgoing::text("x")), Err(PublishError::NotPublishable(_))));
-    assert!(matches!(server.handle.publish("chat", None, Outgoing::text("x")), Err(PublishError::RoomMismatch { needs_room: true, .. })));
-    assert!(matches!(server.handle.publish("feed", Some("a"), Outgoing::text("x")), Err(PublishError::RoomMismatch { needs_room: false, .. })));
+    assert_eq!(
+        server.handle.publish("nope", None, Outgoing::text("x")),
+        Err(PublishError::UnknownChannel("nope".into()))
+    );
+    assert!(matches!(
+        server.handle.publish("echo", None, Outgoing::text("x")),
+        Err(PublishError::NotPublishable(_))
+    ));
+    assert!(matches!(
+        server.handle.publish("chat", None, Outgoing::text("x")),
+        Err(PublishError::RoomMismatch {
+            needs_room: true,
+            ..
+        })
+    ));
+    assert!(matches!(
+        server
+            .handle
+            .publish("feed", Some("a"), Outgoing::text("x")),
+        Err(PublishError::RoomMismatch {
+            needs_room: false,
+            ..
+        })
+    ));
     let too_big = Outgoing::binary(vec![0u8; (2 << 20) + 1]);
-    assert!(matches!(server.handle.publish("feed", None, too_big), Err(PublishError::TooLarge { .. })));
+    assert!(matches!(
+        server.handle.publish("feed", None, too_big),
+        Err(PublishError::TooLarge { .. })
+    ));
 }
 
 #[tokio::test]
@@ -196,25 +312,47 @@ async fn a_client_publishing_on_an_api_only_channel_is_closed_with_1008() {
 async fn client_close_is_answered_with_the_same_code() {
     let server = start(CHANNELS).await;
     let mut ws = server.wss("/echo").await;
-    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.unwrap();
-    let reply = next_close(&mut ws).await.expect("the server echoes the close code");
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let reply = next_close(&mut ws)
+        .await
+        .expect("the server echoes the close code");
     assert_eq!(reply.code, CloseCode::Normal);
     wait_closed(&mut ws).await;
-    assert_eq!(server.handle.stats().channel("echo").unwrap().connections, 0);
+    assert_eq!(
+        server.handle.stats().channel("echo").unwrap().connections,
+        0
+    );
 }
 
 #[tokio::test]
 async fn shutdown_closes_every_connection_with_1001() {
     let server = start(CHANNELS).await;
-    let mut clients = vec![server.ws("/echo").await, server.ws("/news").await, server.ws("/chat/x").await];
+    let mut clients = vec![
+        server.ws("/echo").await,
+        server.ws("/news").await,
+        server.ws("/chat/x").await,
+    ];
     let mut secure = server.wss("/echo").await;
     server.handle.shutdown();
     for client in &mut clients {
-        assert_eq!(next_close(client).await.expect("a close code").code, CloseCode::Away);
+        assert_eq!(
+            next_close(client).await.expect("a close code").code,
+            CloseCode::Away
+        );
     }
-    assert_eq!(next_close(&mut secure).await.expect("a close code").code, CloseCode::Away);
+    assert_eq!(
+        next_close(&mut secure).await.expect("a close code").code,
+        CloseCode::Away
+    );
     drop(clients);
     drop(secure);
-    let result = tokio::time::timeout(PATIENCE, server.task).await.expect("serve returns after shutdown");
+    let result = tokio::time::timeout(PATIENCE, server.task)
+        .await
+        .expect("serve returns after shutdown");
     assert!(result.unwrap().is_ok());
 }

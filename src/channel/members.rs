@@ -25,11 +25,15 @@ pub(crate) struct Members {
 
 impl Members {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<ConnectionId, Outbox>> {
-        self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<ConnectionId, Outbox>> {
-        self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn insert(&self, id: ConnectionId, outbox: Outbox) {
@@ -49,7 +53,12 @@ impl Members {
 
     /// Queues the same encoded frame for every member except `except`, and
     /// returns how many accepted it.
-    pub(crate) fn deliver(&self, frame: &Bytes, except: Option<ConnectionId>, counters: &Counters) -> usize {
+    pub(crate) fn deliver(
+        &self,
+        frame: &Bytes,
+        except: Option<ConnectionId>,
+        counters: &Counters,
+    ) -> usize {
         let entries = self.read();
         let mut delivered = 0;
         for (id, outbox) in entries.iter() {

@@ -87,24 +87,45 @@ pub(crate) struct Channel {
 
 impl Channel {
     pub(crate) fn new(config: ChannelConfig, counters: Arc<Counters>) -> Self {
-        Self { config, counters, members: Members::default(), rooms: Rooms::default(), closing: AtomicBool::new(false) }
+        Self {
+            config,
+            counters,
+            members: Members::default(),
+            rooms: Rooms::default(),
+            closing: AtomicBool::new(false),
+        }
     }
 
     /// Adds a connection (to `room`, for room channels). The returned
     /// membership leaves when dropped.
-    pub(crate) fn join(self: &Arc<Self>, room: Option<&str>, outbox: Outbox) -> Result<Membership, JoinError> {
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        room: Option<&str>,
+        outbox: Outbox,
+    ) -> Result<Membership, JoinError> {
         if self.members.len() >= self.config.limits.max_connections {
             return Err(JoinError::ChannelFull);
         }
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
         let room = match room {
-            Some(name) => Some(self.rooms.join(name, id, outbox.clone(), self.config.max_rooms, self.config.max_members)?),
+            Some(name) => Some(self.rooms.join(
+                name,
+                id,
+                outbox.clone(),
+                self.config.max_rooms,
+                self.config.max_members,
+            )?),
             None => None,
         };
         // Checked after the room insert so that a concurrent `close_all`
         // either sees this member or makes this check fail.
         self.members.insert(id, outbox.clone());
-        let membership = Membership { channel: self.clone(), room, id, outbox };
+        let membership = Membership {
+            channel: self.clone(),
+            room,
+            id,
+            outbox,
+        };
         if self.closing.load(Ordering::Acquire) {
             return Err(JoinError::Closing);
         }
@@ -118,18 +139,33 @@ impl Channel {
     }
 
     /// Publishes from the API: to every subscriber, or every member of `room`.
-    pub(crate) fn publish(&self, room: Option<&str>, message: &Message) -> Result<usize, PublishError> {
+    pub(crate) fn publish(
+        &self,
+        room: Option<&str>,
+        message: &Message,
+    ) -> Result<usize, PublishError> {
         let channel = || self.config.name.clone();
         if message.payload().len() > self.config.limits.max_payload {
-            return Err(PublishError::TooLarge { size: message.payload().len(), limit: self.config.limits.max_payload });
+            return Err(PublishError::TooLarge {
+                size: message.payload().len(),
+                limit: self.config.limits.max_payload,
+            });
         }
         let frame = message.to_frame();
         match (self.config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
-            (ChannelKind::Broadcast, None) => Ok(self.members.deliver(&frame, None, &self.counters)),
-            (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| room.members.deliver(&frame, None, &self.counters))),
+            (ChannelKind::Broadcast, None) => {
+                Ok(self.members.deliver(&frame, None, &self.counters))
+            }
+            (ChannelKind::Room, Some(name)) => Ok(self
+                .rooms
+                .get(name)
+                .map_or(0, |room| room.members.deliver(&frame, None, &self.counters))),
             (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
-                Err(PublishError::RoomMismatch { channel: channel(), needs_room: self.config.kind == ChannelKind::Room })
+                Err(PublishError::RoomMismatch {
+                    channel: channel(),
+                    needs_room: self.config.kind == ChannelKind::Room,
+                })
             }
         }
     }
@@ -181,7 +217,10 @@ impl Membership {
             return Ok(());
         }
         let except = (!config.echo_to_sender).then_some(self.id);
-        let members = self.room.as_ref().map_or(&channel.members, |room| &room.members);
+        let members = self
+            .room
+            .as_ref()
+            .map_or(&channel.members, |room| &room.members);
         members.deliver(&frame, except, &channel.counters);
         Ok(())
     }

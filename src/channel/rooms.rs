@@ -29,21 +29,35 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.rooms
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn join(&self, name: &str, id: ConnectionId, outbox: Outbox, max_rooms: usize, max_members: usize) -> Result<Arc<Room>, JoinError> {
+    pub(crate) fn join(
+        &self,
+        name: &str,
+        id: ConnectionId,
+        outbox: Outbox,
+        max_rooms: usize,
+        max_members: usize,
+    ) -> Result<Arc<Room>, JoinError> {
         let mut rooms = self.write();
         let room = match rooms.get(name) {
             Some(room) if room.members.len() >= max_members => return Err(JoinError::RoomFull),
             Some(room) => room.clone(),
             None if rooms.len() >= max_rooms => return Err(JoinError::TooManyRooms),
             None => {
-                let room = Arc::new(Room { name: name.to_owned(), members: Members::default() });
+                let room = Arc::new(Room {
+                    name: name.to_owned(),
+                    members: Members::default(),
+                });
                 rooms.insert(name.to_owned(), room.clone());
                 room
             }
@@ -64,6 +78,9 @@ impl Rooms {
     }
 
     pub(crate) fn sizes(&self) -> BTreeMap<String, usize> {
-        self.read().iter().map(|(name, room)| (name.clone(), room.members.len())).collect()
+        self.read()
+            .iter()
+            .map(|(name, room)| (name.clone(), room.members.len()))
+            .collect()
     }
 }

@@ -54,7 +54,11 @@ pub struct ConfigIssue {
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.key, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.key, self.message
+        )
     }
 }
 
@@ -68,11 +72,20 @@ pub(crate) struct Issues<'s> {
 
 impl<'s> Issues<'s> {
     pub(crate) fn new(file: &'s str, source: &'s str) -> Self {
-        Self { file, source, found: Vec::new() }
+        Self {
+            file,
+            source,
+            found: Vec::new(),
+        }
     }
 
     /// Records a problem at `span` for `key`.
-    pub(crate) fn push(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(
+        &mut self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let before = &self.source[..span.start.min(self.source.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

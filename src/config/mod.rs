@@ -242,7 +242,10 @@ impl Config {
     /// are resolved against the file's directory.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base_dir = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &path.display().to_string(), base_dir)
     }
@@ -254,17 +257,28 @@ impl Config {
     }
 
     fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut report = Report { errors: Issues::new(file, text), warnings: Issues::new(file, text) };
+        let mut report = Report {
+            errors: Issues::new(file, text),
+            warnings: Issues::new(file, text),
+        };
         let raw: raw::RawConfig = match toml::from_str(text) {
             Ok(raw) => raw,
             Err(error) => {
-                report.errors.push(error.span().unwrap_or(0..0), "toml", error.message().trim().to_owned());
-                return Err(ConfigError::Invalid { issues: report.errors.into_vec() });
+                report.errors.push(
+                    error.span().unwrap_or(0..0),
+                    "toml",
+                    error.message().trim().to_owned(),
+                );
+                return Err(ConfigError::Invalid {
+                    issues: report.errors.into_vec(),
+                });
             }
         };
         let mut config = validate::validate(raw, base_dir, &mut report);
         if !report.errors.is_empty() {
-            return Err(ConfigError::Invalid { issues: report.errors.into_vec() });
+            return Err(ConfigError::Invalid {
+                issues: report.errors.into_vec(),
+            });
         }
         config.warnings = report.warnings.into_vec();
         Ok(config)

@@ -6,8 +6,8 @@
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Config, Limits, OnExceed, OriginPolicy, Publish, Rate, SlowConsumer,
-    TlsSettings,
+    Admission, ChannelConfig, ChannelKind, Config, Limits, OnExceed, OriginPolicy, Publish, Rate,
+    SlowConsumer, TlsSettings,
     raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
     units,
 };
@@ -17,13 +17,29 @@ pub(super) fn to_toml_string(config: &Config) -> String {
         server: field(RawServer {
             listen: field(list(config.server.listen.iter().map(ToString::to_string))),
             plain: field(list(config.server.plain.iter().map(ToString::to_string))),
-            proxy_protocol: field(list(config.server.proxy_protocol.iter().map(ToString::to_string))),
-            trusted_proxies: field(list(config.server.trusted_proxies.iter().map(ToString::to_string))),
+            proxy_protocol: field(list(
+                config.server.proxy_protocol.iter().map(ToString::to_string),
+            )),
+            trusted_proxies: field(list(
+                config
+                    .server
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string),
+            )),
             handshake_timeout: field(units::format_duration(config.server.handshake_timeout)),
-            tls: config.server.tls.as_ref().and_then(|tls| field(raw_tls(tls))),
+            tls: config
+                .server
+                .tls
+                .as_ref()
+                .and_then(|tls| field(raw_tls(tls))),
         }),
         limits: Some(global_limits(&config.admission, &config.limits)),
-        channels: config.channels.iter().map(|c| Spanned::new(0..0, raw_channel(c))).collect(),
+        channels: config
+            .channels
+            .iter()
+            .map(|c| Spanned::new(0..0, raw_channel(c)))
+            .collect(),
     };
     toml::to_string(&raw).expect("the raw mirror holds only strings, integers, booleans and tables")
 }
@@ -43,7 +59,10 @@ fn raw_tls(tls: &TlsSettings) -> RawTls {
             key: field(key.display().to_string()),
             self_signed: None,
         },
-        TlsSettings::SelfSigned { names } => RawTls { self_signed: field(list(names.iter().cloned())), ..RawTls::default() },
+        TlsSettings::SelfSigned { names } => RawTls {
+            self_signed: field(list(names.iter().cloned())),
+            ..RawTls::default()
+        },
     }
 }
 
@@ -51,7 +70,10 @@ fn global_limits(admission: &Admission, limits: &Limits) -> RawLimits {
     RawLimits {
         max_connections_per_ip: field(admission.max_connections_per_ip as i64),
         ipv6_prefix: field(admission.ipv6_prefix.into()),
-        handshake_rate: field(RawRate { on_exceed: None, ..count_rate(&admission.handshake_rate) }),
+        handshake_rate: field(RawRate {
+            on_exceed: None,
+            ..count_rate(&admission.handshake_rate)
+        }),
         ..raw_limits(limits)
     }
 }
@@ -87,7 +109,11 @@ fn raw_limits(limits: &Limits) -> RawLimits {
 }
 
 fn count_rate(rate: &Rate) -> RawRate<i64> {
-    RawRate { per_second: field(rate.per_second.get().into()), burst: field(rate.burst.get().into()), on_exceed: on_exceed(rate.on_exceed) }
+    RawRate {
+        per_second: field(rate.per_second.get().into()),
+        burst: field(rate.burst.get().into()),
+        on_exceed: on_exceed(rate.on_exceed),
+    }
 }
 
 fn on_exceed(mode: OnExceed) -> Field<String> {
@@ -105,7 +131,13 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
     let room = channel.kind == ChannelKind::Room;
     let (origins, allow_missing_origin) = match &channel.origins {
         OriginPolicy::Any => (list(["*".to_owned()].into_iter()), None),
-        OriginPolicy::Only { patterns, allow_missing } => (list(patterns.iter().map(ToString::to_string)), field(*allow_missing)),
+        OriginPolicy::Only {
+            patterns,
+            allow_missing,
+        } => (
+            list(patterns.iter().map(ToString::to_string)),
+            field(*allow_missing),
+        ),
     };
     let publish = match channel.publish {
         Publish::Clients => "clients",
@@ -117,11 +149,27 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
         kind: field(channel.kind.as_str().to_owned()),
         origins: field(origins),
         allow_missing_origin,
-        publish: if fanout { field(publish.to_owned()) } else { None },
-        echo_to_sender: if fanout { field(channel.echo_to_sender) } else { None },
+        publish: if fanout {
+            field(publish.to_owned())
+        } else {
+            None
+        },
+        echo_to_sender: if fanout {
+            field(channel.echo_to_sender)
+        } else {
+            None
+        },
         subprotocols: field(list(channel.subprotocols.iter().cloned())),
-        max_members: if room { field(channel.max_members as i64) } else { None },
-        max_rooms: if room { field(channel.max_rooms as i64) } else { None },
+        max_members: if room {
+            field(channel.max_members as i64)
+        } else {
+            None
+        },
+        max_rooms: if room {
+            field(channel.max_rooms as i64)
+        } else {
+            None
+        },
         limits: Some(raw_limits(&channel.limits)),
     }
 }

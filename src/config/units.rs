@@ -33,7 +33,9 @@ const SIZE_UNITS: [(&str, u64); 7] = [
 /// Parses a size written as `"64KiB"`, `"1 MiB"`, `"16KB"` or `"512B"`.
 pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let invalid = || {
-        format!("{text:?} is not a size; write a whole number with a unit, such as \"512B\", \"64KiB\" or \"1MiB\" (units: B, KB, MB, GB, KiB, MiB, GiB)")
+        format!(
+            "{text:?} is not a size; write a whole number with a unit, such as \"512B\", \"64KiB\" or \"1MiB\" (units: B, KB, MB, GB, KiB, MiB, GiB)"
+        )
     };
     let trimmed = text.trim();
     let split = trimmed
@@ -55,7 +57,10 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
 /// Formats a size in the largest binary unit that divides it exactly.
 pub(crate) fn format_size(bytes: usize) -> String {
     let bytes = bytes as u64;
-    for (name, multiplier) in SIZE_UNITS.iter().filter(|(name, _)| name.ends_with("iB") || *name == "B") {
+    for (name, multiplier) in SIZE_UNITS
+        .iter()
+        .filter(|(name, _)| name.ends_with("iB") || *name == "B")
+    {
         if bytes % multiplier == 0 && bytes >= *multiplier {
             return format!("{}{name}", bytes / multiplier);
         }
@@ -85,7 +90,15 @@ mod tests {
 
     #[test]
     fn sizes_reject_what_is_not_a_size() {
-        for text in ["", "64", "KiB", "-1KiB", "1.5MiB", "10 parsecs", "99999999999999GiB"] {
+        for text in [
+            "",
+            "64",
+            "KiB",
+            "-1KiB",
+            "1.5MiB",
+            "10 parsecs",
+            "99999999999999GiB",
+        ] {
             assert!(parse_size(text).is_err(), "{text} should be rejected");
         }
     }

@@ -1,15 +1,18 @@
 //! Turns the raw TOML mirror into a validated [`Config`], collecting every
 //! problem with its location instead of stopping at the first.
 
-use std::{collections::HashMap, net::SocketAddr, num::NonZeroU32, ops::Range, path::Path, time::Duration};
+use std::{
+    collections::HashMap, net::SocketAddr, num::NonZeroU32, ops::Range, path::Path, time::Duration,
+};
 
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Cidr, Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_RATE,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE,
-    DEFAULT_PING_INTERVAL, DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings, SlowConsumer,
+    Admission, ChannelConfig, ChannelKind, Cidr, Config, DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IPV6_PREFIX,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE, DEFAULT_PING_INTERVAL,
+    DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings, SlowConsumer,
     TlsSettings,
     error::Issues,
     raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
@@ -44,22 +47,47 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path, report: &mut Report<'_>)
     };
     let admission = admission(raw.limits.as_ref(), report);
     let limits = limits(raw.limits.as_ref(), &Limits::default(), "limits", report);
-    let limits = Limits { max_connections: admission.max_connections, ..limits };
+    let limits = Limits {
+        max_connections: admission.max_connections,
+        ..limits
+    };
     let channels = channels(raw.channels, &limits, report);
-    Config { server, admission, limits, channels, warnings: Vec::new() }
+    Config {
+        server,
+        admission,
+        limits,
+        channels,
+        warnings: Vec::new(),
+    }
 }
 
-fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: &mut Report<'_>) -> ServerSettings {
+fn server_settings(
+    raw: RawServer,
+    span: Range<usize>,
+    base_dir: &Path,
+    report: &mut Report<'_>,
+) -> ServerSettings {
     let listen = addresses(raw.listen.as_ref(), "server.listen", report);
     let plain = addresses(raw.plain.as_ref(), "server.plain", report);
     let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
-    for (addr, key) in listen.iter().map(|a| (a, "server.listen")).chain(plain.iter().map(|a| (a, "server.plain"))) {
+    for (addr, key) in listen
+        .iter()
+        .map(|a| (a, "server.listen"))
+        .chain(plain.iter().map(|a| (a, "server.plain")))
+    {
         // Port 0 asks the kernel for a fresh port each time, so it may repeat.
         if addr.value.port() == 0 {
             continue;
         }
         if let Some(first) = seen.insert(addr.value, key) {
-            report.errors.push(addr.span.clone(), key, format!("{} is already listed in {first}; each address may be bound once", addr.value));
+            report.errors.push(
+                addr.span.clone(),
+                key,
+                format!(
+                    "{} is already listed in {first}; each address may be bound once",
+                    addr.value
+                ),
+            );
         }
     }
     for addr in &plain {
@@ -80,7 +108,12 @@ fn server_settings(raw: RawServer, span: Range<usize>, base_dir: &Path, report: 
     if listen.is_empty() && plain.is_empty() {
         report.errors.push(span.clone(), "server", "no listener: set `listen = [\"0.0.0.0:8443\"]` (wss://) or `plain = [\"127.0.0.1:8080\"]` (ws://)");
     }
-    let handshake_timeout = duration(raw.handshake_timeout.as_ref(), "server.handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, report);
+    let handshake_timeout = duration(
+        raw.handshake_timeout.as_ref(),
+        "server.handshake_timeout",
+        DEFAULT_HANDSHAKE_TIMEOUT,
+        report,
+    );
     let tls_table_present = raw.tls.is_some();
     let tls = match raw.tls {
         Some(tls) => {
@@ -108,7 +141,11 @@ struct Located<T> {
     span: Range<usize>,
 }
 
-fn addresses(field: Option<&Spanned<Vec<Spanned<String>>>>, key: &str, report: &mut Report<'_>) -> Vec<Located<SocketAddr>> {
+fn addresses(
+    field: Option<&Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+    report: &mut Report<'_>,
+) -> Vec<Located<SocketAddr>> {
     let Some(list) = field else { return Vec::new() };
     list.get_ref()
         .iter()
@@ -126,15 +163,32 @@ fn networks(field: Option<&Spanned<Vec<Spanned<String>>>>, report: &mut Report<'
     let Some(list) = field else { return Vec::new() };
     list.get_ref()
         .iter()
-        .filter_map(|entry| Cidr::parse(entry.get_ref()).map_err(|message| report.errors.push(entry.span(), "server.trusted_proxies", message)).ok())
+        .filter_map(|entry| {
+            Cidr::parse(entry.get_ref())
+                .map_err(|message| {
+                    report
+                        .errors
+                        .push(entry.span(), "server.trusted_proxies", message)
+                })
+                .ok()
+        })
         .collect()
 }
 
-fn tls_settings(raw: RawTls, span: Range<usize>, base_dir: &Path, report: &mut Report<'_>) -> Option<TlsSettings> {
+fn tls_settings(
+    raw: RawTls,
+    span: Range<usize>,
+    base_dir: &Path,
+    report: &mut Report<'_>,
+) -> Option<TlsSettings> {
     match (raw.cert, raw.key, raw.self_signed) {
         (None, None, Some(names)) => {
             let names_span = names.span();
-            let names: Vec<String> = names.into_inner().into_iter().map(Spanned::into_inner).collect();
+            let names: Vec<String> = names
+                .into_inner()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect();
             if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
                 report.errors.push(names_span, "server.tls.self_signed", "list the host names or IP addresses the certificate is for, such as [\"localhost\", \"127.0.0.1\"]");
                 return None;
@@ -145,7 +199,11 @@ fn tls_settings(raw: RawTls, span: Range<usize>, base_dir: &Path, report: &mut R
             let cert_path = base_dir.join(cert.get_ref());
             let key_path = base_dir.join(key.get_ref());
             match Identity::from_pem_files(&cert_path, &key_path) {
-                Ok(identity) => Some(TlsSettings::Files { cert: cert_path, key: key_path, identity }),
+                Ok(identity) => Some(TlsSettings::Files {
+                    cert: cert_path,
+                    key: key_path,
+                    identity,
+                }),
                 Err(error) => {
                     let (span, key) = match error {
                         crate::tls::TlsError::Key { .. } => (key.span(), "server.tls.key"),
@@ -167,12 +225,19 @@ fn tls_settings(raw: RawTls, span: Range<usize>, base_dir: &Path, report: &mut R
     }
 }
 
-fn duration(field: Option<&Spanned<String>>, key: &str, default: Duration, report: &mut Report<'_>) -> Duration {
+fn duration(
+    field: Option<&Spanned<String>>,
+    key: &str,
+    default: Duration,
+    report: &mut Report<'_>,
+) -> Duration {
     let Some(text) = field else { return default };
     match units::parse_duration(text.get_ref()) {
         Ok(value) if !value.is_zero() => value,
         Ok(_) => {
-            report.errors.push(text.span(), key, "must be longer than zero");
+            report
+                .errors
+                .push(text.span(), key, "must be longer than zero");
             default
         }
         Err(message) => {
@@ -182,7 +247,12 @@ fn duration(field: Option<&Spanned<String>>, key: &str, default: Duration, repor
     }
 }
 
-fn size(field: Option<&Spanned<String>>, key: &str, default: usize, report: &mut Report<'_>) -> usize {
+fn size(
+    field: Option<&Spanned<String>>,
+    key: &str,
+    default: usize,
+    report: &mut Report<'_>,
+) -> usize {
     let Some(text) = field else { return default };
     match units::parse_size(text.get_ref()) {
         Ok(0) => {
@@ -208,30 +278,68 @@ fn admission(raw: Option<&RawLimits>, report: &mut Report<'_>) -> Admission {
             handshake_rate: default_rate,
         };
     };
-    if let Some(on_exceed) = raw.handshake_rate.as_ref().and_then(|r| r.get_ref().on_exceed.as_ref()) {
-        report.errors.push(on_exceed.span(), "limits.handshake_rate.on_exceed", "handshakes over the rate always get 429 with Retry-After; remove `on_exceed`");
+    if let Some(on_exceed) = raw
+        .handshake_rate
+        .as_ref()
+        .and_then(|r| r.get_ref().on_exceed.as_ref())
+    {
+        report.errors.push(
+            on_exceed.span(),
+            "limits.handshake_rate.on_exceed",
+            "handshakes over the rate always get 429 with Retry-After; remove `on_exceed`",
+        );
     }
     Admission {
-        max_connections: count(raw.max_connections.as_ref(), "limits.max_connections", DEFAULT_MAX_CONNECTIONS, 1..=usize::MAX, report),
-        max_connections_per_ip: count(raw.max_connections_per_ip.as_ref(), "limits.max_connections_per_ip", DEFAULT_MAX_CONNECTIONS_PER_IP, 1..=usize::MAX, report),
-        ipv6_prefix: count(raw.ipv6_prefix.as_ref(), "limits.ipv6_prefix", DEFAULT_IPV6_PREFIX.into(), 1..=128, report) as u8,
-        handshake_rate: raw
-            .handshake_rate
-            .as_ref()
-            .map_or(default_rate, |r| rate(r, "limits.handshake_rate", positive_count, report).unwrap_or(default_rate)),
+        max_connections: count(
+            raw.max_connections.as_ref(),
+            "limits.max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+            1..=usize::MAX,
+            report,
+        ),
+        max_connections_per_ip: count(
+            raw.max_connections_per_ip.as_ref(),
+            "limits.max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            1..=usize::MAX,
+            report,
+        ),
+        ipv6_prefix: count(
+            raw.ipv6_prefix.as_ref(),
+            "limits.ipv6_prefix",
+            DEFAULT_IPV6_PREFIX.into(),
+            1..=128,
+            report,
+        ) as u8,
+        handshake_rate: raw.handshake_rate.as_ref().map_or(default_rate, |r| {
+            rate(r, "limits.handshake_rate", positive_count, report).unwrap_or(default_rate)
+        }),
     }
 }
 
 /// Reads the per-connection keys of a `[limits]` table over `inherited`
 /// values (the global limits for a channel override, the built-in defaults
 /// for the global table). In a channel table the server-wide keys are errors.
-fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut Report<'_>) -> Limits {
-    let Some(raw) = raw else { return inherited.clone() };
+fn limits(
+    raw: Option<&RawLimits>,
+    inherited: &Limits,
+    key: &str,
+    report: &mut Report<'_>,
+) -> Limits {
+    let Some(raw) = raw else {
+        return inherited.clone();
+    };
     if key != "limits" {
         let server_wide = [
-            ("max_connections_per_ip", raw.max_connections_per_ip.as_ref().map(Spanned::span)),
+            (
+                "max_connections_per_ip",
+                raw.max_connections_per_ip.as_ref().map(Spanned::span),
+            ),
             ("ipv6_prefix", raw.ipv6_prefix.as_ref().map(Spanned::span)),
-            ("handshake_rate", raw.handshake_rate.as_ref().map(Spanned::span)),
+            (
+                "handshake_rate",
+                raw.handshake_rate.as_ref().map(Spanned::span),
+            ),
         ];
         for (name, span) in server_wide {
             if let Some(span) = span {
@@ -240,9 +348,25 @@ fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut R
         }
     }
     let limits = Limits {
-        max_connections: count(raw.max_connections.as_ref(), &format!("{key}.max_connections"), inherited.max_connections, 1..=usize::MAX, report),
-        max_payload: size(raw.max_payload.as_ref(), &format!("{key}.max_payload"), inherited.max_payload, report),
-        send_buffer: size(raw.send_buffer.as_ref(), &format!("{key}.send_buffer"), inherited.send_buffer, report),
+        max_connections: count(
+            raw.max_connections.as_ref(),
+            &format!("{key}.max_connections"),
+            inherited.max_connections,
+            1..=usize::MAX,
+            report,
+        ),
+        max_payload: size(
+            raw.max_payload.as_ref(),
+            &format!("{key}.max_payload"),
+            inherited.max_payload,
+            report,
+        ),
+        send_buffer: size(
+            raw.send_buffer.as_ref(),
+            &format!("{key}.send_buffer"),
+            inherited.send_buffer,
+            report,
+        ),
         on_slow_consumer: match raw.on_slow_consumer.as_ref() {
             None => inherited.on_slow_consumer,
             Some(mode) => match mode.get_ref().as_str() {
@@ -257,14 +381,32 @@ fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut R
         message_rate: raw
             .message_rate
             .as_ref()
-            .map_or(inherited.message_rate, |r| rate(r, &format!("{key}.message_rate"), positive_count, report).unwrap_or(inherited.message_rate)),
+            .map_or(inherited.message_rate, |r| {
+                rate(r, &format!("{key}.message_rate"), positive_count, report)
+                    .unwrap_or(inherited.message_rate)
+            }),
         byte_rate: match raw.byte_rate.as_ref() {
             None => inherited.byte_rate,
             Some(r) => rate(r, &format!("{key}.byte_rate"), positive_size, report),
         },
-        ping_interval: duration(raw.ping_interval.as_ref(), &format!("{key}.ping_interval"), inherited.ping_interval, report),
-        idle_timeout: duration(raw.idle_timeout.as_ref(), &format!("{key}.idle_timeout"), inherited.idle_timeout, report),
-        close_timeout: duration(raw.close_timeout.as_ref(), &format!("{key}.close_timeout"), inherited.close_timeout, report),
+        ping_interval: duration(
+            raw.ping_interval.as_ref(),
+            &format!("{key}.ping_interval"),
+            inherited.ping_interval,
+            report,
+        ),
+        idle_timeout: duration(
+            raw.idle_timeout.as_ref(),
+            &format!("{key}.idle_timeout"),
+            inherited.idle_timeout,
+            report,
+        ),
+        close_timeout: duration(
+            raw.close_timeout.as_ref(),
+            &format!("{key}.close_timeout"),
+            inherited.close_timeout,
+            report,
+        ),
     };
     let anchor = |field: Option<Range<usize>>| field.unwrap_or(0..0);
     if limits.max_payload > limits.send_buffer {
@@ -289,7 +431,10 @@ fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut R
             ),
         );
     }
-    if let Some(bytes) = limits.byte_rate.filter(|b| (b.burst.get() as usize) < limits.max_payload) {
+    if let Some(bytes) = limits
+        .byte_rate
+        .filter(|b| (b.burst.get() as usize) < limits.max_payload)
+    {
         report.errors.push(
             anchor(raw.byte_rate.as_ref().map(Spanned::span).or(raw.max_payload.as_ref().map(Spanned::span))),
             format!("{key}.byte_rate"),
@@ -305,15 +450,32 @@ fn limits(raw: Option<&RawLimits>, inherited: &Limits, key: &str, report: &mut R
 
 /// Reads a rate table; `per_second` is required, `burst` defaults to it and
 /// `on_exceed` to `"throttle"`. `None` (after reporting) when unusable.
-fn rate<T>(raw: &Spanned<RawRate<T>>, key: &str, parse: fn(&Spanned<T>) -> Result<NonZeroU32, String>, report: &mut Report<'_>) -> Option<Rate> {
+fn rate<T>(
+    raw: &Spanned<RawRate<T>>,
+    key: &str,
+    parse: fn(&Spanned<T>) -> Result<NonZeroU32, String>,
+    report: &mut Report<'_>,
+) -> Option<Rate> {
     let table = raw.get_ref();
     let mut field = |value: Option<&Spanned<T>>, name: &str| {
-        value.and_then(|value| parse(value).map_err(|message| report.errors.push(value.span(), format!("{key}.{name}"), message)).ok())
+        value.and_then(|value| {
+            parse(value)
+                .map_err(|message| {
+                    report
+                        .errors
+                        .push(value.span(), format!("{key}.{name}"), message)
+                })
+                .ok()
+        })
     };
     let per_second = field(table.per_second.as_ref(), "per_second");
     let burst = field(table.burst.as_ref(), "burst");
     if table.per_second.is_none() {
-        report.errors.push(raw.span(), format!("{key}.per_second"), "missing `per_second`; write a rate such as { per_second = 100, burst = 200 }");
+        report.errors.push(
+            raw.span(),
+            format!("{key}.per_second"),
+            "missing `per_second`; write a rate such as { per_second = 100, burst = 200 }",
+        );
     }
     let on_exceed = match table.on_exceed.as_ref() {
         None => OnExceed::Throttle,
@@ -331,14 +493,24 @@ fn rate<T>(raw: &Spanned<RawRate<T>>, key: &str, parse: fn(&Spanned<T>) -> Resul
         (true, None) => return None,
         (_, burst) => burst.unwrap_or(per_second),
     };
-    Some(Rate { per_second, burst, on_exceed })
+    Some(Rate {
+        per_second,
+        burst,
+        on_exceed,
+    })
 }
 
 fn positive_count(value: &Spanned<i64>) -> Result<NonZeroU32, String> {
     u32::try_from(*value.get_ref())
         .ok()
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| format!("{} is not a valid rate; use a whole number from 1 to {}", value.get_ref(), u32::MAX))
+        .ok_or_else(|| {
+            format!(
+                "{} is not a valid rate; use a whole number from 1 to {}",
+                value.get_ref(),
+                u32::MAX
+            )
+        })
 }
 
 fn positive_size(value: &Spanned<String>) -> Result<NonZeroU32, String> {
@@ -346,32 +518,68 @@ fn positive_size(value: &Spanned<String>) -> Result<NonZeroU32, String> {
     u32::try_from(bytes)
         .ok()
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| format!("{:?} is not a valid byte rate; use a size from 1B to 4GiB such as \"1MiB\"", value.get_ref()))
+        .ok_or_else(|| {
+            format!(
+                "{:?} is not a valid byte rate; use a size from 1B to 4GiB such as \"1MiB\"",
+                value.get_ref()
+            )
+        })
 }
 
 /// Reads a whole number within `range`.
-fn count(field: Option<&Spanned<i64>>, key: &str, default: usize, range: std::ops::RangeInclusive<usize>, report: &mut Report<'_>) -> usize {
+fn count(
+    field: Option<&Spanned<i64>>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    report: &mut Report<'_>,
+) -> usize {
     let Some(value) = field else { return default };
     match usize::try_from(*value.get_ref()) {
         Ok(n) if range.contains(&n) => n,
         _ => {
-            report.errors.push(value.span(), key, format!("{} is out of range; use a whole number from {} to {}", value.get_ref(), range.start(), range.end()));
+            report.errors.push(
+                value.span(),
+                key,
+                format!(
+                    "{} is out of range; use a whole number from {} to {}",
+                    value.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            );
             default
         }
     }
 }
 
-fn channels(raw: Vec<Spanned<RawChannel>>, global: &Limits, report: &mut Report<'_>) -> Vec<ChannelConfig> {
+fn channels(
+    raw: Vec<Spanned<RawChannel>>,
+    global: &Limits,
+    report: &mut Report<'_>,
+) -> Vec<ChannelConfig> {
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut accepted: Vec<(ChannelConfig, Range<usize>)> = Vec::new();
     for (index, entry) in raw.into_iter().enumerate() {
         let span = entry.span();
         let key = format!("channel[{index}]");
-        let Some(channel) = channel(entry.into_inner(), span.clone(), &key, global, report) else { continue };
+        let Some(channel) = channel(entry.into_inner(), span.clone(), &key, global, report) else {
+            continue;
+        };
         if let Some(first) = names.insert(channel.name.clone(), index) {
-            report.errors.push(span.clone(), format!("{key}.name"), format!("channel name {:?} is already used by channel[{first}]; names must be unique", channel.name));
+            report.errors.push(
+                span.clone(),
+                format!("{key}.name"),
+                format!(
+                    "channel name {:?} is already used by channel[{first}]; names must be unique",
+                    channel.name
+                ),
+            );
         }
-        if let Some((other, _)) = accepted.iter().find(|(other, _)| other.path.overlaps(&channel.path)) {
+        if let Some((other, _)) = accepted
+            .iter()
+            .find(|(other, _)| other.path.overlaps(&channel.path))
+        {
             report.errors.push(span.clone(), format!("{key}.path"), format!("path {} overlaps {} of channel {:?}: a request could match both; make them differ in a literal segment", channel.path, other.path, other.name));
         }
         accepted.push((channel, span));
@@ -380,32 +588,77 @@ fn channels(raw: Vec<Spanned<RawChannel>>, global: &Limits, report: &mut Report<
 }
 
 /// Validates one `[[channel]]` table; `None` when a required key is unusable.
-fn channel(raw: RawChannel, span: Range<usize>, key: &str, global: &Limits, report: &mut Report<'_>) -> Option<ChannelConfig> {
+fn channel(
+    raw: RawChannel,
+    span: Range<usize>,
+    key: &str,
+    global: &Limits,
+    report: &mut Report<'_>,
+) -> Option<ChannelConfig> {
     let required = |field: &Field<String>, name: &str, hint: &str, report: &mut Report<'_>| {
         if field.is_none() {
-            report.errors.push(span.clone(), format!("{key}.{name}"), format!("missing `{name}`; {hint}"));
+            report.errors.push(
+                span.clone(),
+                format!("{key}.{name}"),
+                format!("missing `{name}`; {hint}"),
+            );
         }
     };
-    required(&raw.name, "name", "every channel needs a unique name such as \"chat\"", report);
-    required(&raw.path, "path", "such as \"/news\", or \"/chat/{room}\" for rooms", report);
-    required(&raw.kind, "kind", "one of \"echo\", \"broadcast\", \"room\"", report);
+    required(
+        &raw.name,
+        "name",
+        "every channel needs a unique name such as \"chat\"",
+        report,
+    );
+    required(
+        &raw.path,
+        "path",
+        "such as \"/news\", or \"/chat/{room}\" for rooms",
+        report,
+    );
+    required(
+        &raw.kind,
+        "kind",
+        "one of \"echo\", \"broadcast\", \"room\"",
+        report,
+    );
 
     let name = raw.name.as_ref().and_then(|name| {
-        let valid = !name.get_ref().is_empty() && name.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !valid {
-            report.errors.push(name.span(), format!("{key}.name"), format!("{:?} is not a channel name; use letters, digits, '_', '.' and '-'", name.get_ref()));
+            report.errors.push(
+                name.span(),
+                format!("{key}.name"),
+                format!(
+                    "{:?} is not a channel name; use letters, digits, '_', '.' and '-'",
+                    name.get_ref()
+                ),
+            );
         }
         valid.then(|| name.get_ref().clone())
     });
-    let kind = raw.kind.as_ref().and_then(|kind| match kind.get_ref().as_str() {
-        "echo" => Some(ChannelKind::Echo),
-        "broadcast" => Some(ChannelKind::Broadcast),
-        "room" => Some(ChannelKind::Room),
-        other => {
-            report.errors.push(kind.span(), format!("{key}.kind"), format!("{other:?} is not a channel kind; use \"echo\", \"broadcast\" or \"room\""));
-            None
-        }
-    });
+    let kind = raw
+        .kind
+        .as_ref()
+        .and_then(|kind| match kind.get_ref().as_str() {
+            "echo" => Some(ChannelKind::Echo),
+            "broadcast" => Some(ChannelKind::Broadcast),
+            "room" => Some(ChannelKind::Room),
+            other => {
+                report.errors.push(
+                    kind.span(),
+                    format!("{key}.kind"),
+                    format!(
+                        "{other:?} is not a channel kind; use \"echo\", \"broadcast\" or \"room\""
+                    ),
+                );
+                None
+            }
+        });
     let path = raw.path.as_ref().and_then(|path| match PathPattern::parse(path.get_ref()) {
         Ok(pattern) => {
             match (kind, pattern.is_template()) {
@@ -429,7 +682,11 @@ fn channel(raw: RawChannel, span: Range<usize>, key: &str, global: &Limits, repo
         }
     };
     fanout_only(raw.publish.as_ref().map(Spanned::span), "publish", report);
-    fanout_only(raw.echo_to_sender.as_ref().map(Spanned::span), "echo_to_sender", report);
+    fanout_only(
+        raw.echo_to_sender.as_ref().map(Spanned::span),
+        "echo_to_sender",
+        report,
+    );
     let publish = match raw.publish.as_ref() {
         None if kind == Some(ChannelKind::Room) => Publish::Clients,
         None => Publish::Api,
@@ -443,9 +700,28 @@ fn channel(raw: RawChannel, span: Range<usize>, key: &str, global: &Limits, repo
         },
     };
     let subprotocols = subprotocols(raw.subprotocols.as_ref(), key, report);
-    let max_members = room_cap(raw.max_members.as_ref(), "max_members", DEFAULT_MAX_MEMBERS, kind, key, report);
-    let max_rooms = room_cap(raw.max_rooms.as_ref(), "max_rooms", DEFAULT_MAX_ROOMS, kind, key, report);
-    let limits = limits(raw.limits.as_ref(), global, &format!("{key}.limits"), report);
+    let max_members = room_cap(
+        raw.max_members.as_ref(),
+        "max_members",
+        DEFAULT_MAX_MEMBERS,
+        kind,
+        key,
+        report,
+    );
+    let max_rooms = room_cap(
+        raw.max_rooms.as_ref(),
+        "max_rooms",
+        DEFAULT_MAX_ROOMS,
+        kind,
+        key,
+        report,
+    );
+    let limits = limits(
+        raw.limits.as_ref(),
+        global,
+        &format!("{key}.limits"),
+        report,
+    );
 
     Some(ChannelConfig {
         name: name?,
@@ -462,8 +738,13 @@ fn channel(raw: RawChannel, span: Range<usize>, key: &str, global: &Limits, repo
 }
 
 fn origin_policy(raw: &RawChannel, key: &str, report: &mut Report<'_>) -> OriginPolicy {
-    let Some(list) = raw.origins.as_ref() else { return OriginPolicy::Any };
-    let allow_missing = raw.allow_missing_origin.as_ref().is_some_and(|a| *a.get_ref());
+    let Some(list) = raw.origins.as_ref() else {
+        return OriginPolicy::Any;
+    };
+    let allow_missing = raw
+        .allow_missing_origin
+        .as_ref()
+        .is_some_and(|a| *a.get_ref());
     let entries = list.get_ref();
     if entries.is_empty() {
         report.errors.push(list.span(), format!("{key}.origins"), "an empty list would refuse every browser; omit `origins` to allow any origin, or list the allowed ones");
@@ -471,7 +752,11 @@ fn origin_policy(raw: &RawChannel, key: &str, report: &mut Report<'_>) -> Origin
     }
     if entries.iter().any(|e| e.get_ref() == "*") {
         if entries.len() > 1 {
-            report.errors.push(list.span(), format!("{key}.origins"), "\"*\" already allows every origin; remove the other entries or remove \"*\"");
+            report.errors.push(
+                list.span(),
+                format!("{key}.origins"),
+                "\"*\" already allows every origin; remove the other entries or remove \"*\"",
+            );
         }
         return OriginPolicy::Any;
     }
@@ -479,14 +764,25 @@ fn origin_policy(raw: &RawChannel, key: &str, report: &mut Report<'_>) -> Origin
         .iter()
         .filter_map(|entry| {
             OriginPattern::parse(entry.get_ref())
-                .map_err(|message| report.errors.push(entry.span(), format!("{key}.origins"), message))
+                .map_err(|message| {
+                    report
+                        .errors
+                        .push(entry.span(), format!("{key}.origins"), message)
+                })
                 .ok()
         })
         .collect();
-    OriginPolicy::Only { patterns, allow_missing }
+    OriginPolicy::Only {
+        patterns,
+        allow_missing,
+    }
 }
 
-fn subprotocols(field: Option<&Spanned<Vec<Spanned<String>>>>, key: &str, report: &mut Report<'_>) -> Vec<String> {
+fn subprotocols(
+    field: Option<&Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+    report: &mut Report<'_>,
+) -> Vec<String> {
     let Some(list) = field else { return Vec::new() };
     let mut accepted: Vec<String> = Vec::new();
     for entry in list.get_ref() {
@@ -494,7 +790,11 @@ fn subprotocols(field: Option<&Spanned<Vec<Spanned<String>>>>, key: &str, report
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             report.errors.push(entry.span(), format!("{key}.subprotocols"), format!("{name:?} is not a subprotocol token; use letters, digits and !#$%&'*+-.^_`|~ such as \"chat.v1\""));
         } else if accepted.contains(name) {
-            report.errors.push(entry.span(), format!("{key}.subprotocols"), format!("{name:?} is listed twice"));
+            report.errors.push(
+                entry.span(),
+                format!("{key}.subprotocols"),
+                format!("{name:?} is listed twice"),
+            );
         } else {
             accepted.push(name.clone());
         }
@@ -507,11 +807,28 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn room_cap(field: Option<&Spanned<i64>>, name: &str, default: usize, kind: Option<ChannelKind>, key: &str, report: &mut Report<'_>) -> usize {
+fn room_cap(
+    field: Option<&Spanned<i64>>,
+    name: &str,
+    default: usize,
+    kind: Option<ChannelKind>,
+    key: &str,
+    report: &mut Report<'_>,
+) -> usize {
     if let (Some(value), true) = (field, kind.is_some_and(|k| k != ChannelKind::Room)) {
-        report.errors.push(value.span(), format!("{key}.{name}"), format!("`{name}` applies to room channels only; remove it or use kind = \"room\""));
+        report.errors.push(
+            value.span(),
+            format!("{key}.{name}"),
+            format!("`{name}` applies to room channels only; remove it or use kind = \"room\""),
+        );
     }
-    count(field, &format!("{key}.{name}"), default, 1..=usize::MAX, report)
+    count(
+        field,
+        &format!("{key}.{name}"),
+        default,
+        1..=usize::MAX,
+        report,
+    )
 }
 
 impl Default for ServerSettings {
@@ -547,6 +864,10 @@ impl Rate {
     /// A rate from `(per_second, burst)` constants, which are never zero.
     fn new((per_second, burst): (u32, u32), on_exceed: OnExceed) -> Self {
         let nonzero = |n| NonZeroU32::new(n).expect("default rates are positive");
-        Self { per_second: nonzero(per_second), burst: nonzero(burst), on_exceed }
+        Self {
+            per_second: nonzero(per_second),
+            burst: nonzero(burst),
+            on_exceed,
+        }
     }
 }

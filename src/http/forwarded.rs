@@ -66,7 +66,11 @@ mod tests {
             for value in values {
                 headers.append(&X_FORWARDED_FOR, HeaderValue::from_str(value).unwrap());
             }
-            assert_eq!(forwarded_client(&headers, &trusted), expected.map(|e| e.parse().unwrap()), "{values:?}");
+            assert_eq!(
+                forwarded_client(&headers, &trusted),
+                expected.map(|e| e.parse().unwrap()),
+                "{values:?}"
+            );
         }
     }
 }

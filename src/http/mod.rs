@@ -47,50 +47,80 @@ pub(crate) async fn serve_request(
     connection: Arc<ClientConnection>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(admit(&mut request, &connection, &shared).unwrap_or_else(|rejection| {
-        // The path only: query strings may carry tokens.
-        tracing::debug!(path = request.uri().path(), status = rejection.status.as_u16(), reason = rejection.reason, "request refused");
-        rejection.into_response()
-    }))
+    Ok(
+        admit(&mut request, &connection, &shared).unwrap_or_else(|rejection| {
+            // The path only: query strings may carry tokens.
+            tracing::debug!(
+                path = request.uri().path(),
+                status = rejection.status.as_u16(),
+                reason = rejection.reason,
+                "request refused"
+            );
+            rejection.into_response()
+        }),
+    )
 }
 
-fn admit(request: &mut Request<Incoming>, connection: &ClientConnection, shared: &Arc<Shared>) -> Result<Response<Full<Bytes>>, Rejection> {
+fn admit(
+    request: &mut Request<Incoming>,
+    connection: &ClientConnection,
+    shared: &Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Rejection> {
     let snapshot = shared.snapshot.load_full();
     let config = &snapshot.config;
     let client = match connection.forwarded {
-        true => forwarded::forwarded_client(request.headers(), &config.server.trusted_proxies).unwrap_or(connection.addr),
+        true => forwarded::forwarded_client(request.headers(), &config.server.trusted_proxies)
+            .unwrap_or(connection.addr),
         false => connection.addr,
     };
     let key = ClientKey::new(client, config.admission.ipv6_prefix);
     if let Err(wait) = snapshot.handshakes.check(key) {
         shared.counters.record(Reason::RateLimit);
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(Rejection::new(StatusCode::TOO_MANY_REQUESTS, "too many handshakes; retry later")
-            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
+        return Err(Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many handshakes; retry later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
     }
-    let (channel, room) = snapshot
-        .route(request.uri().path())
-        .ok_or(Rejection::new(StatusCode::NOT_FOUND, "no channel at this path"))?;
+    let (channel, room) = snapshot.route(request.uri().path()).ok_or(Rejection::new(
+        StatusCode::NOT_FOUND,
+        "no channel at this path",
+    ))?;
     if room.is_some_and(|name| !route::is_valid_room_name(name)) {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'"));
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+        ));
     }
     handshake::check_upgrade(request.method(), request.version(), request.headers())?;
     let config = &channel.config;
-    if !config.origins.allows(request.headers().get(header::ORIGIN).map(HeaderValue::as_bytes)) {
+    if !config.origins.allows(
+        request
+            .headers()
+            .get(header::ORIGIN)
+            .map(HeaderValue::as_bytes),
+    ) {
         return Err(Rejection::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let subprotocol = handshake::select_subprotocol(request.headers(), &config.subprotocols);
 
     let unavailable = |reason| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason);
-    let mut slots = lock(&connection.slots).take().ok_or(unavailable("one WebSocket per connection"))?;
+    let mut slots = lock(&connection.slots)
+        .take()
+        .ok_or(unavailable("one WebSocket per connection"))?;
     if !slots.has_client() {
-        let slot = shared.caps.acquire_client(key, snapshot.config.admission.max_connections_per_ip).ok_or_else(|| {
-            shared.counters.record(Reason::IpCap);
-            unavailable("too many connections from this address")
-        })?;
+        let slot = shared
+            .caps
+            .acquire_client(key, snapshot.config.admission.max_connections_per_ip)
+            .ok_or_else(|| {
+                shared.counters.record(Reason::IpCap);
+                unavailable("too many connections from this address")
+            })?;
         slots.set_client(slot);
     }
-    let (outbox, receiver) = outbox::channel(config.limits.send_buffer, config.limits.on_slow_consumer);
+    let (outbox, receiver) =
+        outbox::channel(config.limits.send_buffer, config.limits.on_slow_consumer);
     let membership = channel.join(room, outbox.clone()).map_err(|error| {
         unavailable(match error {
             JoinError::RoomFull => "room is full",
@@ -104,7 +134,12 @@ fn admit(request: &mut Request<Incoming>, connection: &ClientConnection, shared:
     })?;
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *request)
         .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "malformed WebSocket upgrade"))?;
-    let session = Session { membership, outbox, receiver, slots };
+    let session = Session {
+        membership,
+        outbox,
+        receiver,
+        slots,
+    };
     shared.tasks.spawn(async move {
         match upgrade.await {
             Ok(websocket) => session.run(websocket.into_inner()).await,
@@ -114,12 +149,15 @@ fn admit(request: &mut Request<Incoming>, connection: &ClientConnection, shared:
 
     let (mut parts, _) = response.into_parts();
     if let Some(name) = subprotocol {
-        let value = HeaderValue::from_str(name).expect("subprotocols are validated as header tokens");
+        let value =
+            HeaderValue::from_str(name).expect("subprotocols are validated as header tokens");
         parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     Ok(Response::from_parts(parts, Full::default()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

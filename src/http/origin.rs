@@ -29,7 +29,10 @@ impl OriginPolicy {
             (Self::Any, _) => true,
             (Self::Only { allow_missing, .. }, None) => *allow_missing,
             (Self::Only { patterns, .. }, Some(origin)) => {
-                let Some(origin) = std::str::from_utf8(origin).ok().and_then(|o| Origin::parse(o).ok()) else {
+                let Some(origin) = std::str::from_utf8(origin)
+                    .ok()
+                    .and_then(|o| Origin::parse(o).ok())
+                else {
                     return false;
                 };
                 patterns.iter().any(|pattern| pattern.matches(&origin))
@@ -98,27 +101,41 @@ impl Origin {
             .split_once("://")
             .ok_or_else(|| format!("origin {text:?} has no scheme; {hint}"))?;
         let scheme = scheme.to_ascii_lowercase();
-        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        {
             return Err(format!("origin {text:?} has an invalid scheme; {hint}"));
         }
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !port.contains(']') => {
-                let port = port.parse::<u16>().map_err(|_| format!("origin {text:?} has an invalid port; {hint}"))?;
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("origin {text:?} has an invalid port; {hint}"))?;
                 (host, Some(port))
             }
             _ => (authority, None),
         };
         let host_ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
             && !host.starts_with('.')
             && !host.ends_with('.');
         if !host_ok {
-            return Err(format!("origin {text:?} has an invalid host (no path, query or user info allowed); {hint}"));
+            return Err(format!(
+                "origin {text:?} has an invalid host (no path, query or user info allowed); {hint}"
+            ));
         }
-        let port = port
-            .or_else(|| default_port(&scheme))
-            .ok_or_else(|| format!("origin {text:?} needs a port: {scheme:?} has no default; {hint}"))?;
-        Ok(Self { scheme, host: host.to_ascii_lowercase(), port })
+        let port = port.or_else(|| default_port(&scheme)).ok_or_else(|| {
+            format!("origin {text:?} needs a port: {scheme:?} has no default; {hint}")
+        })?;
+        Ok(Self {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
 }
 
@@ -135,13 +152,26 @@ mod tests {
     use super::*;
 
     fn only(entries: &[&str], allow_missing: bool) -> OriginPolicy {
-        let patterns = entries.iter().map(|e| OriginPattern::parse(e).unwrap()).collect();
-        OriginPolicy::Only { patterns, allow_missing }
+        let patterns = entries
+            .iter()
+            .map(|e| OriginPattern::parse(e).unwrap())
+            .collect();
+        OriginPolicy::Only {
+            patterns,
+            allow_missing,
+        }
     }
 
     #[test]
     fn matches_exact_wildcard_and_default_ports() {
-        let policy = only(&["https://example.com", "https://*.example.org", "http://localhost:3000"], false);
+        let policy = only(
+            &[
+                "https://example.com",
+                "https://*.example.org",
+                "http://localhost:3000",
+            ],
+            false,
+        );
         let cases: [(Option<&str>, bool); 12] = [
             (Some("https://example.com"), true),
             (Some("https://EXAMPLE.com:443"), true),
@@ -157,7 +187,11 @@ mod tests {
             (None, false),
         ];
         for (origin, expected) in cases {
-            assert_eq!(policy.allows(origin.map(str::as_bytes)), expected, "{origin:?}");
+            assert_eq!(
+                policy.allows(origin.map(str::as_bytes)),
+                expected,
+                "{origin:?}"
+            );
         }
     }
 
@@ -170,14 +204,29 @@ mod tests {
 
     #[test]
     fn rejects_malformed_entries() {
-        for text in ["example.com", "https://", "https://example.com/path", "https://example.com:99999", "https://user@example.com", "ftp://example.com", "https://.example.com"] {
-            assert!(OriginPattern::parse(text).is_err(), "{text} should be rejected");
+        for text in [
+            "example.com",
+            "https://",
+            "https://example.com/path",
+            "https://example.com:99999",
+            "https://user@example.com",
+            "ftp://example.com",
+            "https://.example.com",
+        ] {
+            assert!(
+                OriginPattern::parse(text).is_err(),
+                "{text} should be rejected"
+            );
         }
     }
 
     #[test]
     fn displays_in_the_configured_form() {
-        for text in ["https://example.com", "https://*.example.com", "http://localhost:3000"] {
+        for text in [
+            "https://example.com",
+            "https://*.example.com",
+            "http://localhost:3000",
+        ] {
             assert_eq!(OriginPattern::parse(text).unwrap().to_string(), text);
         }
     }

@@ -34,19 +34,27 @@ impl PathPattern {
             return Err(format!("path {text:?} must start with '/'; {hint}"));
         };
         if rest.is_empty() {
-            return Ok(Self { segments: Vec::new() });
+            return Ok(Self {
+                segments: Vec::new(),
+            });
         }
         let mut segments = Vec::new();
         for segment in rest.split('/') {
             if segment == ROOM_PLACEHOLDER {
                 if segments.contains(&Segment::Room) {
-                    return Err(format!("path {text:?} has more than one {{room}} segment; {hint}"));
+                    return Err(format!(
+                        "path {text:?} has more than one {{room}} segment; {hint}"
+                    ));
                 }
                 segments.push(Segment::Room);
             } else if segment.is_empty() || segment == "." || segment == ".." {
-                return Err(format!("path {text:?} has an empty, '.' or '..' segment; {hint}"));
+                return Err(format!(
+                    "path {text:?} has an empty, '.' or '..' segment; {hint}"
+                ));
             } else if let Some(bad) = segment.chars().find(|c| !is_path_char(*c)) {
-                return Err(format!("path {text:?} contains {bad:?}, which is not allowed in a channel path; {hint}"));
+                return Err(format!(
+                    "path {text:?} contains {bad:?}, which is not allowed in a channel path; {hint}"
+                ));
             } else {
                 segments.push(Segment::Literal(segment.to_owned()));
             }
@@ -82,10 +90,14 @@ impl PathPattern {
     /// Whether some request path would match both patterns.
     pub fn overlaps(&self, other: &Self) -> bool {
         self.segments.len() == other.segments.len()
-            && self.segments.iter().zip(&other.segments).all(|pair| match pair {
-                (Segment::Literal(a), Segment::Literal(b)) => a == b,
-                _ => true,
-            })
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|pair| match pair {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    _ => true,
+                })
     }
 }
 
@@ -115,7 +127,9 @@ fn is_path_char(c: char) -> bool {
 /// `[A-Za-z0-9_.-]`.
 pub fn is_valid_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME_LEN).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 #[cfg(test)]
@@ -124,7 +138,13 @@ mod tests {
 
     #[test]
     fn parses_literals_and_templates() {
-        for (text, template) in [("/", false), ("/news", false), ("/a/b", false), ("/chat/{room}", true), ("/{room}/live", true)] {
+        for (text, template) in [
+            ("/", false),
+            ("/news", false),
+            ("/a/b", false),
+            ("/chat/{room}", true),
+            ("/{room}/live", true),
+        ] {
             let pattern = PathPattern::parse(text).unwrap();
             assert_eq!(pattern.is_template(), template, "{text}");
             assert_eq!(pattern.to_string(), text);
@@ -133,8 +153,23 @@ mod tests {
 
     #[test]
     fn rejects_malformed_paths() {
-        for text in ["news", "", "/a//b", "/a/", "/chat/{room}/{room}", "/chat/{room", "/chat/x{room}", "/a b", "/a%20b", "/a/../b", "/a?x=1"] {
-            assert!(PathPattern::parse(text).is_err(), "{text} should be rejected");
+        for text in [
+            "news",
+            "",
+            "/a//b",
+            "/a/",
+            "/chat/{room}/{room}",
+            "/chat/{room",
+            "/chat/x{room}",
+            "/a b",
+            "/a%20b",
+            "/a/../b",
+            "/a?x=1",
+        ] {
+            assert!(
+                PathPattern::parse(text).is_err(),
+                "{text} should be rejected"
+            );
         }
     }
 
@@ -153,7 +188,11 @@ mod tests {
             ("/{room}/live", "/x/live", Some(Some("x"))),
         ];
         for (pattern, path, expected) in cases {
-            assert_eq!(PathPattern::parse(pattern).unwrap().matches(path), expected, "{pattern} vs {path}");
+            assert_eq!(
+                PathPattern::parse(pattern).unwrap().matches(path),
+                expected,
+                "{pattern} vs {path}"
+            );
         }
     }
 
@@ -168,7 +207,10 @@ mod tests {
             ("/chat/{room}", "/talk/{room}", false),
         ];
         for (a, b, expected) in cases {
-            let (a, b) = (PathPattern::parse(a).unwrap(), PathPattern::parse(b).unwrap());
+            let (a, b) = (
+                PathPattern::parse(a).unwrap(),
+                PathPattern::parse(b).unwrap(),
+            );
             assert_eq!(a.overlaps(&b), expected, "{a} vs {b}");
             assert_eq!(b.overlaps(&a), expected, "{b} vs {a}");
         }

@@ -51,7 +51,10 @@ pub(crate) struct Slots {
 
 impl Slots {
     pub(crate) fn new(global: GlobalSlot, client: Option<ClientSlot>) -> Self {
-        Self { _global: global, client }
+        Self {
+            _global: global,
+            client,
+        }
     }
 
     /// Whether the client's slot is held yet (it is taken after the request
@@ -80,14 +83,23 @@ impl ConnectionCaps {
     /// Takes a global slot if fewer than `max` are taken.
     pub(crate) fn acquire_global(self: &Arc<Self>, max: usize) -> Option<GlobalSlot> {
         self.total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| (taken < max).then_some(taken + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < max).then_some(taken + 1)
+            })
             .ok()
             .map(|_| GlobalSlot(self.clone()))
     }
 
     /// Takes one of `key`'s slots if it holds fewer than `max`.
-    pub(crate) fn acquire_client(self: &Arc<Self>, key: ClientKey, max: usize) -> Option<ClientSlot> {
-        let mut per_client = self.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub(crate) fn acquire_client(
+        self: &Arc<Self>,
+        key: ClientKey,
+        max: usize,
+    ) -> Option<ClientSlot> {
+        let mut per_client = self
+            .per_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let taken = per_client.entry(key).or_insert(0);
         if *taken >= max {
             if *taken == 0 {
@@ -96,7 +108,10 @@ impl ConnectionCaps {
             return None;
         }
         *taken += 1;
-        Some(ClientSlot { caps: self.clone(), key })
+        Some(ClientSlot {
+            caps: self.clone(),
+            key,
+        })
     }
 
     /// Global slots taken.
@@ -106,7 +121,10 @@ impl ConnectionCaps {
 
     /// Clients holding at least one slot.
     pub(crate) fn clients(&self) -> usize {
-        self.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        self.per_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 }
 
@@ -118,7 +136,11 @@ impl Drop for GlobalSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut per_client = self.caps.per_client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut per_client = self
+            .caps
+            .per_client
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(taken) = per_client.get_mut(&self.key) {
             *taken -= 1;
             if *taken == 0 {
@@ -136,7 +158,9 @@ mod tests {
     fn slots_are_capped_and_returned_on_drop() {
         let caps = Arc::new(ConnectionCaps::default());
         let key = ClientKey::new("10.0.0.1".parse().unwrap(), 64);
-        let held: Vec<_> = (0..3).map(|_| caps.acquire_client(key, 3).unwrap()).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| caps.acquire_client(key, 3).unwrap())
+            .collect();
         assert!(caps.acquire_client(key, 3).is_none());
         let globals: Vec<_> = (0..2).map(|_| caps.acquire_global(2).unwrap()).collect();
         assert!(caps.acquire_global(2).is_none());

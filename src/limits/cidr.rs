@@ -19,7 +19,9 @@ impl Cidr {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
-        let network: IpAddr = addr.parse().map_err(|_| format!("{text:?} is not an IP network; {hint}"))?;
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP network; {hint}"))?;
         let max = max_prefix(network);
         let prefix = match prefix {
             None => max,
@@ -27,11 +29,19 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?} has an invalid prefix length (0 to {max}); {hint}"))?,
+                .ok_or_else(|| {
+                    format!("{text:?} has an invalid prefix length (0 to {max}); {hint}")
+                })?,
         };
         let cidr = Self { network, prefix };
         if mask(network, prefix) != network {
-            return Err(format!("{text:?} has host bits set; did you mean \"{}\"?", Self { network: mask(network, prefix), prefix }));
+            return Err(format!(
+                "{text:?} has host bits set; did you mean \"{}\"?",
+                Self {
+                    network: mask(network, prefix),
+                    prefix
+                }
+            ));
         }
         Ok(cidr)
     }
@@ -59,12 +69,20 @@ pub(crate) fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => {
             let prefix = u32::from(prefix.min(32));
-            let bits = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let bits = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             IpAddr::V4((u32::from(v4) & bits).into())
         }
         IpAddr::V6(v6) => {
             let prefix = u32::from(prefix.min(128));
-            let bits = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let bits = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             IpAddr::V6((u128::from(v6) & bits).into())
         }
     }
@@ -88,22 +106,47 @@ mod tests {
             ("::/0", "10.0.0.1", false),
         ];
         for (cidr, addr, expected) in cases {
-            assert_eq!(Cidr::parse(cidr).unwrap().contains(addr.parse().unwrap()), expected, "{cidr} contains {addr}");
+            assert_eq!(
+                Cidr::parse(cidr).unwrap().contains(addr.parse().unwrap()),
+                expected,
+                "{cidr} contains {addr}"
+            );
         }
     }
 
     #[test]
     fn rejects_malformed_networks() {
-        for text in ["10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "fd00::/129", "10.1.2.3/8", "example.com", ""] {
+        for text in [
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "fd00::/129",
+            "10.1.2.3/8",
+            "example.com",
+            "",
+        ] {
             assert!(Cidr::parse(text).is_err(), "{text} should be rejected");
         }
-        assert!(Cidr::parse("10.1.2.3/8").unwrap_err().contains("10.0.0.0/8"));
+        assert!(
+            Cidr::parse("10.1.2.3/8")
+                .unwrap_err()
+                .contains("10.0.0.0/8")
+        );
     }
 
     #[test]
     fn masks_to_the_prefix() {
-        assert_eq!(mask("2001:db8:1:2:3:4:5:6".parse().unwrap(), 64), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-        assert_eq!(mask("10.1.2.3".parse().unwrap(), 16), "10.1.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask("10.1.2.3".parse().unwrap(), 0), "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mask("2001:db8:1:2:3:4:5:6".parse().unwrap(), 64),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask("10.1.2.3".parse().unwrap(), 16),
+            "10.1.0.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask("10.1.2.3".parse().unwrap(), 0),
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -35,12 +35,17 @@ impl HandshakeLimiter {
 
 impl<C: Clock + Clone> HandshakeLimiter<C> {
     fn with_clock(rate: &Rate, clock: C) -> Self {
-        Self { limiter: RateLimiter::dashmap_with_clock(quota(rate), clock.clone()), clock }
+        Self {
+            limiter: RateLimiter::dashmap_with_clock(quota(rate), clock.clone()),
+            clock,
+        }
     }
 
     /// `Ok` if `key` may handshake now, else how long until it may.
     pub(crate) fn check(&self, key: ClientKey) -> Result<(), Duration> {
-        self.limiter.check_key(&key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forgets clients whose bucket has refilled: their state is the same as
@@ -67,14 +72,25 @@ pub(crate) struct MessageLimiter {
 }
 
 struct Budget {
-    limiter: RateLimiter<NotKeyed, InMemoryState, DefaultClock, NoOpMiddleware<<DefaultClock as Clock>::Instant>>,
+    limiter: RateLimiter<
+        NotKeyed,
+        InMemoryState,
+        DefaultClock,
+        NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+    >,
     on_exceed: OnExceed,
 }
 
 impl MessageLimiter {
     pub(crate) fn new(message_rate: &Rate, byte_rate: Option<&Rate>) -> Self {
-        let budget = |rate: &Rate| Budget { limiter: RateLimiter::direct(quota(rate)), on_exceed: rate.on_exceed };
-        Self { messages: budget(message_rate), bytes: byte_rate.map(budget) }
+        let budget = |rate: &Rate| Budget {
+            limiter: RateLimiter::direct(quota(rate)),
+            on_exceed: rate.on_exceed,
+        };
+        Self {
+            messages: budget(message_rate),
+            bytes: byte_rate.map(budget),
+        }
     }
 
     /// Admits one message of `len` bytes: at once, after waiting (throttle),
@@ -82,7 +98,10 @@ impl MessageLimiter {
     /// more meanwhile.
     pub(crate) async fn admit(&self, len: usize) -> Result<(), RateExceeded> {
         self.messages.take(NonZeroU32::MIN).await?;
-        match (&self.bytes, u32::try_from(len).ok().and_then(NonZeroU32::new)) {
+        match (
+            &self.bytes,
+            u32::try_from(len).ok().and_then(NonZeroU32::new),
+        ) {
             (Some(bytes), Some(len)) => bytes.take(len).await,
             _ => Ok(()),
         }
@@ -113,7 +132,11 @@ mod tests {
     use super::*;
 
     fn rate(per_second: u32, burst: u32) -> Rate {
-        Rate { per_second: NonZeroU32::new(per_second).unwrap(), burst: NonZeroU32::new(burst).unwrap(), on_exceed: OnExceed::Close }
+        Rate {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+            on_exceed: OnExceed::Close,
+        }
     }
 
     #[test]
@@ -124,7 +147,11 @@ mod tests {
         assert_eq!(limiter.check(key(1)), Ok(()));
         assert_eq!(limiter.check(key(1)), Ok(()));
         assert_eq!(limiter.check(key(1)), Err(Duration::from_millis(500)));
-        assert_eq!(limiter.check(key(2)), Ok(()), "another client has its own budget");
+        assert_eq!(
+            limiter.check(key(2)),
+            Ok(()),
+            "another client has its own budget"
+        );
         for i in 3..200 {
             let _ = limiter.check(key(i));
         }

@@ -42,18 +42,29 @@ pub struct Listener {
 impl Listener {
     /// A listener served with TLS (wss://).
     pub fn tls(socket: TcpListener) -> Self {
-        Self { socket, tls: true, proxy_protocol: false }
+        Self {
+            socket,
+            tls: true,
+            proxy_protocol: false,
+        }
     }
 
     /// A listener served without TLS (ws://).
     pub fn plain(socket: TcpListener) -> Self {
-        Self { socket, tls: false, proxy_protocol: false }
+        Self {
+            socket,
+            tls: false,
+            proxy_protocol: false,
+        }
     }
 
     /// Expects a PROXY protocol header first on every connection, and
     /// accepts it only from `trusted_proxies`.
     pub fn with_proxy_protocol(self) -> Self {
-        Self { proxy_protocol: true, ..self }
+        Self {
+            proxy_protocol: true,
+            ..self
+        }
     }
 
     /// The bound address.
@@ -64,10 +75,21 @@ impl Listener {
     /// Binds every address of `[server] listen` and `plain`.
     pub async fn bind_all(settings: &ServerSettings) -> Result<Vec<Self>, Error> {
         let mut listeners = Vec::new();
-        for (&addr, tls) in settings.listen.iter().map(|a| (a, true)).chain(settings.plain.iter().map(|a| (a, false))) {
-            let socket = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        for (&addr, tls) in settings
+            .listen
+            .iter()
+            .map(|a| (a, true))
+            .chain(settings.plain.iter().map(|a| (a, false)))
+        {
+            let socket = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
             let proxy_protocol = settings.proxy_protocol.contains(&addr);
-            listeners.push(Self { socket, tls, proxy_protocol });
+            listeners.push(Self {
+                socket,
+                tls,
+                proxy_protocol,
+            });
         }
         Ok(listeners)
     }
@@ -87,7 +109,13 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::debug_span!("connection", %peer);
-                    let connection = serve_connection(stream, peer, self.tls, self.proxy_protocol, shared.clone());
+                    let connection = serve_connection(
+                        stream,
+                        peer,
+                        self.tls,
+                        self.proxy_protocol,
+                        shared.clone(),
+                    );
                     shared.tasks.spawn(connection.instrument(span));
                 }
                 Err(error) if is_per_connection(&error) => {}
@@ -102,18 +130,33 @@ impl Listener {
 
 /// Errors that concern only the connection being accepted.
 fn is_per_connection(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused)
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Identifies the client, takes its connection slots, then runs TLS and
 /// HTTP. Returning drops the socket: a refused client is closed at once.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, tls: bool, proxy_protocol: bool, shared: Arc<Shared>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    proxy_protocol: bool,
+    shared: Arc<Shared>,
+) {
     // Frames are written in batches already; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot.load_full();
     let config = &snapshot.config;
     let deadline = Instant::now() + config.server.handshake_timeout;
-    let trusted = config.server.trusted_proxies.iter().any(|cidr| cidr.contains(peer.ip()));
+    let trusted = config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|cidr| cidr.contains(peer.ip()));
     let counters = &shared.counters;
 
     let (client, forwarded) = if proxy_protocol {
@@ -143,18 +186,27 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, tls: bool, pr
         None
     } else {
         let key = ClientKey::new(client, admission.ipv6_prefix);
-        match shared.caps.acquire_client(key, admission.max_connections_per_ip) {
+        match shared
+            .caps
+            .acquire_client(key, admission.max_connections_per_ip)
+        {
             Some(slot) => Some(slot),
             None => return counters.record(Reason::IpCap),
         }
     };
-    let connection = Arc::new(ClientConnection { addr: client, forwarded, slots: Mutex::new(Some(Slots::new(global, client_slot))) });
+    let connection = Arc::new(ClientConnection {
+        addr: client,
+        forwarded,
+        slots: Mutex::new(Some(Slots::new(global, client_slot))),
+    });
 
     if !tls {
         drop(snapshot);
         return serve_http(stream, deadline, connection, shared).await;
     }
-    let Some(acceptor) = snapshot.acceptor.clone() else { return };
+    let Some(acceptor) = snapshot.acceptor.clone() else {
+        return;
+    };
     drop(snapshot);
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => serve_http(tls, deadline, connection, shared).await,
@@ -165,12 +217,18 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, tls: bool, pr
 
 /// Serves HTTP on one connection until it upgrades or is refused (refusals
 /// carry `Connection: close`, so a connection sees one request either way).
-async fn serve_http<I>(io: I, deadline: Instant, connection: Arc<ClientConnection>, shared: Arc<Shared>)
-where
+async fn serve_http<I>(
+    io: I,
+    deadline: Instant,
+    connection: Arc<ClientConnection>,
+    shared: Arc<Shared>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service = service_fn(move |request| serve_request(request, connection.clone(), service_shared.clone()));
+    let service = service_fn(move |request| {
+        serve_request(request, connection.clone(), service_shared.clone())
+    });
     let http = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(deadline.saturating_duration_since(Instant::now()))

@@ -82,7 +82,9 @@ impl Server {
     /// A handle for publishing, statistics and shutdown; valid before, during
     /// and after serving.
     pub fn handle(&self) -> Handle {
-        Handle { shared: self.shared.clone() }
+        Handle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Binds the configured listeners and serves until `shutdown` completes
@@ -96,7 +98,11 @@ impl Server {
     /// [`Handle::shutdown`] is called). Then stops accepting, sends close
     /// 1001 to every connection and returns once they have closed (each is
     /// given a few seconds to answer).
-    pub async fn serve(self, listeners: Vec<Listener>, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn serve(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let shared = self.shared;
         if listeners.iter().any(Listener::is_tls) && shared.snapshot.load().acceptor.is_none() {
             return Err(Error::NoTls);
@@ -132,18 +138,34 @@ pub struct Handle {
 impl Handle {
     /// Publishes `message` to a broadcast channel (`room` = `None`) or to one
     /// room of a room channel. Returns how many connections it was queued for.
-    pub fn publish(&self, channel: &str, room: Option<&str>, message: Message) -> Result<usize, PublishError> {
+    pub fn publish(
+        &self,
+        channel: &str,
+        room: Option<&str>,
+        message: Message,
+    ) -> Result<usize, PublishError> {
         let snapshot = self.shared.snapshot.load();
-        let target = snapshot.channel(channel).ok_or_else(|| PublishError::UnknownChannel(channel.to_owned()))?;
+        let target = snapshot
+            .channel(channel)
+            .ok_or_else(|| PublishError::UnknownChannel(channel.to_owned()))?;
         target.publish(room, &message)
     }
 
     /// Connections per channel, rooms and their sizes, message counters.
     pub fn stats(&self) -> Stats {
         let snapshot = self.shared.snapshot.load();
-        let channels = snapshot.channels.iter().map(|channel| channel.stats()).collect();
+        let channels = snapshot
+            .channels
+            .iter()
+            .map(|channel| channel.stats())
+            .collect();
         let caps = &self.shared.caps;
-        self.shared.counters.snapshot(channels, caps.active(), caps.clients(), snapshot.handshakes.len())
+        self.shared.counters.snapshot(
+            channels,
+            caps.active(),
+            caps.clients(),
+            snapshot.handshakes.len(),
+        )
     }
 
     /// The certificate served on TLS listeners (for fingerprints and for

@@ -28,7 +28,9 @@ pub(crate) enum ProxyError {
 /// Reads one header and returns the client's source address; `None` for a
 /// LOCAL (v2) or UNKNOWN (v1) header, such as a load balancer's health check,
 /// where the peer address stands.
-pub(crate) async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<IpAddr>, ProxyError> {
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
+    stream: &mut R,
+) -> Result<Option<IpAddr>, ProxyError> {
     let mut header = vec![0u8; 8];
     stream.read_exact(&mut header).await?;
     if header.starts_with(b"PROXY ") {
@@ -36,12 +38,16 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<
         // that follow the header.
         while !header.ends_with(b"\r\n") {
             if header.len() >= V1_MAX_LEN {
-                return Err(ProxyError::Malformed("v1 header longer than 107 bytes".into()));
+                return Err(ProxyError::Malformed(
+                    "v1 header longer than 107 bytes".into(),
+                ));
             }
             header.push(stream.read_u8().await?);
         }
-        let text = std::str::from_utf8(&header).map_err(|_| ProxyError::Malformed("v1 header is not ASCII".into()))?;
-        let parsed = ppp::v1::Header::try_from(text).map_err(|e| ProxyError::Malformed(e.to_string()))?;
+        let text = std::str::from_utf8(&header)
+            .map_err(|_| ProxyError::Malformed("v1 header is not ASCII".into()))?;
+        let parsed =
+            ppp::v1::Header::try_from(text).map_err(|e| ProxyError::Malformed(e.to_string()))?;
         return Ok(match parsed.addresses {
             ppp::v1::Addresses::Tcp4(addresses) => Some(addresses.source_address.into()),
             ppp::v1::Addresses::Tcp6(addresses) => Some(addresses.source_address.into()),
@@ -49,20 +55,29 @@ pub(crate) async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<
         });
     }
     if header[..] != ppp::v2::PROTOCOL_PREFIX[..8] {
-        return Err(ProxyError::Malformed("no PROXY header where one is required".into()));
+        return Err(ProxyError::Malformed(
+            "no PROXY header where one is required".into(),
+        ));
     }
     header.resize(V2_FIXED_LEN, 0);
     stream.read_exact(&mut header[8..]).await?;
     let body_len = usize::from(u16::from_be_bytes([header[14], header[15]]));
     if body_len > V2_MAX_BODY {
-        return Err(ProxyError::Malformed(format!("v2 header announces {body_len} bytes")));
+        return Err(ProxyError::Malformed(format!(
+            "v2 header announces {body_len} bytes"
+        )));
     }
     header.resize(V2_FIXED_LEN + body_len, 0);
     stream.read_exact(&mut header[V2_FIXED_LEN..]).await?;
-    let parsed = ppp::v2::Header::try_from(&header[..]).map_err(|e| ProxyError::Malformed(e.to_string()))?;
+    let parsed =
+        ppp::v2::Header::try_from(&header[..]).map_err(|e| ProxyError::Malformed(e.to_string()))?;
     Ok(match (parsed.command, parsed.addresses) {
-        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(addresses)) => Some(addresses.source_address.into()),
-        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(addresses)) => Some(addresses.source_address.into()),
+        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(addresses)) => {
+            Some(addresses.source_address.into())
+        }
+        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(addresses)) => {
+            Some(addresses.source_address.into())
+        }
         _ => None,
     })
 }
@@ -74,7 +89,10 @@ mod tests {
     #[tokio::test]
     async fn reads_v1_and_leaves_the_rest() {
         let mut input: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\nGET / HTTP/1.1\r\n";
-        assert_eq!(read_header(&mut input).await.unwrap(), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            read_header(&mut input).await.unwrap(),
+            Some("203.0.113.7".parse().unwrap())
+        );
         assert_eq!(input, b"GET / HTTP/1.1\r\n");
         let mut unknown: &[u8] = b"PROXY UNKNOWN\r\nrest";
         assert_eq!(read_header(&mut unknown).await.unwrap(), None);
@@ -84,22 +102,39 @@ mod tests {
     #[tokio::test]
     async fn reads_v2_and_leaves_the_rest() {
         let mut input = ppp::v2::PROTOCOL_PREFIX.to_vec();
-        input.extend_from_slice(&[0x21, 0x11, 0, 12, 198, 51, 100, 4, 10, 0, 0, 1, 0xC3, 0x50, 0x01, 0xBB]);
+        input.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 198, 51, 100, 4, 10, 0, 0, 1, 0xC3, 0x50, 0x01, 0xBB,
+        ]);
         input.extend_from_slice(b"\x16\x03\x01");
         let mut reader = &input[..];
-        assert_eq!(read_header(&mut reader).await.unwrap(), Some("198.51.100.4".parse().unwrap()));
-        assert_eq!(reader, b"\x16\x03\x01", "the TLS record that follows is untouched");
+        assert_eq!(
+            read_header(&mut reader).await.unwrap(),
+            Some("198.51.100.4".parse().unwrap())
+        );
+        assert_eq!(
+            reader, b"\x16\x03\x01",
+            "the TLS record that follows is untouched"
+        );
     }
 
     #[tokio::test]
     async fn refuses_garbage_and_oversized_headers() {
         let mut plain: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
-        assert!(matches!(read_header(&mut plain).await, Err(ProxyError::Malformed(_))));
+        assert!(matches!(
+            read_header(&mut plain).await,
+            Err(ProxyError::Malformed(_))
+        ));
         let mut long = b"PROXY TCP4 ".to_vec();
         long.extend(std::iter::repeat_n(b'1', 200));
-        assert!(matches!(read_header(&mut &long[..]).await, Err(ProxyError::Malformed(_))));
+        assert!(matches!(
+            read_header(&mut &long[..]).await,
+            Err(ProxyError::Malformed(_))
+        ));
         let mut huge = ppp::v2::PROTOCOL_PREFIX.to_vec();
         huge.extend_from_slice(&[0x21, 0x11, 0xFF, 0xFF]);
-        assert!(matches!(read_header(&mut &huge[..]).await, Err(ProxyError::Malformed(_))));
+        assert!(matches!(
+            read_header(&mut &huge[..]).await,
+            Err(ProxyError::Malformed(_))
+        ));
     }
 }

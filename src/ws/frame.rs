@@ -51,7 +51,12 @@ mod tests {
 
     #[test]
     fn encodes_each_length_form() {
-        for (len, header) in [(0, vec![0x82, 0]), (125, vec![0x82, 125]), (126, vec![0x82, 126, 0, 126]), (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])] {
+        for (len, header) in [
+            (0, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
             let frame = encode(OpCode::Binary, &vec![7; len]);
             assert_eq!(&frame[..header.len()], &header[..], "length {len}");
             assert_eq!(frame.len(), header.len() + len);

@@ -47,7 +47,10 @@ impl std::error::Error for Violation {}
 impl Violation {
     /// The violation inside an error returned by a guarded read, if any.
     pub(crate) fn find(error: &io::Error) -> Option<Self> {
-        error.get_ref().and_then(|inner| inner.downcast_ref::<Self>()).copied()
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Self>())
+            .copied()
     }
 }
 
@@ -59,7 +62,10 @@ pub(crate) struct Activity {
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        Self { start: Instant::now(), last_nanos: AtomicU64::new(0) }
+        Self {
+            start: Instant::now(),
+            last_nanos: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -76,8 +82,13 @@ impl Activity {
 /// Where the parser is in the client's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
-    Header { bytes: [u8; MAX_HEADER_LEN], have: usize },
-    Payload { remaining: u64 },
+    Header {
+        bytes: [u8; MAX_HEADER_LEN],
+        have: usize,
+    },
+    Payload {
+        remaining: u64,
+    },
 }
 
 /// Frame-boundary tracking over the client's bytes. Pure: fed slices, it
@@ -91,7 +102,14 @@ pub(crate) struct FrameTracker {
 
 impl FrameTracker {
     pub(crate) fn new(max_payload: usize) -> Self {
-        Self { position: Position::Header { bytes: [0; MAX_HEADER_LEN], have: 0 }, message_len: 0, max_payload: max_payload as u64 }
+        Self {
+            position: Position::Header {
+                bytes: [0; MAX_HEADER_LEN],
+                have: 0,
+            },
+            message_len: 0,
+            max_payload: max_payload as u64,
+        }
     }
 
     /// Follows `data`; on a violation returns it with the offset in `data`
@@ -105,7 +123,10 @@ impl FrameTracker {
                     *remaining -= take as u64;
                     data = &data[take..];
                     if *remaining == 0 {
-                        self.position = Position::Header { bytes: [0; MAX_HEADER_LEN], have: 0 };
+                        self.position = Position::Header {
+                            bytes: [0; MAX_HEADER_LEN],
+                            have: 0,
+                        };
                     }
                 }
                 Position::Header { bytes, have } => {
@@ -113,14 +134,21 @@ impl FrameTracker {
                     bytes[*have] = data[0];
                     *have += 1;
                     data = &data[1..];
-                    let Some(needed) = header_len(&bytes[..*have]) else { continue };
+                    let Some(needed) = header_len(&bytes[..*have]) else {
+                        continue;
+                    };
                     if *have < needed {
                         continue;
                     }
                     let header = *bytes;
-                    let payload = self.check(&header[..needed]).map_err(|violation| (started_at, violation))?;
+                    let payload = self
+                        .check(&header[..needed])
+                        .map_err(|violation| (started_at, violation))?;
                     self.position = if payload == 0 {
-                        Position::Header { bytes: [0; MAX_HEADER_LEN], have: 0 }
+                        Position::Header {
+                            bytes: [0; MAX_HEADER_LEN],
+                            have: 0,
+                        }
                     } else {
                         Position::Payload { remaining: payload }
                     };
@@ -140,17 +168,30 @@ impl FrameTracker {
             short => u64::from(short),
         };
         if !masked {
-            return Err(Violation { code: 1002, reason: "client frames must be masked" });
+            return Err(Violation {
+                code: 1002,
+                reason: "client frames must be masked",
+            });
         }
         if opcode & 0x8 != 0 {
             if len > MAX_CONTROL_PAYLOAD {
-                return Err(Violation { code: 1002, reason: "control frame longer than 125 bytes" });
+                return Err(Violation {
+                    code: 1002,
+                    reason: "control frame longer than 125 bytes",
+                });
             }
             return Ok(len);
         }
-        self.message_len = if opcode == 0 { self.message_len.saturating_add(len) } else { len };
+        self.message_len = if opcode == 0 {
+            self.message_len.saturating_add(len)
+        } else {
+            len
+        };
         if self.message_len > self.max_payload {
-            return Err(Violation { code: 1009, reason: "message too big" });
+            return Err(Violation {
+                code: 1009,
+                reason: "message too big",
+            });
         }
         Ok(len)
     }
@@ -178,12 +219,21 @@ pub(crate) struct FrameGuard<'a, R> {
 
 impl<'a, R> FrameGuard<'a, R> {
     pub(crate) fn new(inner: R, max_payload: usize, activity: &'a Activity) -> Self {
-        Self { inner, tracker: FrameTracker::new(max_payload), activity, pending: None }
+        Self {
+            inner,
+            tracker: FrameTracker::new(max_payload),
+            activity,
+            pending: None,
+        }
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(violation) = this.pending {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, violation)));
@@ -225,7 +275,12 @@ mod tests {
             }
         }
         out.extend_from_slice(&[1, 2, 3, 4]);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        out.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]),
+        );
         out
     }
 
@@ -248,7 +303,16 @@ mod tests {
         let mut tracker = FrameTracker::new(100);
         assert_eq!(tracker.feed(&frame(false, 1, &[b'a'; 60])), Ok(()));
         let second = frame(true, 0, &[b'a'; 41]);
-        assert_eq!(tracker.feed(&second), Err((0, Violation { code: 1009, reason: "message too big" })));
+        assert_eq!(
+            tracker.feed(&second),
+            Err((
+                0,
+                Violation {
+                    code: 1009,
+                    reason: "message too big"
+                }
+            ))
+        );
     }
 
     #[test]
@@ -258,12 +322,25 @@ mod tests {
         stream.extend_from_slice(&[0x82, 0x7F, 0, 0, 0, 0, 0x40, 0, 0, 0]); // 1 GiB, unmasked
         let mut tracker = FrameTracker::new(1 << 20);
         let (offset, violation) = tracker.feed(&stream).unwrap_err();
-        assert_eq!((offset, violation.code), (good.len(), 1002), "unmasked is caught first");
+        assert_eq!(
+            (offset, violation.code),
+            (good.len(), 1002),
+            "unmasked is caught first"
+        );
 
         let mut tracker = FrameTracker::new(1 << 20);
         let mut huge = good.clone();
         huge.extend_from_slice(&[0x82, 0xFF, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(tracker.feed(&huge).unwrap_err(), (good.len(), Violation { code: 1009, reason: "message too big" }));
+        assert_eq!(
+            tracker.feed(&huge).unwrap_err(),
+            (
+                good.len(),
+                Violation {
+                    code: 1009,
+                    reason: "message too big"
+                }
+            )
+        );
     }
 
     #[test]

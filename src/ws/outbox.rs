@@ -23,6 +23,7 @@ use tokio::{
     io::{AsyncWrite, AsyncWriteExt},
     sync::Notify,
 };
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::frame;
 use crate::config::SlowConsumer;
@@ -37,8 +38,15 @@ const MAX_IO_SLICES: usize = 64;
 /// Creates a queue that holds at most `limit` unwritten bytes.
 pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { frames: VecDeque::new(), bytes: 0, limit, on_overflow, phase: Phase::Open }),
+        state: Mutex::new(State {
+            frames: VecDeque::new(),
+            bytes: 0,
+            limit,
+            on_overflow,
+            phase: Phase::Open,
+        }),
         wake_writer: Notify::new(),
+        closing: CancellationToken::new(),
     });
     (Outbox(shared.clone()), OutboxReceiver(shared))
 }
@@ -53,6 +61,8 @@ pub(crate) struct OutboxReceiver(Arc<Shared>);
 struct Shared {
     state: Mutex<State>,
     wake_writer: Notify,
+    /// Cancelled when the close frame is queued: the close handshake's clock starts.
+    closing: CancellationToken,
 }
 
 struct State {
@@ -88,7 +98,10 @@ pub(crate) enum Rejected {
 
 impl Outbox {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues a data or control frame.
@@ -103,10 +116,12 @@ impl Outbox {
             if state.on_overflow == SlowConsumer::Drop {
                 return Err(Rejected::Dropped);
             }
-            state.frames.clear();
+            // Frames a writer has taken stay counted until written.
+            let dropped: usize = state.frames.drain(..).map(|f| f.len()).sum();
+            state.bytes -= dropped;
             state.push_close(frame::close(SLOW_CONSUMER_CODE, "slow consumer"));
             drop(state);
-            self.0.wake_writer.notify_one();
+            self.closed_queued();
             return Err(Rejected::SlowConsumer);
         }
         state.bytes += frame.len();
@@ -130,13 +145,23 @@ impl Outbox {
         }
         state.push_close(close_frame);
         drop(state);
-        self.0.wake_writer.notify_one();
+        self.closed_queued();
         true
+    }
+
+    fn closed_queued(&self) {
+        self.0.closing.cancel();
+        self.0.wake_writer.notify_one();
+    }
+
+    /// Completes once a close frame has been queued.
+    pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.0.closing.cancelled()
     }
 
     /// Whether a close frame has been queued (by anyone).
     pub(crate) fn is_closing(&self) -> bool {
-        self.state().phase != Phase::Open
+        self.0.closing.is_cancelled()
     }
 
     /// Tells the writer that nothing more will come: it writes what is
@@ -166,7 +191,11 @@ impl OutboxReceiver {
     async fn next_batch(&self, batch: &mut VecDeque<Bytes>) -> bool {
         loop {
             {
-                let mut state = self.0.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut state = self
+                    .0
+                    .state
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 if !state.frames.is_empty() || state.phase != Phase::Open {
                     std::mem::swap(&mut state.frames, batch);
                     return state.phase != Phase::Open;
@@ -177,7 +206,11 @@ impl OutboxReceiver {
     }
 
     fn written(&self, bytes: usize) {
-        let mut state = self.0.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .0
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.bytes -= bytes;
     }
 
@@ -202,7 +235,10 @@ impl OutboxReceiver {
 }
 
 /// Writes every frame in `frames`, emptying it, coping with partial writes.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(io: &mut W, frames: &mut VecDeque<Bytes>) -> io::Result<()> {
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &mut VecDeque<Bytes>,
+) -> io::Result<()> {
     while !frames.is_empty() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
@@ -217,7 +253,9 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(io: &mut W, frames: &mut VecD
         }
         let mut remaining = written;
         while remaining > 0 {
-            let front = frames.front_mut().expect("the kernel wrote no more than it was given");
+            let front = frames
+                .front_mut()
+                .expect("the kernel wrote no more than it was given");
             if front.len() <= remaining {
                 remaining -= front.len();
                 frames.pop_front();
@@ -238,7 +276,10 @@ mod tests {
     fn slow_consumer_is_closed_once_and_its_backlog_dropped() {
         let (outbox, receiver) = channel(100, SlowConsumer::Close);
         assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
-        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Err(Rejected::SlowConsumer));
+        assert_eq!(
+            outbox.send(Bytes::from(vec![0; 60])),
+            Err(Rejected::SlowConsumer)
+        );
         assert_eq!(outbox.send(Bytes::from(vec![0; 1])), Err(Rejected::Closing));
         let state = receiver.0.state.lock().unwrap();
         assert_eq!(state.frames.len(), 1, "only the close frame is left");
@@ -249,7 +290,10 @@ mod tests {
     fn drop_policy_keeps_the_connection_and_drops_what_does_not_fit() {
         let (outbox, _receiver) = channel(100, SlowConsumer::Drop);
         assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
-        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Err(Rejected::Dropped));
+        assert_eq!(
+            outbox.send(Bytes::from(vec![0; 60])),
+            Err(Rejected::Dropped)
+        );
         assert_eq!(outbox.send(Bytes::from(vec![0; 40])), Ok(()));
         assert!(!outbox.is_closing());
     }
@@ -263,7 +307,9 @@ mod tests {
     #[tokio::test]
     async fn writer_stops_after_the_close_frame() {
         let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
-        outbox.send(frame::encode(fastwebsockets::OpCode::Text, b"hi")).unwrap();
+        outbox
+            .send(frame::encode(fastwebsockets::OpCode::Text, b"hi"))
+            .unwrap();
         assert!(outbox.close(1000, "bye"));
         assert!(!outbox.close(1001, "again"));
         let mut written = Vec::new();

@@ -42,10 +42,20 @@ impl Session {
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
         // Declared first so that it is dropped last (see the module doc).
         let (read, mut write) = tokio::io::split(io);
-        let Session { membership, outbox, receiver, slots } = self;
+        let Session {
+            membership,
+            outbox,
+            receiver,
+            slots,
+        } = self;
         let limits = membership.config().limits.clone();
         let activity = Activity::new();
-        let reading = read_messages(FrameGuard::new(read, limits.max_payload, &activity), &membership, &outbox, &limits);
+        let reading = read_messages(
+            FrameGuard::new(read, limits.max_payload, &activity),
+            &membership,
+            &outbox,
+            &limits,
+        );
         let writing = receiver.run_writer(&mut write);
         let watching = heartbeat(&activity, &outbox, &limits);
         tokio::pin!(reading, writing, watching);
@@ -66,6 +76,12 @@ impl Session {
                 outbox.close(1001, "idle timeout");
                 let _ = tokio::time::timeout(limits.close_timeout, writing).await;
             }
+            // A close frame that cannot even be written (the peer stopped
+            // reading) bounds the handshake too.
+            () = async {
+                outbox.closing().await;
+                tokio::time::sleep(limits.close_timeout).await;
+            } => {}
         }
         drop(slots);
     }
@@ -73,10 +89,16 @@ impl Session {
 
 /// Reads messages until the peer closes, the stream ends or breaks the
 /// protocol or a limit. Each failure queues the matching close frame.
-async fn read_messages<R: AsyncRead + Unpin>(read: R, membership: &Membership, outbox: &Outbox, limits: &Limits) {
+async fn read_messages<R: AsyncRead + Unpin>(
+    read: R,
+    membership: &Membership,
+    outbox: &Outbox,
+    limits: &Limits,
+) {
     let counters = membership.counters();
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
-    let (mut reader, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
     // Per frame, checked before fastwebsockets reserves the buffer; the guard
     // has already enforced the same limit on the whole message.
     reader.set_max_message_size(limits.max_payload.saturating_add(1));
@@ -147,9 +169,17 @@ async fn heartbeat(activity: &Activity, outbox: &Outbox, limits: &Limits) {
 /// The close code, reason and counter for a read error, or `None` when the
 /// connection is simply gone (nothing can be sent).
 fn close_for(error: &WebSocketError) -> Option<(u16, &'static str, Reason)> {
-    let counted = |code| if code == 1009 { Reason::TooBig } else { Reason::Protocol };
+    let counted = |code| {
+        if code == 1009 {
+            Reason::TooBig
+        } else {
+            Reason::Protocol
+        }
+    };
     match error {
-        WebSocketError::IoError(io) => Violation::find(io).map(|v| (v.code, v.reason, counted(v.code))),
+        WebSocketError::IoError(io) => {
+            Violation::find(io).map(|v| (v.code, v.reason, counted(v.code)))
+        }
         WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
         WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8", Reason::Protocol)),
         WebSocketError::FrameTooLarge => Some((1009, "message too big", Reason::TooBig)),

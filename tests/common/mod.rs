@@ -36,6 +36,9 @@ pub struct TestServer {
     pub handle: Handle,
     pub wss: SocketAddr,
     pub ws: SocketAddr,
+    /// A plain listener expecting PROXY headers, when the configuration
+    /// lists `proxy_protocol` addresses.
+    pub proxy: Option<SocketAddr>,
     pub cert: CertificateDer<'static>,
     pub task: JoinHandle<Result<(), wsedge::Error>>,
     _dir: tempfile::TempDir,
@@ -51,11 +54,17 @@ pub struct CertFiles {
 impl CertFiles {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .unwrap();
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), signing_key.serialize_pem()).unwrap();
-        Self { cert: cert.der().clone(), dir }
+        Self {
+            cert: cert.der().clone(),
+            dir,
+        }
     }
 
     pub fn cert_path(&self) -> String {
@@ -81,41 +90,80 @@ pub async fn start_with_server_keys(server_keys: &str, rest: &str) -> TestServer
         files.cert_path(),
         files.key_path()
     );
-    let config = Config::from_toml_str(&toml).unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{toml}"));
-    let server = Server::new(config).expect("server builds");
+    let config = Config::from_toml_str(&toml)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{toml}"));
+    let wants_proxy = !config.server.proxy_protocol.is_empty();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (wss, ws) = (tls.local_addr().unwrap(), plain.local_addr().unwrap());
+    let mut listeners = vec![Listener::tls(tls), Listener::plain(plain)];
+    let mut proxy = None;
+    if wants_proxy {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        proxy = Some(socket.local_addr().unwrap());
+        listeners.push(Listener::plain(socket).with_proxy_protocol());
+    }
+    let server = Server::new(config).expect("server builds");
     let handle = server.handle();
-    let listeners = vec![Listener::tls(tls), Listener::plain(plain)];
     let task = tokio::spawn(server.serve(listeners, std::future::pending()));
-    TestServer { handle, wss, ws, cert: files.cert.clone(), task, _dir: files.dir }
+    TestServer {
+        handle,
+        wss,
+        ws,
+        proxy,
+        cert: files.cert.clone(),
+        task,
+        _dir: files.dir,
+    }
 }
 
 impl TestServer {
     /// A ws:// client on `path`.
     pub async fn ws(&self, path: &str) -> Ws {
-        self.ws_request(format!("ws://{}{path}", self.ws).into_client_request().unwrap())
-            .await
-            .unwrap_or_else(|e| panic!("ws connect to {path} failed: {e}"))
+        self.ws_request(
+            format!("ws://{}{path}", self.ws)
+                .into_client_request()
+                .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ws connect to {path} failed: {e}"))
+    }
+
+    /// A ws:// client on `path`, or the error of a refused handshake.
+    pub async fn ws_request_raw(&self, path: &str) -> Result<Ws, tungstenite::Error> {
+        self.ws_request(
+            format!("ws://{}{path}", self.ws)
+                .into_client_request()
+                .unwrap(),
+        )
+        .await
     }
 
     /// A ws:// handshake with a custom request; the error carries the HTTP
     /// answer of a refused upgrade.
-    pub async fn ws_request(&self, request: tungstenite::handshake::client::Request) -> Result<Ws, tungstenite::Error> {
+    pub async fn ws_request(
+        &self,
+        request: tungstenite::handshake::client::Request,
+    ) -> Result<Ws, tungstenite::Error> {
         let stream = TcpStream::connect(self.ws).await.unwrap();
-        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream)).await.expect("handshake answered")?;
+        let (ws, _) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
+                .await
+                .expect("handshake answered")?;
         Ok(ws)
     }
 
     /// A wss:// client on `path`, trusting only the test certificate.
     pub async fn wss(&self, path: &str) -> Wss {
         let stream = tls_connect(self.wss, &self.cert).await;
-        let request = format!("wss://localhost:{}{path}", self.wss.port()).into_client_request().unwrap();
-        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
-            .await
-            .expect("handshake answered")
-            .unwrap_or_else(|e| panic!("wss connect to {path} failed: {e}"));
+        let request = format!("wss://localhost:{}{path}", self.wss.port())
+            .into_client_request()
+            .unwrap();
+        let (ws, _) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
+                .await
+                .expect("handshake answered")
+                .unwrap_or_else(|e| panic!("wss connect to {path} failed: {e}"));
         ws
     }
 
@@ -124,7 +172,9 @@ impl TestServer {
     pub async fn raw_http(&self, request: &str) -> HttpAnswer {
         let mut stream = TcpStream::connect(self.ws).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
-        tokio::time::timeout(PATIENCE, read_response(&mut stream)).await.expect("server answers")
+        tokio::time::timeout(PATIENCE, read_response(&mut stream))
+            .await
+            .expect("server answers")
     }
 }
 
@@ -134,7 +184,9 @@ async fn read_response(stream: &mut TcpStream) -> HttpAnswer {
     loop {
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
             let mut answer = HttpAnswer::parse_head(&bytes[..end]);
-            let length: usize = answer.header("content-length").map_or(0, |l| l.parse().unwrap());
+            let length: usize = answer
+                .header("content-length")
+                .map_or(0, |l| l.parse().unwrap());
             while bytes.len() < end + 4 + length {
                 let n = stream.read(&mut chunk).await.unwrap();
                 assert!(n > 0, "connection closed inside the body");
@@ -144,8 +196,144 @@ async fn read_response(stream: &mut TcpStream) -> HttpAnswer {
             return answer;
         }
         let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&bytes));
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
         bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+impl TestServer {
+    /// A raw TCP connection to the plain listener that has completed a
+    /// WebSocket upgrade on `path`: what follows is frames, written and read
+    /// by hand (see [`client_frame`] and [`read_close_code`]).
+    pub async fn raw_ws(&self, path: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(self.ws).await.unwrap();
+        stream
+            .write_all(upgrade_request(path, "").as_bytes())
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(PATIENCE, read_response(&mut stream))
+            .await
+            .expect("server answers");
+        assert_eq!(answer.status, 101, "upgrade refused: {answer:?}");
+        stream
+    }
+}
+
+/// Sends a raw upgrade for `path` with extra headers and returns the status
+/// (0 if the server closed the connection without answering).
+pub async fn upgrade_status(stream: &mut TcpStream, path: &str, extra_headers: &str) -> u16 {
+    if stream
+        .write_all(upgrade_request(path, extra_headers).as_bytes())
+        .await
+        .is_err()
+    {
+        return 0;
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("an answer or a close");
+    let head = String::from_utf8_lossy(&head);
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Completes a WebSocket upgrade on a raw connection.
+pub async fn upgrade(stream: &mut TcpStream, path: &str) {
+    assert_eq!(
+        upgrade_status(stream, path, "").await,
+        101,
+        "upgrade on {path}"
+    );
+}
+
+/// A client frame with the mask bit set and the given first byte (FIN, RSV
+/// and opcode bits), payload length and payload. The length field is written
+/// as given, so a header may announce more than follows.
+pub fn client_frame(first_byte: u8, announced_len: u64, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xFA, 0x21, 0x3D];
+    let mut frame = vec![first_byte];
+    match announced_len {
+        0..=125 => frame.push(0x80 | announced_len as u8),
+        126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(announced_len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&announced_len.to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads server frames until a close frame and returns its status code
+/// (`None` if the connection ends without one).
+pub async fn read_close_code(stream: &mut TcpStream) -> Option<u16> {
+    let read = async {
+        loop {
+            let mut head = [0u8; 2];
+            stream.read_exact(&mut head).await.ok()?;
+            let len = match head[1] & 0x7F {
+                126 => u64::from(stream.read_u16().await.ok()?),
+                127 => stream.read_u64().await.ok()?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; len as usize];
+            stream.read_exact(&mut payload).await.ok()?;
+            if head[0] & 0x0F == 0x8 {
+                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("the server closes within PATIENCE")
+}
+
+/// Reads until the server closes the TCP connection; panics after PATIENCE.
+pub async fn wait_eof(stream: &mut TcpStream) {
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut sink))
+        .await
+        .expect("the server hangs up within PATIENCE");
+}
+
+/// Polls `condition` on the server's statistics until it holds. Only for
+/// state no client can observe as an event (a connection the server is still
+/// tearing down after the client vanished); bounded by PATIENCE.
+pub async fn eventually(
+    handle: &Handle,
+    condition: impl Fn(&wsedge::Stats) -> bool,
+) -> wsedge::Stats {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stats = handle.stats();
+        if condition(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statistics never reached the expected state: {stats:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -153,11 +341,13 @@ async fn read_response(stream: &mut TcpStream) -> HttpAnswer {
 pub async fn tls_connect(addr: SocketAddr, cert: &CertificateDer<'static>) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let stream = TcpStream::connect(addr).await.unwrap();
     TlsConnector::from(Arc::new(config))
         .connect("localhost".try_into().unwrap(), stream)
@@ -177,16 +367,30 @@ impl HttpAnswer {
     fn parse_head(head: &[u8]) -> Self {
         let head = String::from_utf8_lossy(head);
         let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers = lines
             .filter_map(|line| line.split_once(':'))
             .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
             .collect();
-        Self { status, headers, body: String::new() }
+        Self {
+            status,
+            headers,
+            body: String::new(),
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -222,7 +426,10 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.expect("a close within PATIENCE") {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a close within PATIENCE")
+        {
             Some(Ok(Message::Close(frame))) => return frame,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -255,7 +462,10 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.expect("the server closes within PATIENCE") {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the server closes within PATIENCE")
+        {
             None | Some(Err(_)) => return,
             Some(Ok(_)) => continue,
         }
