@@ -20,13 +20,12 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    /// Encodes `payload` as one server frame of this kind.
-    pub(crate) fn encode(self, payload: &[u8]) -> Bytes {
-        let opcode = match self {
+    /// The frame opcode of this kind.
+    pub(crate) fn opcode(self) -> fastwebsockets::OpCode {
+        match self {
             Self::Text => fastwebsockets::OpCode::Text,
             Self::Binary => fastwebsockets::OpCode::Binary,
-        };
-        crate::ws::frame::encode(opcode, payload)
+        }
     }
 }
 
@@ -55,10 +54,5 @@ impl Message {
     /// The payload bytes.
     pub fn payload(&self) -> &Bytes {
         &self.payload
-    }
-
-    /// The message as one encoded server frame.
-    pub(crate) fn to_frame(&self) -> Bytes {
-        self.kind.encode(&self.payload)
     }
 }

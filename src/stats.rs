@@ -64,6 +64,9 @@ pub(crate) struct Counters {
     messages_received: AtomicU64,
     messages_delivered: AtomicU64,
     messages_dropped: AtomicU64,
+    compressions: AtomicU64,
+    compressed_from: AtomicU64,
+    compressed_to: AtomicU64,
     enforced: [AtomicU64; Reason::ALL.len()],
 }
 
@@ -79,6 +82,14 @@ impl Counters {
 
     pub(crate) fn record_dropped(&self) {
         self.messages_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one outbound compression of `from` payload bytes into `to`.
+    pub(crate) fn record_compression(&self, from: usize, to: usize) {
+        self.compressions.fetch_add(1, Ordering::Relaxed);
+        self.compressed_from
+            .fetch_add(from as u64, Ordering::Relaxed);
+        self.compressed_to.fetch_add(to as u64, Ordering::Relaxed);
     }
 
     /// Counts one refusal or enforced close, and logs it (no secrets: the
@@ -103,6 +114,9 @@ impl Counters {
             messages_received: self.messages_received.load(Ordering::Relaxed),
             messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
             messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
+            compressions: self.compressions.load(Ordering::Relaxed),
+            compressed_from: self.compressed_from.load(Ordering::Relaxed),
+            compressed_to: self.compressed_to.load(Ordering::Relaxed),
             enforced: Reason::ALL
                 .iter()
                 .map(|r| {
@@ -133,6 +147,13 @@ pub struct Stats {
     pub messages_delivered: u64,
     /// Messages dropped for slow consumers on channels with `on_slow_consumer = "drop"`.
     pub messages_dropped: u64,
+    /// Outbound permessage-deflate compressions: one per message in shared
+    /// mode whatever the number of recipients, one per recipient in dedicated mode.
+    pub compressions: u64,
+    /// Payload bytes those compressions took in.
+    pub compressed_from: u64,
+    /// Bytes they produced (the ratio is `compressed_to / compressed_from`).
+    pub compressed_to: u64,
     /// Refusals and enforced closes by reason: `ip_cap`, `global_cap`,
     /// `rate_limit`, `timeout`, `idle`, `too_big`, `slow_consumer`, `protocol`.
     /// Every reason is present, zero until it happens.

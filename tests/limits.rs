@@ -340,10 +340,28 @@ async fn messages_over_max_payload_close_with_1009() {
     let server = start(&channels("max_payload = \"1KiB\"")).await;
     let mut whole = server.ws("/echo").await;
     whole.send(Message::binary(vec![0u8; 1025])).await.unwrap();
-    assert_eq!(
-        next_close(&mut whole).await.expect("a close code").code,
-        CloseCode::Size
-    );
+    // A client that keeps sending after the fault still gets the close code:
+    // the server drains instead of resetting the connection under it.
+    let (mut sink, mut stream) = whole.split();
+    let sending = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if sink.send(Message::binary(vec![2u8; 1000])).await.is_err() {
+                break;
+            }
+        }
+    });
+    let close = loop {
+        match tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("a close within PATIENCE")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected the 1009 close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.expect("a close code").code, CloseCode::Size);
+    sending.abort();
 
     let mut exact = server.ws("/echo").await;
     exact.send(Message::binary(vec![1u8; 1024])).await.unwrap();

@@ -9,35 +9,71 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
+    message::MessageKind,
     stats::{Counters, Reason},
-    ws::outbox::{Outbox, Rejected},
+    ws::outbox::{Outbox, Outgoing, Rejected},
 };
 
 /// Connection id, unique for the life of the process.
 pub(crate) type ConnectionId = u64;
 
+/// One connection in a set.
+#[derive(Clone)]
+pub(crate) struct Member {
+    pub(crate) outbox: Outbox,
+    /// permessage-deflate was negotiated with this connection.
+    pub(crate) deflate: bool,
+}
+
+/// One message on its way to many connections, encoded as the channel's
+/// compression mode wants.
+pub(crate) enum Delivery {
+    /// Encoded once for everyone (shared mode): the plain frame, and the
+    /// compressed frame for connections that negotiated deflate.
+    Frames {
+        plain: Bytes,
+        compressed: Option<Bytes>,
+    },
+    /// Framed by each connection's writer (dedicated mode), from one shared
+    /// payload.
+    Message(MessageKind, Bytes),
+}
+
+impl Delivery {
+    fn item_for(&self, member: &Member) -> Outgoing {
+        match self {
+            Self::Frames {
+                compressed: Some(compressed),
+                ..
+            } if member.deflate => Outgoing::Wire(compressed.clone()),
+            Self::Frames { plain, .. } => Outgoing::Wire(plain.clone()),
+            Self::Message(kind, payload) => Outgoing::Message(*kind, payload.clone()),
+        }
+    }
+}
+
 /// Connections keyed by id. Delivery holds the read lock only while it
 /// queues (never across an `.await`: queueing does not wait).
 #[derive(Default)]
 pub(crate) struct Members {
-    entries: RwLock<HashMap<ConnectionId, Outbox>>,
+    entries: RwLock<HashMap<ConnectionId, Member>>,
 }
 
 impl Members {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<ConnectionId, Outbox>> {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<ConnectionId, Member>> {
         self.entries
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ConnectionId, Outbox>> {
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ConnectionId, Member>> {
         self.entries
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn insert(&self, id: ConnectionId, outbox: Outbox) {
-        self.write().insert(id, outbox);
+    pub(crate) fn insert(&self, id: ConnectionId, member: Member) {
+        self.write().insert(id, member);
     }
 
     /// Removes a member; returns how many are left.
@@ -51,18 +87,18 @@ impl Members {
         self.read().len()
     }
 
-    /// Queues the same encoded frame for every member except `except`, and
-    /// returns how many accepted it.
+    /// Queues `delivery` for every member except `except`, and returns how
+    /// many accepted it. Shared bytes are cloned by reference, never copied.
     pub(crate) fn deliver(
         &self,
-        frame: &Bytes,
+        delivery: &Delivery,
         except: Option<ConnectionId>,
         counters: &Counters,
     ) -> usize {
         let entries = self.read();
         let mut delivered = 0;
-        for (id, outbox) in entries.iter() {
-            if Some(*id) != except && queue(outbox, frame.clone(), counters) {
+        for (id, member) in entries.iter() {
+            if Some(*id) != except && queue(&member.outbox, delivery.item_for(member), counters) {
                 delivered += 1;
             }
         }
@@ -72,15 +108,15 @@ impl Members {
 
     /// Starts the close handshake with every member.
     pub(crate) fn close_all(&self, code: u16, reason: &str) {
-        for outbox in self.read().values() {
-            outbox.close(code, reason);
+        for member in self.read().values() {
+            member.outbox.close(code, reason);
         }
     }
 }
 
-/// Queues one frame for one connection, counting a slow consumer it reveals.
-pub(crate) fn queue(outbox: &Outbox, frame: Bytes, counters: &Counters) -> bool {
-    match outbox.send(frame) {
+/// Queues one item for one connection, counting a slow consumer it reveals.
+pub(crate) fn queue(outbox: &Outbox, item: Outgoing, counters: &Counters) -> bool {
+    match outbox.send(item) {
         Ok(()) => true,
         Err(Rejected::SlowConsumer) => {
             counters.record(Reason::SlowConsumer);

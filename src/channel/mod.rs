@@ -10,19 +10,25 @@ mod members;
 mod rooms;
 
 use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    Arc, Mutex,
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
+use bytes::Bytes;
+
 use self::{
-    members::{ConnectionId, Members, queue},
+    members::{ConnectionId, Delivery, Member, Members, queue},
     rooms::{Room, Rooms},
 };
 use crate::{
-    config::{ChannelConfig, ChannelKind, Publish},
+    config::{ChannelConfig, ChannelKind, CompressionMode, Publish},
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
-    ws::outbox::Outbox,
+    ws::{
+        deflate::codec::Deflater,
+        frame,
+        outbox::{Outbox, Outgoing},
+    },
 };
 
 /// Source of connection ids.
@@ -83,6 +89,12 @@ pub(crate) struct Channel {
     members: Members,
     rooms: Rooms,
     closing: AtomicBool,
+    /// Members that negotiated permessage-deflate: shared-mode compression
+    /// is skipped while there are none.
+    deflate_members: AtomicUsize,
+    /// Idle shared-mode compressors (no context takeover), reused so that a
+    /// fan-out does not allocate a zlib state per message.
+    deflaters: Mutex<Vec<Deflater>>,
 }
 
 impl Channel {
@@ -93,6 +105,8 @@ impl Channel {
             members: Members::default(),
             rooms: Rooms::default(),
             closing: AtomicBool::new(false),
+            deflate_members: AtomicUsize::new(0),
+            deflaters: Mutex::default(),
         }
     }
 
@@ -102,6 +116,7 @@ impl Channel {
         self: &Arc<Self>,
         room: Option<&str>,
         outbox: Outbox,
+        deflate: bool,
     ) -> Result<Membership, JoinError> {
         if self.members.len() >= self.config.limits.max_connections {
             return Err(JoinError::ChannelFull);
@@ -111,7 +126,10 @@ impl Channel {
             Some(name) => Some(self.rooms.join(
                 name,
                 id,
-                outbox.clone(),
+                Member {
+                    outbox: outbox.clone(),
+                    deflate,
+                },
                 self.config.max_rooms,
                 self.config.max_members,
             )?),
@@ -119,12 +137,22 @@ impl Channel {
         };
         // Checked after the room insert so that a concurrent `close_all`
         // either sees this member or makes this check fail.
-        self.members.insert(id, outbox.clone());
+        self.members.insert(
+            id,
+            Member {
+                outbox: outbox.clone(),
+                deflate,
+            },
+        );
+        if deflate {
+            self.deflate_members.fetch_add(1, Ordering::Relaxed);
+        }
         let membership = Membership {
             channel: self.clone(),
             room,
             id,
             outbox,
+            deflate,
         };
         if self.closing.load(Ordering::Acquire) {
             return Err(JoinError::Closing);
@@ -151,22 +179,56 @@ impl Channel {
                 limit: self.config.limits.max_payload,
             });
         }
-        let frame = message.to_frame();
         match (self.config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => {
-                Ok(self.members.deliver(&frame, None, &self.counters))
+                let delivery = self.delivery(message.kind(), message.payload().clone());
+                Ok(self.members.deliver(&delivery, None, &self.counters))
             }
-            (ChannelKind::Room, Some(name)) => Ok(self
-                .rooms
-                .get(name)
-                .map_or(0, |room| room.members.deliver(&frame, None, &self.counters))),
+            (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| {
+                let delivery = self.delivery(message.kind(), message.payload().clone());
+                room.members.deliver(&delivery, None, &self.counters)
+            })),
             (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
                 Err(PublishError::RoomMismatch {
                     channel: channel(),
                     needs_room: self.config.kind == ChannelKind::Room,
                 })
             }
+        }
+    }
+
+    /// Encodes a fan-out message as the compression mode wants: in shared
+    /// mode, compressed exactly once whatever the number of recipients.
+    fn delivery(&self, kind: MessageKind, payload: Bytes) -> Delivery {
+        let settings = &self.config.compression;
+        if settings.mode == CompressionMode::Dedicated {
+            return Delivery::Message(kind, payload);
+        }
+        let wanted = settings.enabled
+            && payload.len() >= settings.threshold
+            && self.deflate_members.load(Ordering::Relaxed) > 0;
+        let compressed = wanted.then(|| {
+            let mut pool = self
+                .deflaters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut deflater = pool.pop().unwrap_or_else(|| {
+                Deflater::new(settings.level, settings.server_max_window_bits, true)
+            });
+            drop(pool);
+            let compressed = deflater.compress(&payload);
+            self.deflaters
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(deflater);
+            self.counters
+                .record_compression(payload.len(), compressed.len());
+            frame::encode_message(kind, &compressed, true)
+        });
+        Delivery::Frames {
+            plain: frame::encode_message(kind, &payload, false),
+            compressed,
         }
     }
 
@@ -187,6 +249,7 @@ pub(crate) struct Membership {
     room: Option<Arc<Room>>,
     id: ConnectionId,
     outbox: Outbox,
+    deflate: bool,
 }
 
 impl Membership {
@@ -202,26 +265,32 @@ impl Membership {
 
     /// Handles a message from this connection's client: encodes it once and
     /// queues the same bytes for every recipient.
-    pub(crate) fn dispatch(&self, kind: MessageKind, payload: &[u8]) -> Result<(), PublishError> {
+    pub(crate) fn dispatch(&self, kind: MessageKind, payload: Bytes) -> Result<(), PublishError> {
         let channel = &self.channel;
         let config = &channel.config;
         channel.counters.record_received();
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
             return Err(PublishError::ClientsMayNotPublish);
         }
-        let frame = kind.encode(payload);
         if config.kind == ChannelKind::Echo {
-            if queue(&self.outbox, frame, &channel.counters) {
+            // The writer frames it, compressing with this connection's own
+            // compressor if there is one.
+            if queue(
+                &self.outbox,
+                Outgoing::Message(kind, payload),
+                &channel.counters,
+            ) {
                 channel.counters.record_delivered(1);
             }
             return Ok(());
         }
+        let delivery = channel.delivery(kind, payload);
         let except = (!config.echo_to_sender).then_some(self.id);
         let members = self
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        members.deliver(&frame, except, &channel.counters);
+        members.deliver(&delivery, except, &channel.counters);
         Ok(())
     }
 }
@@ -232,5 +301,8 @@ impl Drop for Membership {
             self.channel.rooms.leave(room, self.id);
         }
         self.channel.members.remove(self.id);
+        if self.deflate {
+            self.channel.deflate_members.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -11,9 +11,8 @@ use std::{
 
 use super::{
     JoinError,
-    members::{ConnectionId, Members},
+    members::{ConnectionId, Member, Members},
 };
-use crate::ws::outbox::Outbox;
 
 /// One room.
 pub(crate) struct Room {
@@ -44,7 +43,7 @@ impl Rooms {
         &self,
         name: &str,
         id: ConnectionId,
-        outbox: Outbox,
+        member: Member,
         max_rooms: usize,
         max_members: usize,
     ) -> Result<Arc<Room>, JoinError> {
@@ -62,7 +61,7 @@ impl Rooms {
                 room
             }
         };
-        room.members.insert(id, outbox);
+        room.members.insert(id, member);
         Ok(room)
     }
 

@@ -57,6 +57,11 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the close handshake may take before the socket is dropped.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages smaller than this go out uncompressed: below a few hundred
+/// bytes deflate saves little and costs a compressor pass.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
+/// zlib's default level: most of level 9's ratio at a fraction of its cost.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 /// Rooms one room channel may hold at once.
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Members one room may hold at once.
@@ -180,6 +185,54 @@ pub enum SlowConsumer {
     Drop,
 }
 
+/// permessage-deflate settings of one channel (`[compression]` with the
+/// channel's `[channel.compression]` over it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    /// Whether the extension is negotiated at all.
+    pub enabled: bool,
+    /// Shared: each fan-out message is compressed once for every subscriber
+    /// (the server negotiates `server_no_context_takeover`). Dedicated: one
+    /// compressor per connection, keeping context for a better ratio.
+    pub mode: CompressionMode,
+    /// Messages smaller than this many bytes are sent uncompressed.
+    pub threshold: usize,
+    /// zlib level, 0-9.
+    pub level: u32,
+    /// Largest window the server compresses with, 9-15.
+    pub server_max_window_bits: u8,
+    /// Largest window the server asks clients to compress with, 9-15.
+    pub client_max_window_bits: u8,
+    /// Reset the server's compressor after every message.
+    pub server_no_context_takeover: bool,
+    /// Ask clients to reset their compressor after every message.
+    pub client_no_context_takeover: bool,
+}
+
+/// How a channel compresses what it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionMode {
+    /// Once per message for all subscribers (default for broadcast and room).
+    Shared,
+    /// Once per message per connection (default for echo).
+    Dedicated,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: CompressionMode::Dedicated,
+            threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            level: DEFAULT_COMPRESSION_LEVEL,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+        }
+    }
+}
+
 /// What a channel does with the messages it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
@@ -235,6 +288,8 @@ pub struct ChannelConfig {
     pub max_rooms: usize,
     /// Effective limits: the global ones with this channel's overrides.
     pub limits: Limits,
+    /// Effective permessage-deflate settings.
+    pub compression: Compression,
 }
 
 impl Config {

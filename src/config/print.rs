@@ -6,9 +6,9 @@
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Config, Limits, OnExceed, OriginPolicy, Publish, Rate,
-    SlowConsumer, TlsSettings,
-    raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
+    Admission, ChannelConfig, ChannelKind, Compression, CompressionMode, Config, Limits, OnExceed,
+    OriginPolicy, Publish, Rate, SlowConsumer, TlsSettings,
+    raw::{Field, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer, RawTls},
     units,
 };
 
@@ -35,6 +35,8 @@ pub(super) fn to_toml_string(config: &Config) -> String {
                 .and_then(|tls| field(raw_tls(tls))),
         }),
         limits: Some(global_limits(&config.admission, &config.limits)),
+        // Compression is written out per channel, fully resolved.
+        compression: None,
         channels: config
             .channels
             .iter()
@@ -171,5 +173,25 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
             None
         },
         limits: Some(raw_limits(&channel.limits)),
+        compression: Some(raw_compression(&channel.compression)),
+    }
+}
+
+fn raw_compression(compression: &Compression) -> RawCompression {
+    RawCompression {
+        enabled: field(compression.enabled),
+        mode: field(
+            match compression.mode {
+                CompressionMode::Shared => "shared",
+                CompressionMode::Dedicated => "dedicated",
+            }
+            .to_owned(),
+        ),
+        threshold: field(units::format_size(compression.threshold)),
+        level: field(compression.level.into()),
+        server_max_window_bits: field(compression.server_max_window_bits.into()),
+        client_max_window_bits: field(compression.client_max_window_bits.into()),
+        server_no_context_takeover: field(compression.server_no_context_takeover),
+        client_no_context_takeover: field(compression.client_no_context_takeover),
     }
 }

@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     pub server: Field<RawServer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<RawCompression>,
     #[serde(default, rename = "channel", skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Spanned<RawChannel>>,
 }
@@ -118,4 +120,28 @@ pub(crate) struct RawChannel {
     pub max_rooms: Field<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<RawCompression>,
+}
+
+/// `[compression]` and `[channel.compression]`: permessage-deflate.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompression {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_max_window_bits: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_max_window_bits: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_no_context_takeover: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_no_context_takeover: Field<bool>,
 }

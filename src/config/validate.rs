@@ -8,14 +8,14 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Cidr, Config, DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IPV6_PREFIX,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBERS,
-    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE, DEFAULT_PING_INTERVAL,
-    DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings, SlowConsumer,
-    TlsSettings,
+    Admission, ChannelConfig, ChannelKind, Cidr, Compression, CompressionMode, Config,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_MEMBERS, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE,
+    DEFAULT_PING_INTERVAL, DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings,
+    SlowConsumer, TlsSettings,
     error::Issues,
-    raw::{Field, RawChannel, RawConfig, RawLimits, RawRate, RawServer, RawTls},
+    raw::{Field, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer, RawTls},
     units,
 };
 use crate::{
@@ -51,7 +51,7 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path, report: &mut Report<'_>)
         max_connections: admission.max_connections,
         ..limits
     };
-    let channels = channels(raw.channels, &limits, report);
+    let channels = channels(raw.channels, &limits, raw.compression.as_ref(), report);
     Config {
         server,
         admission,
@@ -556,6 +556,7 @@ fn count(
 fn channels(
     raw: Vec<Spanned<RawChannel>>,
     global: &Limits,
+    compression: Option<&RawCompression>,
     report: &mut Report<'_>,
 ) -> Vec<ChannelConfig> {
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -563,7 +564,14 @@ fn channels(
     for (index, entry) in raw.into_iter().enumerate() {
         let span = entry.span();
         let key = format!("channel[{index}]");
-        let Some(channel) = channel(entry.into_inner(), span.clone(), &key, global, report) else {
+        let Some(channel) = channel(
+            entry.into_inner(),
+            span.clone(),
+            &key,
+            global,
+            compression,
+            report,
+        ) else {
             continue;
         };
         if let Some(first) = names.insert(channel.name.clone(), index) {
@@ -593,6 +601,7 @@ fn channel(
     span: Range<usize>,
     key: &str,
     global: &Limits,
+    global_compression: Option<&RawCompression>,
     report: &mut Report<'_>,
 ) -> Option<ChannelConfig> {
     let required = |field: &Field<String>, name: &str, hint: &str, report: &mut Report<'_>| {
@@ -722,6 +731,13 @@ fn channel(
         &format!("{key}.limits"),
         report,
     );
+    let compression = compression(
+        global_compression,
+        raw.compression.as_ref(),
+        kind,
+        key,
+        report,
+    );
 
     Some(ChannelConfig {
         name: name?,
@@ -734,7 +750,125 @@ fn channel(
         max_members,
         max_rooms,
         limits,
+        compression,
     })
+}
+
+/// Resolves one channel's compression: each key from `[channel.compression]`,
+/// else from `[compression]`, else the default (whose mode depends on the
+/// channel's kind).
+fn compression(
+    global: Option<&RawCompression>,
+    own: Option<&RawCompression>,
+    kind: Option<ChannelKind>,
+    key: &str,
+    report: &mut Report<'_>,
+) -> Compression {
+    let empty = RawCompression::default();
+    let (global, own) = (global.unwrap_or(&empty), own.unwrap_or(&empty));
+    // The table a key comes from, for error messages.
+    fn pick<'a, T>(
+        own: &'a Field<T>,
+        global: &'a Field<T>,
+        key: &str,
+        name: &str,
+    ) -> Option<(&'a Spanned<T>, String)> {
+        match (own, global) {
+            (Some(value), _) => Some((value, format!("{key}.compression.{name}"))),
+            (None, Some(value)) => Some((value, format!("compression.{name}"))),
+            (None, None) => None,
+        }
+    }
+    let defaults = Compression {
+        mode: if kind == Some(ChannelKind::Echo) {
+            CompressionMode::Dedicated
+        } else {
+            CompressionMode::Shared
+        },
+        ..Compression::default()
+    };
+    let flag = |own: &Field<bool>, global: &Field<bool>, default: bool| {
+        own.as_ref()
+            .or(global.as_ref())
+            .map_or(default, |v| *v.get_ref())
+    };
+    let bits = |own: &Field<i64>, global: &Field<i64>, name: &str, report: &mut Report<'_>| {
+        match pick(own, global, key, name) {
+            None => 15,
+            Some((value, key)) => match u8::try_from(*value.get_ref()) {
+                Ok(bits @ 9..=15) => bits,
+                _ => {
+                    report.errors.push(value.span(), key, format!("{} is not a window size zlib can use; use 9 to 15 (8 is not supported for raw deflate)", value.get_ref()));
+                    15
+                }
+            },
+        }
+    };
+    let server_max_window_bits = bits(
+        &own.server_max_window_bits,
+        &global.server_max_window_bits,
+        "server_max_window_bits",
+        report,
+    );
+    let client_max_window_bits = bits(
+        &own.client_max_window_bits,
+        &global.client_max_window_bits,
+        "client_max_window_bits",
+        report,
+    );
+    let level = match pick(&own.level, &global.level, key, "level") {
+        None => defaults.level,
+        Some((value, key)) => match u32::try_from(*value.get_ref()) {
+            Ok(level @ 0..=9) => level,
+            _ => {
+                report.errors.push(
+                    value.span(),
+                    key,
+                    format!(
+                        "{} is not a zlib level; use 0 (store) to 9 (smallest)",
+                        value.get_ref()
+                    ),
+                );
+                defaults.level
+            }
+        },
+    };
+    let threshold = match pick(&own.threshold, &global.threshold, key, "threshold") {
+        None => defaults.threshold,
+        Some((value, key)) => units::parse_size(value.get_ref()).unwrap_or_else(|message| {
+            report.errors.push(value.span(), key, message);
+            defaults.threshold
+        }),
+    };
+    let mode = match pick(&own.mode, &global.mode, key, "mode") {
+        None => defaults.mode,
+        Some((value, key)) => match value.get_ref().as_str() {
+            "shared" => CompressionMode::Shared,
+            "dedicated" => CompressionMode::Dedicated,
+            other => {
+                report.errors.push(value.span(), key, format!("{other:?} is not a compression mode; use \"shared\" (compress once per message for everyone) or \"dedicated\" (one compressor per connection)"));
+                defaults.mode
+            }
+        },
+    };
+    Compression {
+        enabled: flag(&own.enabled, &global.enabled, defaults.enabled),
+        mode,
+        threshold,
+        level,
+        server_max_window_bits,
+        client_max_window_bits,
+        server_no_context_takeover: flag(
+            &own.server_no_context_takeover,
+            &global.server_no_context_takeover,
+            false,
+        ),
+        client_no_context_takeover: flag(
+            &own.client_no_context_takeover,
+            &global.client_no_context_takeover,
+            false,
+        ),
+    }
 }
 
 fn origin_policy(raw: &RawChannel, key: &str, report: &mut Report<'_>) -> OriginPolicy {

@@ -27,7 +27,7 @@ use crate::{
     limits::{ClientKey, caps::Slots},
     server::Shared,
     stats::Reason,
-    ws::{outbox, session::Session},
+    ws::{deflate::negotiate::negotiate, outbox, session::Session},
 };
 
 /// What the accept path learned about a connection, handed to its requests.
@@ -104,6 +104,7 @@ fn admit(
         return Err(Rejection::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let subprotocol = handshake::select_subprotocol(request.headers(), &config.subprotocols);
+    let deflate = negotiate(request.headers(), &config.compression);
 
     let unavailable = |reason| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason);
     let mut slots = lock(&connection.slots)
@@ -121,17 +122,19 @@ fn admit(
     }
     let (outbox, receiver) =
         outbox::channel(config.limits.send_buffer, config.limits.on_slow_consumer);
-    let membership = channel.join(room, outbox.clone()).map_err(|error| {
-        unavailable(match error {
-            JoinError::RoomFull => "room is full",
-            JoinError::TooManyRooms => "too many rooms",
-            JoinError::ChannelFull => {
-                shared.counters.record(Reason::GlobalCap);
-                "channel is full"
-            }
-            JoinError::Closing => "channel is closing",
-        })
-    })?;
+    let membership = channel
+        .join(room, outbox.clone(), deflate.is_some())
+        .map_err(|error| {
+            unavailable(match error {
+                JoinError::RoomFull => "room is full",
+                JoinError::TooManyRooms => "too many rooms",
+                JoinError::ChannelFull => {
+                    shared.counters.record(Reason::GlobalCap);
+                    "channel is full"
+                }
+                JoinError::Closing => "channel is closing",
+            })
+        })?;
     let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *request)
         .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "malformed WebSocket upgrade"))?;
     let session = Session {
@@ -139,6 +142,7 @@ fn admit(
         outbox,
         receiver,
         slots,
+        deflate,
     };
     shared.tasks.spawn(async move {
         match upgrade.await {
@@ -152,6 +156,12 @@ fn admit(
         let value =
             HeaderValue::from_str(name).expect("subprotocols are validated as header tokens");
         parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    if let Some(agreement) = deflate {
+        let value = HeaderValue::from_str(&agreement.response()).expect("the agreement is ASCII");
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
     }
     Ok(Response::from_parts(parts, Full::default()))
 }

@@ -8,28 +8,52 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 
+use crate::message::MessageKind;
+
 /// FIN bit of the first header byte.
 const FIN: u8 = 0x80;
+/// RSV1: the payload is compressed (permessage-deflate).
+const RSV1: u8 = 0x40;
 /// Largest header a server frame needs: 2 bytes plus a 64-bit length, no mask.
 const MAX_HEADER_LEN: usize = 10;
 
 /// Encodes one unfragmented, unmasked server frame.
 pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
+    encode_with(opcode, payload, false)
+}
+
+/// Encodes a whole message, with RSV1 when its payload is compressed.
+pub(crate) fn encode_message(kind: MessageKind, payload: &[u8], compressed: bool) -> Bytes {
+    encode_with(kind.opcode(), payload, compressed)
+}
+
+fn encode_with(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
     let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
-    frame.put_u8(FIN | opcode as u8);
-    match payload.len() {
-        len @ 0..=125 => frame.put_u8(len as u8),
-        len @ 126..=0xFFFF => {
+    put_header(&mut frame, opcode, payload.len(), compressed);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// The header alone, for a payload that is written from its own buffer.
+pub(crate) fn header(opcode: OpCode, len: usize, compressed: bool) -> Bytes {
+    let mut header = BytesMut::with_capacity(MAX_HEADER_LEN);
+    put_header(&mut header, opcode, len, compressed);
+    header.freeze()
+}
+
+fn put_header(frame: &mut BytesMut, opcode: OpCode, len: usize, compressed: bool) {
+    frame.put_u8(FIN | if compressed { RSV1 } else { 0 } | opcode as u8);
+    match len {
+        0..=125 => frame.put_u8(len as u8),
+        126..=0xFFFF => {
             frame.put_u8(126);
             frame.put_u16(len as u16);
         }
-        len => {
+        _ => {
             frame.put_u8(127);
             frame.put_u64(len as u64);
         }
     }
-    frame.put_slice(payload);
-    frame.freeze()
 }
 
 /// Encodes a close frame with a status code and a reason, truncated to the

@@ -2,6 +2,7 @@
 //! outbound queue and its writer, and the session that reads frames with
 //! fastwebsockets and hands messages to the channel.
 
+pub(crate) mod deflate;
 pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;

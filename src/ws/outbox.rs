@@ -1,13 +1,19 @@
-//! A connection's outbound queue: whole encoded frames, bounded in bytes, and
-//! the writer that drains it with vectored writes.
+//! A connection's outbound queue, bounded in bytes, and the writer that
+//! drains it with vectored writes.
 //!
 //! Any task may push (fan-out, the connection's own reader, shutdown); only
-//! the connection's writer pops. Pushing never waits: a connection whose
-//! backlog would exceed its `send_buffer` is a slow consumer. Under the
-//! default policy its backlog is dropped and a close frame (1013) takes its
-//! place; under `on_slow_consumer = "drop"` the frames that do not fit are
-//! dropped. Either way one stalled reader costs the server at most
-//! `send_buffer` bytes and delays nobody else.
+//! the connection's writer pops. Items are either wire bytes encoded once and
+//! shared by every recipient (control frames, shared-mode fan-out) or whole
+//! messages that the writer frames itself: with the connection's own
+//! compressor when permessage-deflate runs in dedicated mode, or as a small
+//! header followed by the shared payload, never copied.
+//!
+//! Pushing never waits: a connection whose backlog would exceed its
+//! `send_buffer` is a slow consumer. Under the default policy its backlog is
+//! dropped and a close frame (1013) takes its place; under
+//! `on_slow_consumer = "drop"` the items that do not fit are dropped. Either
+//! way one stalled reader costs the server at most `send_buffer` bytes and
+//! delays nobody else.
 //!
 //! Invariant: once a close frame is queued nothing more is, so the close
 //! frame is always the last thing the writer writes.
@@ -25,8 +31,8 @@ use tokio::{
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::frame;
-use crate::config::SlowConsumer;
+use super::{deflate::codec::Deflater, frame};
+use crate::{config::SlowConsumer, message::MessageKind, stats::Counters};
 
 /// Close code for a connection that cannot keep up ("try again later").
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
@@ -35,11 +41,28 @@ pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
 /// covers a large batch of small frames.
 const MAX_IO_SLICES: usize = 64;
 
+/// One queued item.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// Bytes ready for the wire (one or more whole frames).
+    Wire(Bytes),
+    /// A whole message the writer frames (and maybe compresses) itself.
+    Message(MessageKind, Bytes),
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Self::Wire(bytes) | Self::Message(_, bytes) => bytes.len(),
+        }
+    }
+}
+
 /// Creates a queue that holds at most `limit` unwritten bytes.
 pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            frames: VecDeque::new(),
+            items: VecDeque::new(),
             bytes: 0,
             limit,
             on_overflow,
@@ -66,7 +89,7 @@ struct Shared {
 }
 
 struct State {
-    frames: VecDeque<Bytes>,
+    items: VecDeque<Outgoing>,
     /// Bytes queued or being written, not yet confirmed written.
     bytes: usize,
     limit: usize,
@@ -76,7 +99,7 @@ struct State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Accepting frames.
+    /// Accepting items.
     Open,
     /// A close frame is queued; nothing more is accepted.
     Closing,
@@ -84,48 +107,48 @@ enum Phase {
     Finished,
 }
 
-/// Why a frame was not queued.
+/// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejected {
-    /// The connection is closing; the frame is dropped.
+    /// The connection is closing; the item is dropped.
     Closing,
-    /// This frame pushed the backlog past `send_buffer`: the connection is
+    /// This item pushed the backlog past `send_buffer`: the connection is
     /// now closing with 1013. Reported once per connection.
     SlowConsumer,
-    /// The frame did not fit in `send_buffer` and was dropped (policy "drop").
+    /// The item did not fit in `send_buffer` and was dropped (policy "drop").
     Dropped,
 }
 
-impl Outbox {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.0
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
-    /// Queues a data or control frame.
-    pub(crate) fn send(&self, frame: Bytes) -> Result<(), Rejected> {
-        let mut state = self.state();
+impl Outbox {
+    /// Queues an item.
+    pub(crate) fn send(&self, item: Outgoing) -> Result<(), Rejected> {
+        let mut state = lock(&self.0);
         if state.phase != Phase::Open {
             return Err(Rejected::Closing);
         }
-        // One frame always fits an empty queue, so a message of max_payload
+        // One item always fits an empty queue, so a message of max_payload
         // bytes plus its header can be sent even when send_buffer equals it.
-        if state.bytes > 0 && state.bytes + frame.len() > state.limit {
+        if state.bytes > 0 && state.bytes + item.len() > state.limit {
             if state.on_overflow == SlowConsumer::Drop {
                 return Err(Rejected::Dropped);
             }
-            // Frames a writer has taken stay counted until written.
-            let dropped: usize = state.frames.drain(..).map(|f| f.len()).sum();
+            // Items a writer has taken stay counted until written.
+            let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
             state.bytes -= dropped;
             state.push_close(frame::close(SLOW_CONSUMER_CODE, "slow consumer"));
             drop(state);
-            self.closed_queued();
+            self.close_queued();
             return Err(Rejected::SlowConsumer);
         }
-        state.bytes += frame.len();
-        state.frames.push_back(frame);
+        state.bytes += item.len();
+        state.items.push_back(item);
         drop(state);
         self.0.wake_writer.notify_one();
         Ok(())
@@ -139,17 +162,17 @@ impl Outbox {
 
     /// Queues an already encoded close frame (the reply to a client's close).
     pub(crate) fn close_with(&self, close_frame: Bytes) -> bool {
-        let mut state = self.state();
+        let mut state = lock(&self.0);
         if state.phase != Phase::Open {
             return false;
         }
         state.push_close(close_frame);
         drop(state);
-        self.closed_queued();
+        self.close_queued();
         true
     }
 
-    fn closed_queued(&self) {
+    fn close_queued(&self) {
         self.0.closing.cancel();
         self.0.wake_writer.notify_one();
     }
@@ -167,7 +190,7 @@ impl Outbox {
     /// Tells the writer that nothing more will come: it writes what is
     /// queued and stops.
     pub(crate) fn finish(&self) {
-        let mut state = self.state();
+        let mut state = lock(&self.0);
         if state.phase == Phase::Open {
             state.phase = Phase::Finished;
         }
@@ -179,25 +202,53 @@ impl Outbox {
 impl State {
     fn push_close(&mut self, close_frame: Bytes) {
         self.bytes += close_frame.len();
-        self.frames.push_back(close_frame);
+        self.items.push_back(Outgoing::Wire(close_frame));
         self.phase = Phase::Closing;
     }
 }
 
+/// How the writer frames `Outgoing::Message` items.
+pub(crate) struct Framing<'a> {
+    /// The connection's own compressor (dedicated mode), if negotiated.
+    pub(crate) deflater: Option<Deflater>,
+    /// Messages smaller than this are not compressed.
+    pub(crate) threshold: usize,
+    pub(crate) counters: &'a Counters,
+}
+
+impl Framing<'_> {
+    /// Appends the wire chunks of one item to `wire`.
+    fn frame(&mut self, item: Outgoing, wire: &mut VecDeque<Bytes>) {
+        match item {
+            Outgoing::Wire(bytes) => wire.push_back(bytes),
+            Outgoing::Message(kind, payload) => match &mut self.deflater {
+                Some(deflater) if payload.len() >= self.threshold => {
+                    let compressed = deflater.compress(&payload);
+                    self.counters
+                        .record_compression(payload.len(), compressed.len());
+                    wire.push_back(frame::encode_message(kind, &compressed, true));
+                }
+                // The payload is shared, not copied: header and payload go
+                // out as two slices of one vectored write.
+                _ => {
+                    wire.push_back(frame::header(kind.opcode(), payload.len(), false));
+                    wire.push_back(payload);
+                }
+            },
+        }
+    }
+}
+
 impl OutboxReceiver {
-    /// Moves every queued frame into `batch`, waiting until there is one.
+    /// Moves every queued item into `batch`, waiting until there is one.
     /// Returns `true` when this batch is the last (it ends with the close
     /// frame, or the queue was finished).
-    async fn next_batch(&self, batch: &mut VecDeque<Bytes>) -> bool {
+    async fn next_batch(&self, batch: &mut VecDeque<Outgoing>) -> bool {
         loop {
             {
-                let mut state = self
-                    .0
-                    .state
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                if !state.frames.is_empty() || state.phase != Phase::Open {
-                    std::mem::swap(&mut state.frames, batch);
+                let mut state = lock(&self.0);
+                if !state.items.is_empty() || state.phase != Phase::Open {
+                    std::mem::swap(&mut state.items, batch);
                     return state.phase != Phase::Open;
                 }
             }
@@ -206,25 +257,28 @@ impl OutboxReceiver {
     }
 
     fn written(&self, bytes: usize) {
-        let mut state = self
-            .0
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.bytes -= bytes;
+        lock(&self.0).bytes -= bytes;
     }
 
     /// Drains the queue into `io` until the close frame is written or the
     /// queue is finished. The socket is left open: the session closes it once
-    /// the close handshake is over (RFC 6455 section 7.1.1). Each wake-up writes
-    /// everything queued with as few vectored writes as the kernel allows and
-    /// one flush.
-    pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(self, mut io: W) -> io::Result<()> {
+    /// the close handshake is over (RFC 6455 section 7.1.1). Each wake-up
+    /// frames everything queued and writes it with as few vectored writes as
+    /// the kernel allows, and one flush.
+    pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
+        self,
+        mut io: W,
+        mut framing: Framing<'_>,
+    ) -> io::Result<()> {
         let mut batch = VecDeque::new();
+        let mut wire = VecDeque::new();
         loop {
             let last = self.next_batch(&mut batch).await;
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
-            write_all_vectored(&mut io, &mut batch).await?;
+            let bytes: usize = batch.iter().map(Outgoing::len).sum();
+            for item in batch.drain(..) {
+                framing.frame(item, &mut wire);
+            }
+            write_all_vectored(&mut io, &mut wire).await?;
             io.flush().await?;
             self.written(bytes);
             if last {
@@ -234,17 +288,17 @@ impl OutboxReceiver {
     }
 }
 
-/// Writes every frame in `frames`, emptying it, coping with partial writes.
+/// Writes every chunk in `chunks`, emptying it, coping with partial writes.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     io: &mut W,
-    frames: &mut VecDeque<Bytes>,
+    chunks: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
-    while !frames.is_empty() {
+    while !chunks.is_empty() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = frames.len().min(MAX_IO_SLICES);
-            for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
-                *slice = IoSlice::new(frame);
+            let count = chunks.len().min(MAX_IO_SLICES);
+            for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
+                *slice = IoSlice::new(chunk);
             }
             io.write_vectored(&slices[..count]).await?
         };
@@ -253,12 +307,12 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
         let mut remaining = written;
         while remaining > 0 {
-            let front = frames
+            let front = chunks
                 .front_mut()
                 .expect("the kernel wrote no more than it was given");
             if front.len() <= remaining {
                 remaining -= front.len();
-                frames.pop_front();
+                chunks.pop_front();
             } else {
                 front.advance(remaining);
                 remaining = 0;
@@ -272,49 +326,97 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
+    fn wire(len: usize) -> Outgoing {
+        Outgoing::Wire(Bytes::from(vec![0; len]))
+    }
+
+    fn plain(counters: &Counters) -> Framing<'_> {
+        Framing {
+            deflater: None,
+            threshold: 0,
+            counters,
+        }
+    }
+
     #[test]
     fn slow_consumer_is_closed_once_and_its_backlog_dropped() {
         let (outbox, receiver) = channel(100, SlowConsumer::Close);
-        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
-        assert_eq!(
-            outbox.send(Bytes::from(vec![0; 60])),
-            Err(Rejected::SlowConsumer)
-        );
-        assert_eq!(outbox.send(Bytes::from(vec![0; 1])), Err(Rejected::Closing));
-        let state = receiver.0.state.lock().unwrap();
-        assert_eq!(state.frames.len(), 1, "only the close frame is left");
-        assert_eq!(&state.frames[0][..4], &[0x88, 15, 0x03, 0xF5]);
+        assert_eq!(outbox.send(wire(60)), Ok(()));
+        assert_eq!(outbox.send(wire(60)), Err(Rejected::SlowConsumer));
+        assert_eq!(outbox.send(wire(1)), Err(Rejected::Closing));
+        let state = lock(&receiver.0);
+        assert_eq!(state.items.len(), 1, "only the close frame is left");
+        let Outgoing::Wire(close) = &state.items[0] else {
+            panic!("a close frame")
+        };
+        assert_eq!(&close[..4], &[0x88, 15, 0x03, 0xF5]);
     }
 
     #[test]
     fn drop_policy_keeps_the_connection_and_drops_what_does_not_fit() {
         let (outbox, _receiver) = channel(100, SlowConsumer::Drop);
-        assert_eq!(outbox.send(Bytes::from(vec![0; 60])), Ok(()));
-        assert_eq!(
-            outbox.send(Bytes::from(vec![0; 60])),
-            Err(Rejected::Dropped)
-        );
-        assert_eq!(outbox.send(Bytes::from(vec![0; 40])), Ok(()));
+        assert_eq!(outbox.send(wire(60)), Ok(()));
+        assert_eq!(outbox.send(wire(60)), Err(Rejected::Dropped));
+        assert_eq!(outbox.send(wire(40)), Ok(()));
         assert!(!outbox.is_closing());
     }
 
     #[test]
-    fn one_frame_always_fits_an_empty_queue() {
+    fn one_item_always_fits_an_empty_queue() {
         let (outbox, _receiver) = channel(10, SlowConsumer::Close);
-        assert_eq!(outbox.send(Bytes::from(vec![0; 50])), Ok(()));
+        assert_eq!(outbox.send(wire(50)), Ok(()));
     }
 
     #[tokio::test]
-    async fn writer_stops_after_the_close_frame() {
+    async fn writer_frames_messages_and_stops_after_the_close_frame() {
+        let counters = Counters::default();
         let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
         outbox
-            .send(frame::encode(fastwebsockets::OpCode::Text, b"hi"))
+            .send(Outgoing::Message(
+                MessageKind::Text,
+                Bytes::from_static(b"hi"),
+            ))
             .unwrap();
         assert!(outbox.close(1000, "bye"));
         assert!(!outbox.close(1001, "again"));
         let mut written = Vec::new();
-        receiver.run_writer(&mut written).await.unwrap();
+        receiver
+            .run_writer(&mut written, plain(&counters))
+            .await
+            .unwrap();
         assert_eq!(&written[..4], b"\x81\x02hi");
         assert_eq!(&written[4..], &frame::close(1000, "bye")[..]);
+    }
+
+    #[tokio::test]
+    async fn dedicated_compression_sets_rsv1_above_the_threshold_only() {
+        let counters = Counters::default();
+        let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
+        let big = Bytes::from(vec![b'a'; 1000]);
+        outbox
+            .send(Outgoing::Message(
+                MessageKind::Binary,
+                Bytes::from_static(b"tiny"),
+            ))
+            .unwrap();
+        outbox
+            .send(Outgoing::Message(MessageKind::Binary, big.clone()))
+            .unwrap();
+        outbox.finish();
+        let mut written = Vec::new();
+        let framing = Framing {
+            deflater: Some(Deflater::new(6, 15, false)),
+            threshold: 100,
+            counters: &counters,
+        };
+        receiver.run_writer(&mut written, framing).await.unwrap();
+        assert_eq!(&written[..6], b"\x82\x04tiny");
+        assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");
+        let compressed = &written[8..];
+        assert_eq!(written[7] as usize, compressed.len());
+        let inflated = crate::ws::deflate::codec::Inflater::new(true)
+            .inflate(compressed, 10_000)
+            .unwrap();
+        assert_eq!(inflated, big);
     }
 }

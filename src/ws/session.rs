@@ -3,26 +3,34 @@
 //! drained with vectored writes) and a heartbeat, driven together in one task.
 //!
 //! Closing: whoever closes first queues a close frame in the outbox; the
-//! session then waits at most `close_timeout` for the other side before
-//! dropping the socket. The socket is dropped after the channel membership
-//! and the connection slots, so a client that sees its connection end also
-//! sees it gone from `stats()`.
+//! session then waits at most `close_timeout` for the other side. It leaves
+//! its channel and gives its slots back before the peer can see the
+//! connection end (so a client that sees it end also sees it gone from
+//! `stats()`), then half-closes and drains until the peer hangs up.
 
-use std::{convert::Infallible, future::ready};
+use std::{convert::Infallible, future::ready, time::Duration};
 
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role, WebSocketError};
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::{io::AsyncRead, time::Instant};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::Instant,
+};
 
 use super::{
+    deflate::{
+        codec::{Deflater, InflateError, Inflater},
+        negotiate::Agreement,
+    },
     frame,
-    guard::{Activity, FrameGuard, Violation},
-    outbox::{Outbox, OutboxReceiver},
+    guard::{FrameGuard, FrameTracker, Inbound, MessageMeta, Violation},
+    outbox::{Framing, Outbox, OutboxReceiver, Outgoing},
 };
 use crate::{
     channel::{Membership, PublishError},
-    config::Limits,
+    config::{CompressionMode, Limits},
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
     stats::Reason,
@@ -35,62 +43,108 @@ pub(crate) struct Session {
     pub(crate) receiver: OutboxReceiver,
     /// Held for the life of the connection: its share of the caps.
     pub(crate) slots: Slots,
+    /// The permessage-deflate parameters, if negotiated.
+    pub(crate) deflate: Option<Agreement>,
 }
 
 impl Session {
     /// Serves the connection until it closes.
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
-        // Declared first so that it is dropped last (see the module doc).
-        let (read, mut write) = tokio::io::split(io);
+        let (mut read, mut write) = tokio::io::split(io);
         let Session {
             membership,
             outbox,
             receiver,
             slots,
+            deflate,
         } = self;
         let limits = membership.config().limits.clone();
-        let activity = Activity::new();
-        let reading = read_messages(
-            FrameGuard::new(read, limits.max_payload, &activity),
-            &membership,
-            &outbox,
-            &limits,
-        );
-        let writing = receiver.run_writer(&mut write);
-        let watching = heartbeat(&activity, &outbox, &limits);
-        tokio::pin!(reading, writing, watching);
-        tokio::select! {
-            () = &mut reading => {
-                outbox.finish();
-                let _ = tokio::time::timeout(limits.close_timeout, writing).await;
-            }
-            written = &mut writing => {
-                // Our close frame went out: wait for the peer's. If the write
-                // failed, the peer is gone and there is nothing to wait for.
-                if written.is_ok() {
-                    let _ = tokio::time::timeout(limits.close_timeout, reading).await;
+        let compression = membership.config().compression;
+        let inbound = Inbound::new();
+        let close_written = {
+            let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
+            let guard = FrameGuard::new(&mut read, tracker, &inbound);
+            let inflater =
+                deflate.map(|agreement| Inflater::new(agreement.client_no_context_takeover));
+            let reading = read_messages(guard, &inbound, inflater, &membership, &outbox, &limits);
+            // In shared mode fan-out frames arrive compressed already.
+            let deflater = deflate
+                .filter(|_| compression.mode == CompressionMode::Dedicated)
+                .map(|agreement| {
+                    Deflater::new(
+                        compression.level,
+                        agreement.server_max_window_bits,
+                        agreement.server_no_context_takeover,
+                    )
+                });
+            let framing = Framing {
+                deflater,
+                threshold: compression.threshold,
+                counters: membership.counters(),
+            };
+            let writing = receiver.run_writer(&mut write, framing);
+            let watching = heartbeat(&inbound, &outbox, &limits);
+            tokio::pin!(reading, writing, watching);
+            tokio::select! {
+                () = &mut reading => {
+                    outbox.finish();
+                    matches!(tokio::time::timeout(limits.close_timeout, writing).await, Ok(Ok(())))
                 }
+                written = &mut writing => {
+                    // Our close frame went out: wait for the peer's. If the
+                    // write failed, the peer is gone: nothing to wait for.
+                    if written.is_ok() {
+                        let _ = tokio::time::timeout(limits.close_timeout, reading).await;
+                    }
+                    written.is_ok()
+                }
+                () = &mut watching => {
+                    membership.counters().record(Reason::Idle);
+                    outbox.close(1001, "idle timeout");
+                    let _ = tokio::time::timeout(limits.close_timeout, writing).await;
+                    false
+                }
+                // A close frame that cannot even be written (the peer stopped
+                // reading) bounds the handshake too.
+                () = async {
+                    outbox.closing().await;
+                    tokio::time::sleep(limits.close_timeout).await;
+                } => false,
             }
-            () = &mut watching => {
-                membership.counters().record(Reason::Idle);
-                outbox.close(1001, "idle timeout");
-                let _ = tokio::time::timeout(limits.close_timeout, writing).await;
-            }
-            // A close frame that cannot even be written (the peer stopped
-            // reading) bounds the handshake too.
-            () = async {
-                outbox.closing().await;
-                tokio::time::sleep(limits.close_timeout).await;
-            } => {}
+        };
+        // Leave the channel and give the slots back before the peer can see
+        // the connection end, so that `stats()` agrees with what it sees.
+        drop((membership, outbox, slots));
+        if close_written {
+            linger(&mut read, &mut write, limits.close_timeout).await;
         }
-        drop(slots);
     }
+}
+
+/// Half-closes our side and reads (discarding) until the peer closes its
+/// side or `timeout` passes. Dropping a socket with unread bytes makes the
+/// kernel send a reset, which can destroy our close frame in the peer's
+/// buffers before it reads it: a client that was still sending when we
+/// closed for a limit must still see 1008 or 1009, not 1006.
+async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    read: &mut R,
+    write: &mut W,
+    timeout: Duration,
+) {
+    let drain = async {
+        let _ = write.shutdown().await;
+        let mut scratch = [0u8; 4096];
+        while matches!(read.read(&mut scratch).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 /// Reads messages until the peer closes, the stream ends or breaks the
 /// protocol or a limit. Each failure queues the matching close frame.
 async fn read_messages<R: AsyncRead + Unpin>(
-    read: R,
+    guard: FrameGuard<'_, R>,
+    inbound: &Inbound,
+    mut inflater: Option<Inflater>,
     membership: &Membership,
     outbox: &Outbox,
     limits: &Limits,
@@ -98,10 +152,15 @@ async fn read_messages<R: AsyncRead + Unpin>(
     let counters = membership.counters();
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
     let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
     // Per frame, checked before fastwebsockets reserves the buffer; the guard
-    // has already enforced the same limit on the whole message.
-    reader.set_max_message_size(limits.max_payload.saturating_add(1));
+    // has already bounded the whole message.
+    reader.set_max_message_size(
+        limits
+            .max_payload
+            .saturating_add(1)
+            .max(super::guard::compressed_bound(limits.max_payload as u64) as usize + 1),
+    );
     let mut reader = FragmentCollectorRead::new(reader);
     // fastwebsockets answers pings and closes through this callback; the
     // answers go through the same outbox so that the writer keeps one order.
@@ -110,7 +169,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
         if frame.opcode == OpCode::Close {
             outbox.close_with(encoded);
         } else {
-            let _ = outbox.send(encoded);
+            let _ = outbox.send(Outgoing::Wire(encoded));
         }
         ready(Ok::<(), Infallible>(()))
     };
@@ -126,41 +185,93 @@ async fn read_messages<R: AsyncRead + Unpin>(
                 return;
             }
         };
-        let kind = match frame.opcode {
-            OpCode::Text => MessageKind::Text,
-            OpCode::Binary => MessageKind::Binary,
+        match frame.opcode {
+            OpCode::Binary => {}
             OpCode::Close => return,
             _ => continue,
+        }
+        // The guard turned every data message into binary and recorded what
+        // it was; messages come out in the order their headers went in.
+        let meta = inbound
+            .next_message()
+            .expect("the guard records every data message before it is read");
+        let message = match decode(frame.payload, meta, inflater.as_mut(), limits.max_payload) {
+            Ok(message) => message,
+            Err((code, reason, counted)) => {
+                counters.record(counted);
+                outbox.close(code, reason);
+                return;
+            }
         };
         if outbox.is_closing() {
             // After our close frame only the peer's close matters.
             continue;
         }
-        if limiter.admit(frame.payload.len()).await.is_err() {
+        let (kind, payload) = message;
+        if limiter.admit(payload.len()).await.is_err() {
             counters.record(Reason::RateLimit);
             outbox.close(1008, "rate limit");
             return;
         }
-        if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(kind, &frame.payload) {
+        if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(kind, payload) {
             outbox.close(1008, "clients may not publish on this channel");
         }
     }
 }
 
+/// A close code, its reason and the counter it bumps.
+type Failure = (u16, &'static str, Reason);
+
+/// Restores a message as the client sent it: inflated if it was compressed,
+/// and checked as UTF-8 if it was text.
+fn decode(
+    payload: Payload<'_>,
+    meta: MessageMeta,
+    inflater: Option<&mut Inflater>,
+    max_payload: usize,
+) -> Result<(MessageKind, Bytes), Failure> {
+    let payload = match (meta.compressed, inflater) {
+        (true, Some(inflater)) => match inflater.inflate(&payload, max_payload) {
+            Ok(inflated) => Bytes::from(inflated),
+            Err(InflateError::TooBig) => return Err((1009, "message too big", Reason::TooBig)),
+            Err(InflateError::Corrupt) => {
+                return Err((1007, "invalid compressed data", Reason::Protocol));
+            }
+        },
+        _ => into_bytes(payload),
+    };
+    if !meta.text {
+        return Ok((MessageKind::Binary, payload));
+    }
+    match simdutf8::basic::from_utf8(&payload) {
+        Ok(_) => Ok((MessageKind::Text, payload)),
+        Err(_) => Err((1007, "invalid UTF-8", Reason::Protocol)),
+    }
+}
+
+/// The payload as shared bytes, without a copy where fastwebsockets owns it.
+fn into_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(bytes) => bytes.freeze(),
+        Payload::Owned(vec) => Bytes::from(vec),
+        borrowed => Bytes::copy_from_slice(&borrowed),
+    }
+}
+
 /// Pings every `ping_interval`; returns when nothing has been received for
 /// `idle_timeout`.
-async fn heartbeat(activity: &Activity, outbox: &Outbox, limits: &Limits) {
+async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
     let ping = frame::encode(OpCode::Ping, b"");
     let mut next_ping = Instant::now() + limits.ping_interval;
     loop {
-        let idle_at = activity.last() + limits.idle_timeout;
+        let idle_at = inbound.last_activity() + limits.idle_timeout;
         tokio::time::sleep_until(next_ping.min(idle_at)).await;
         let now = Instant::now();
-        if now >= activity.last() + limits.idle_timeout {
+        if now >= inbound.last_activity() + limits.idle_timeout {
             return;
         }
         if now >= next_ping {
-            let _ = outbox.send(ping.clone());
+            let _ = outbox.send(Outgoing::Wire(ping.clone()));
             next_ping = now + limits.ping_interval;
         }
     }
@@ -168,7 +279,7 @@ async fn heartbeat(activity: &Activity, outbox: &Outbox, limits: &Limits) {
 
 /// The close code, reason and counter for a read error, or `None` when the
 /// connection is simply gone (nothing can be sent).
-fn close_for(error: &WebSocketError) -> Option<(u16, &'static str, Reason)> {
+fn close_for(error: &WebSocketError) -> Option<Failure> {
     let counted = |code| {
         if code == 1009 {
             Reason::TooBig
