@@ -67,26 +67,26 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 fn run(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Installed before anything is bound: a signal that arrives as soon
+        // as the listeners are up must stop the server gracefully, not kill it.
+        let stop = stop_signal()?;
         let server = Server::new(config)?;
-        server.run(shutdown_signal()).await?;
+        server.run(stop).await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler cannot fail on a running tokio runtime");
+/// A future that completes on the first SIGINT or SIGTERM; the handlers are
+/// installed when this function returns.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }

@@ -6,7 +6,7 @@ use std::{fmt, io, ops::Range, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read configuration file {}: {source}", path.display())]
+    #[error("cannot read configuration file {}", path.display())]
     Read {
         /// The path that was given.
         path: PathBuf,

@@ -36,6 +36,15 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 /// Bytes queued for one connection before it counts as a slow consumer.
 pub const DEFAULT_SEND_BUFFER: usize = 1024 * 1024;
+/// Over how long shutdown spreads its 1001 closes, so that clients do not
+/// all reconnect (elsewhere) in the same instant.
+pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(10);
+/// When shutdown hard-closes whatever is left; systemd's TimeoutStopSec must
+/// be longer.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where the admin listener binds when `[admin]` gives no address: loopback,
+/// so metrics and the publish API are never public by accident.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Connections the whole server holds at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Connections one client (IPv4 address or IPv6 prefix) holds at once: a
@@ -78,7 +87,46 @@ pub struct Config {
     pub limits: Limits,
     /// The channels, in file order.
     pub channels: Vec<ChannelConfig>,
+    /// The admin listener, if `[admin]` is present.
+    pub admin: Option<AdminSettings>,
     warnings: Vec<ConfigIssue>,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where health, metrics and the publish API are served (plain HTTP).
+    pub listen: SocketAddr,
+    /// The file the bearer token was read from; without one the publish and
+    /// channels endpoints refuse every request.
+    pub token_file: Option<PathBuf>,
+    /// The bearer token.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Never shown by `Debug`; compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Whether `presented` is the token. Both sides are hashed first, so the
+    /// comparison takes the same time whatever the length or the content.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes);
+        let (expected, given) = (digest(self.0.as_bytes()), digest(presented));
+        expected
+            .as_ref()
+            .iter()
+            .zip(given.as_ref())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
 }
 
 /// The `[server]` table.
@@ -95,6 +143,10 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<Cidr>,
     /// Time allowed for the TLS handshake plus the HTTP request headers.
     pub handshake_timeout: Duration,
+    /// Shutdown sends 1001 to the connections spread over this window.
+    pub drain_window: Duration,
+    /// Shutdown hard-closes whatever remains after this long.
+    pub shutdown_timeout: Duration,
     /// Where the certificate comes from; required when `listen` is not empty.
     pub tls: Option<TlsSettings>,
 }

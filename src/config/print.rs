@@ -8,7 +8,10 @@ use toml::Spanned;
 use super::{
     Admission, ChannelConfig, ChannelKind, Compression, CompressionMode, Config, Limits, OnExceed,
     OriginPolicy, Publish, Rate, SlowConsumer, TlsSettings,
-    raw::{Field, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer, RawTls},
+    raw::{
+        Field, RawAdmin, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer,
+        RawTls,
+    },
     units,
 };
 
@@ -28,6 +31,8 @@ pub(super) fn to_toml_string(config: &Config) -> String {
                     .map(ToString::to_string),
             )),
             handshake_timeout: field(units::format_duration(config.server.handshake_timeout)),
+            drain_window: field(units::format_duration(config.server.drain_window)),
+            shutdown_timeout: field(units::format_duration(config.server.shutdown_timeout)),
             tls: config
                 .server
                 .tls
@@ -37,6 +42,16 @@ pub(super) fn to_toml_string(config: &Config) -> String {
         limits: Some(global_limits(&config.admission, &config.limits)),
         // Compression is written out per channel, fully resolved.
         compression: None,
+        // The token itself is never printed, only where it comes from.
+        admin: config.admin.as_ref().and_then(|admin| {
+            field(RawAdmin {
+                listen: field(admin.listen.to_string()),
+                token_file: admin
+                    .token_file
+                    .as_ref()
+                    .and_then(|file| field(file.display().to_string())),
+            })
+        }),
         channels: config
             .channels
             .iter()

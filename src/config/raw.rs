@@ -21,6 +21,8 @@ pub(crate) struct RawConfig {
     pub limits: Option<RawLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<RawCompression>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Field<RawAdmin>,
     #[serde(default, rename = "channel", skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Spanned<RawChannel>>,
 }
@@ -38,6 +40,10 @@ pub(crate) struct RawServer {
     pub trusted_proxies: Field<Vec<Spanned<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_window: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Field<RawTls>,
 }
@@ -122,6 +128,16 @@ pub(crate) struct RawChannel {
     pub limits: Option<RawLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<RawCompression>,
+}
+
+/// `[admin]`: health, metrics and the publish API.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Field<String>,
 }
 
 /// `[compression]` and `[channel.compression]`: permessage-deflate.

@@ -8,14 +8,18 @@ use std::{
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Cidr, Compression, CompressionMode, Config,
-    DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_MAX_MEMBERS, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE,
-    DEFAULT_PING_INTERVAL, DEFAULT_SEND_BUFFER, Limits, OnExceed, Publish, Rate, ServerSettings,
+    AdminSettings, AdminToken, Admission, ChannelConfig, ChannelKind, Cidr, Compression,
+    CompressionMode, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_CLOSE_TIMEOUT, DEFAULT_DRAIN_WINDOW,
+    DEFAULT_HANDSHAKE_RATE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_IPV6_PREFIX,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_ROOMS, DEFAULT_MESSAGE_RATE, DEFAULT_PING_INTERVAL,
+    DEFAULT_SEND_BUFFER, DEFAULT_SHUTDOWN_TIMEOUT, Limits, OnExceed, Publish, Rate, ServerSettings,
     SlowConsumer, TlsSettings,
     error::Issues,
-    raw::{Field, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer, RawTls},
+    raw::{
+        Field, RawAdmin, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer,
+        RawTls,
+    },
     units,
 };
 use crate::{
@@ -52,9 +56,33 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path, report: &mut Report<'_>)
         ..limits
     };
     let channels = channels(raw.channels, &limits, raw.compression.as_ref(), report);
+    let admin = raw
+        .admin
+        .and_then(|admin| self::admin(admin, base_dir, report));
+    if let (Some(admin), true) = (
+        &admin,
+        !server.listen.is_empty() || !server.plain.is_empty(),
+    ) {
+        if server
+            .listen
+            .iter()
+            .chain(&server.plain)
+            .any(|addr| *addr == admin.listen && addr.port() != 0)
+        {
+            report.errors.push(
+                0..0,
+                "admin.listen",
+                format!(
+                    "{} is also a WebSocket listener; give the admin API its own address",
+                    admin.listen
+                ),
+            );
+        }
+    }
     Config {
         server,
         admission,
+        admin,
         limits,
         channels,
         warnings: Vec::new(),
@@ -114,6 +142,34 @@ fn server_settings(
         DEFAULT_HANDSHAKE_TIMEOUT,
         report,
     );
+    let drain_window = duration(
+        raw.drain_window.as_ref(),
+        "server.drain_window",
+        DEFAULT_DRAIN_WINDOW,
+        report,
+    );
+    let shutdown_timeout = duration(
+        raw.shutdown_timeout.as_ref(),
+        "server.shutdown_timeout",
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        report,
+    );
+    if shutdown_timeout <= drain_window {
+        let at = raw
+            .shutdown_timeout
+            .as_ref()
+            .or(raw.drain_window.as_ref())
+            .map_or(span.clone(), Spanned::span);
+        report.errors.push(
+            at,
+            "server.shutdown_timeout",
+            format!(
+                "shutdown_timeout ({}) must be longer than drain_window ({}): the last closes of the drain need time to complete",
+                units::format_duration(shutdown_timeout),
+                units::format_duration(drain_window)
+            ),
+        );
+    }
     let tls_table_present = raw.tls.is_some();
     let tls = match raw.tls {
         Some(tls) => {
@@ -132,8 +188,61 @@ fn server_settings(
         proxy_protocol: proxy_protocol.into_iter().map(|a| a.value).collect(),
         trusted_proxies,
         handshake_timeout,
+        drain_window,
+        shutdown_timeout,
         tls,
     }
+}
+
+fn admin(
+    raw: Spanned<RawAdmin>,
+    base_dir: &Path,
+    report: &mut Report<'_>,
+) -> Option<AdminSettings> {
+    let raw = raw.into_inner();
+    let listen = match raw.listen.as_ref() {
+        None => DEFAULT_ADMIN_LISTEN
+            .parse()
+            .expect("the default admin address parses"),
+        Some(addr) => {
+            match addr.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    report.errors.push(addr.span(), "admin.listen", format!("{:?} is not a socket address; write IP:PORT such as \"127.0.0.1:9090\"", addr.get_ref()));
+                    return None;
+                }
+            }
+        }
+    };
+    let (token_file, token) = match raw.token_file.as_ref() {
+        None => (None, None),
+        Some(path) => {
+            let joined = base_dir.join(path.get_ref());
+            let file = std::path::absolute(&joined).unwrap_or(joined);
+            match std::fs::read_to_string(&file) {
+                Ok(text) if !text.trim().is_empty() => {
+                    (Some(file), Some(AdminToken(text.trim().to_owned())))
+                }
+                Ok(_) => {
+                    report.errors.push(path.span(), "admin.token_file", format!("{} is empty; put a long random token in it (for example `openssl rand -hex 32`)", file.display()));
+                    return None;
+                }
+                Err(error) => {
+                    report.errors.push(
+                        path.span(),
+                        "admin.token_file",
+                        format!("cannot read {}: {error}", file.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    Some(AdminSettings {
+        listen,
+        token_file,
+        token,
+    })
 }
 
 struct Located<T> {
@@ -196,8 +305,12 @@ fn tls_settings(
             Some(TlsSettings::SelfSigned { names })
         }
         (Some(cert), Some(key), None) => {
-            let cert_path = base_dir.join(cert.get_ref());
-            let key_path = base_dir.join(key.get_ref());
+            // Absolute, so that print-config's output loads from anywhere.
+            let resolve = |path: &str| {
+                let joined = base_dir.join(path);
+                std::path::absolute(&joined).unwrap_or(joined)
+            };
+            let (cert_path, key_path) = (resolve(cert.get_ref()), resolve(key.get_ref()));
             match Identity::from_pem_files(&cert_path, &key_path) {
                 Ok(identity) => Some(TlsSettings::Files {
                     cert: cert_path,
@@ -408,11 +521,23 @@ fn limits(
             report,
         ),
     };
-    let anchor = |field: Option<Range<usize>>| field.unwrap_or(0..0);
+    // A conflict between two keys is reported in a table that sets one of
+    // them, at that key; one inherited whole was reported where it was written.
+    let mut conflict = |keys: [(Option<Range<usize>>, &str); 2], message: String| {
+        if let Some((span, name)) = keys
+            .into_iter()
+            .find_map(|(span, name)| span.map(|span| (span, name)))
+        {
+            report.errors.push(span, format!("{key}.{name}"), message);
+        }
+    };
+    let span = |field: Option<&Spanned<String>>| field.map(Spanned::span);
     if limits.max_payload > limits.send_buffer {
-        report.errors.push(
-            anchor(raw.max_payload.as_ref().or(raw.send_buffer.as_ref()).map(Spanned::span)),
-            format!("{key}.max_payload"),
+        conflict(
+            [
+                (span(raw.max_payload.as_ref()), "max_payload"),
+                (span(raw.send_buffer.as_ref()), "send_buffer"),
+            ],
             format!(
                 "max_payload ({}) is larger than send_buffer ({}): a message that may be received could never be queued for sending; raise send_buffer or lower max_payload",
                 units::format_size(limits.max_payload),
@@ -421,9 +546,11 @@ fn limits(
         );
     }
     if limits.idle_timeout <= limits.ping_interval {
-        report.errors.push(
-            anchor(raw.idle_timeout.as_ref().or(raw.ping_interval.as_ref()).map(Spanned::span)),
-            format!("{key}.idle_timeout"),
+        conflict(
+            [
+                (span(raw.idle_timeout.as_ref()), "idle_timeout"),
+                (span(raw.ping_interval.as_ref()), "ping_interval"),
+            ],
             format!(
                 "idle_timeout ({}) must be longer than ping_interval ({}), or a healthy client is dropped before it can answer a ping",
                 units::format_duration(limits.idle_timeout),
@@ -435,9 +562,11 @@ fn limits(
         .byte_rate
         .filter(|b| (b.burst.get() as usize) < limits.max_payload)
     {
-        report.errors.push(
-            anchor(raw.byte_rate.as_ref().map(Spanned::span).or(raw.max_payload.as_ref().map(Spanned::span))),
-            format!("{key}.byte_rate"),
+        conflict(
+            [
+                (raw.byte_rate.as_ref().map(Spanned::span), "byte_rate"),
+                (span(raw.max_payload.as_ref()), "max_payload"),
+            ],
             format!(
                 "byte_rate burst ({}) is smaller than max_payload ({}): a message of max_payload bytes could never pass; raise the burst",
                 units::format_size(bytes.burst.get() as usize),
@@ -973,6 +1102,8 @@ impl Default for ServerSettings {
             proxy_protocol: Vec::new(),
             trusted_proxies: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            drain_window: DEFAULT_DRAIN_WINDOW,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             tls: None,
         }
     }
