@@ -25,6 +25,7 @@
 //!   rate limiters.
 //! - `channel`: echo, broadcast and room membership and fan-out.
 //! - `snapshot`: the one immutable view of a configuration the server reads.
+//! - `reload`: what changed between two configurations.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ pub mod config;
 mod http;
 mod limits;
 mod message;
+mod reload;
 mod server;
 mod snapshot;
 mod stats;
@@ -43,6 +45,7 @@ mod ws;
 pub use channel::PublishError;
 pub use config::{Config, ConfigError};
 pub use message::{Message, MessageKind};
-pub use server::{Error, Handle, Listener, Server};
+pub use reload::ReloadReport;
+pub use server::{Error, Handle, Listener, ReloadError, Server};
 pub use stats::{ChannelStats, Stats};
 pub use tls::{Identity, TlsError};

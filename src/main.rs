@@ -1,11 +1,17 @@
 //! The `wsedge` command: a thin CLI over the library. Argument parsing,
-//! logging and signals live here; everything else is in `wsedge::`.
+//! logging, signals and systemd notifications live here; everything else is
+//! in `wsedge::`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use wsedge::{Config, Server};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use wsedge::{Config, Handle, Listener, Server};
 
 /// A WebSocket edge server: TLS, admission control and fan-out from one TOML file.
 #[derive(Parser)]
@@ -17,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the configured listeners until SIGINT or SIGTERM.
+    /// Serve the configured listeners until SIGINT or SIGTERM; SIGHUP reloads the file.
     Run(ConfigArg),
     /// Validate the configuration without binding anything; exit 1 listing every error.
     Check(ConfigArg),
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(arg) => load(&arg).and_then(run),
+        Command::Run(arg) => load(&arg).and_then(|config| run(&arg.config, config)),
         Command::Check(arg) => {
             load(&arg).map(|_| println!("{}: configuration is valid", arg.config.display()))
         }
@@ -64,29 +70,112 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Installed before anything is bound: a signal that arrives as soon
-        // as the listeners are up must stop the server gracefully, not kill it.
-        let stop = stop_signal()?;
+        // as the listeners are up must be handled, not kill the process.
+        let signals = Signals::install()?;
+        let listeners = Listener::bind_all(&config.server).await?;
         let server = Server::new(config)?;
-        server.run(stop).await?;
+        let handle = server.handle();
+        notify(&[NotifyState::Ready, NotifyState::Status(&status(&handle))]);
+        tokio::spawn(reload_on_hangup(
+            signals.hangup,
+            path.to_owned(),
+            handle.clone(),
+        ));
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            tokio::spawn(watchdog(interval));
+        }
+        let stop = async move {
+            signals.stop.await;
+            notify(&[
+                NotifyState::Stopping,
+                NotifyState::Status("draining connections"),
+            ]);
+        };
+        server.serve(listeners, stop).await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// A future that completes on the first SIGINT or SIGTERM; the handlers are
-/// installed when this function returns.
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+/// The process's signal handlers.
+struct Signals {
+    /// Completes on the first SIGINT or SIGTERM.
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// SIGHUP: reload. Signals that arrive during a reload are coalesced
+    /// into one more reload.
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        let stop = Box::pin(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        });
+        Ok(Self { stop, hangup })
+    }
+}
+
+/// Reloads the configuration file on every SIGHUP, telling systemd
+/// RELOADING (with the monotonic time it asks for) and then READY, with the
+/// outcome in STATUS. A file that does not validate keeps the running
+/// configuration.
+async fn reload_on_hangup(mut hangup: Signal, path: PathBuf, handle: Handle) {
+    while hangup.recv().await.is_some() {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[NotifyState::Reloading, now]),
+            Err(error) => tracing::warn!(%error, "cannot read the monotonic clock for systemd"),
         }
-    })
+        let outcome = match handle.reload_from_file(&path).await {
+            Ok(_) => status(&handle),
+            Err(error) => {
+                tracing::error!(
+                    "reload of {} failed, the running configuration stays:\n{error:#}",
+                    path.display()
+                );
+                let first = error
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                format!("{}; last reload failed: {first}", status(&handle))
+            }
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status(&outcome)]);
+    }
+}
+
+/// Pings the systemd watchdog at half its interval while the runtime runs.
+async fn watchdog(interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval / 2);
+    loop {
+        ticks.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}
+
+/// The STATUS line: what is running.
+fn status(handle: &Handle) -> String {
+    let stats = handle.stats();
+    format!(
+        "generation {}, {} connections",
+        stats.generation, stats.connections
+    )
+}
+
+/// Sends a notification; outside systemd (no NOTIFY_SOCKET) it does nothing.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(states) {
+        tracing::warn!(%error, "systemd notification failed");
+    }
 }

@@ -3,7 +3,8 @@
 
 use std::{
     collections::BTreeMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use crate::config::ChannelKind;
@@ -68,6 +69,11 @@ pub(crate) struct Counters {
     compressed_from: AtomicU64,
     compressed_to: AtomicU64,
     enforced: [AtomicU64; Reason::ALL.len()],
+    /// Configurations applied: the start-up one, then each successful reload.
+    generation: AtomicU64,
+    last_reload_failed: AtomicBool,
+    reload_failures: AtomicU64,
+    last_reload_success_unix: AtomicU64,
 }
 
 impl Counters {
@@ -82,6 +88,25 @@ impl Counters {
 
     pub(crate) fn record_dropped(&self) {
         self.messages_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a configuration load or reload (the start-up load is the
+    /// first success).
+    pub(crate) fn record_reload(&self, success: bool) {
+        self.last_reload_failed.store(!success, Ordering::Relaxed);
+        if success {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.last_reload_success_unix.store(now, Ordering::Relaxed);
+        } else {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Counts one outbound compression of `from` payload bytes into `to`.
@@ -117,6 +142,10 @@ impl Counters {
             compressions: self.compressions.load(Ordering::Relaxed),
             compressed_from: self.compressed_from.load(Ordering::Relaxed),
             compressed_to: self.compressed_to.load(Ordering::Relaxed),
+            generation: self.generation(),
+            last_reload_successful: !self.last_reload_failed.load(Ordering::Relaxed),
+            reload_failures: self.reload_failures.load(Ordering::Relaxed),
+            last_reload_success_unix: self.last_reload_success_unix.load(Ordering::Relaxed),
             enforced: Reason::ALL
                 .iter()
                 .map(|r| {
@@ -154,6 +183,14 @@ pub struct Stats {
     pub compressed_from: u64,
     /// Bytes they produced (the ratio is `compressed_to / compressed_from`).
     pub compressed_to: u64,
+    /// The configuration generation running (1 at start, +1 per successful reload).
+    pub generation: u64,
+    /// Whether the last reload attempt succeeded (true before any).
+    pub last_reload_successful: bool,
+    /// Reload attempts refused (invalid file, listener or certificate errors).
+    pub reload_failures: u64,
+    /// When the running configuration was applied, in seconds since the Unix epoch.
+    pub last_reload_success_unix: u64,
     /// Refusals and enforced closes by reason: `ip_cap`, `global_cap`,
     /// `rate_limit`, `timeout`, `idle`, `too_big`, `slow_consumer`, `protocol`.
     /// Every reason is present, zero until it happens.

@@ -106,11 +106,12 @@ impl Members {
         delivered
     }
 
-    /// Starts the close handshake with every member.
-    pub(crate) fn close_all(&self, code: u16, reason: &str) {
-        for member in self.read().values() {
-            member.outbox.close(code, reason);
-        }
+    /// Every member's outbox.
+    pub(crate) fn outboxes(&self) -> Vec<Outbox> {
+        self.read()
+            .values()
+            .map(|member| member.outbox.clone())
+            .collect()
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
+use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 
 use self::{
@@ -83,7 +84,9 @@ pub enum PublishError {
 
 /// One configured channel and its live connections.
 pub(crate) struct Channel {
-    pub(crate) config: ChannelConfig,
+    /// Swapped by a reload that changes the channel but not its kind: new
+    /// connections and new messages follow the new policy.
+    config: ArcSwap<ChannelConfig>,
     counters: Arc<Counters>,
     /// Every connection on the channel, whatever its room.
     members: Members,
@@ -100,7 +103,7 @@ pub(crate) struct Channel {
 impl Channel {
     pub(crate) fn new(config: ChannelConfig, counters: Arc<Counters>) -> Self {
         Self {
-            config,
+            config: ArcSwap::from_pointee(config),
             counters,
             members: Members::default(),
             rooms: Rooms::default(),
@@ -108,6 +111,17 @@ impl Channel {
             deflate_members: AtomicUsize::new(0),
             deflaters: Mutex::default(),
         }
+    }
+
+    /// The current configuration.
+    pub(crate) fn config(&self) -> Guard<Arc<ChannelConfig>> {
+        self.config.load()
+    }
+
+    /// Applies a reloaded configuration of the same kind: routes and policy
+    /// change for new connections and messages; members stay.
+    pub(crate) fn reconfigure(&self, config: ChannelConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Adds a connection (to `room`, for room channels). The returned
@@ -118,7 +132,8 @@ impl Channel {
         outbox: Outbox,
         deflate: bool,
     ) -> Result<Membership, JoinError> {
-        if self.members.len() >= self.config.limits.max_connections {
+        let config = self.config();
+        if self.members.len() >= config.limits.max_connections {
             return Err(JoinError::ChannelFull);
         }
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
@@ -130,8 +145,8 @@ impl Channel {
                     outbox: outbox.clone(),
                     deflate,
                 },
-                self.config.max_rooms,
-                self.config.max_members,
+                config.max_rooms,
+                config.max_members,
             )?),
             None => None,
         };
@@ -162,8 +177,16 @@ impl Channel {
 
     /// Starts the close handshake with every connection and refuses new ones.
     pub(crate) fn close_all(&self, code: u16, reason: &str) {
+        for outbox in self.start_closing() {
+            outbox.close(code, reason);
+        }
+    }
+
+    /// Refuses new connections and returns the current ones' outboxes, for a
+    /// caller that closes them at its own pace.
+    pub(crate) fn start_closing(&self) -> Vec<Outbox> {
         self.closing.store(true, Ordering::Release);
-        self.members.close_all(code, reason);
+        self.members.outboxes()
     }
 
     /// Publishes from the API: to every subscriber, or every member of `room`.
@@ -172,14 +195,15 @@ impl Channel {
         room: Option<&str>,
         message: &Message,
     ) -> Result<usize, PublishError> {
-        let channel = || self.config.name.clone();
-        if message.payload().len() > self.config.limits.max_payload {
+        let config = self.config();
+        let channel = || config.name.clone();
+        if message.payload().len() > config.limits.max_payload {
             return Err(PublishError::TooLarge {
                 size: message.payload().len(),
-                limit: self.config.limits.max_payload,
+                limit: config.limits.max_payload,
             });
         }
-        match (self.config.kind, room) {
+        match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => {
                 let delivery = self.delivery(message.kind(), message.payload().clone());
@@ -192,7 +216,7 @@ impl Channel {
             (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
                 Err(PublishError::RoomMismatch {
                     channel: channel(),
-                    needs_room: self.config.kind == ChannelKind::Room,
+                    needs_room: config.kind == ChannelKind::Room,
                 })
             }
         }
@@ -201,7 +225,7 @@ impl Channel {
     /// Encodes a fan-out message as the compression mode wants: in shared
     /// mode, compressed exactly once whatever the number of recipients.
     fn delivery(&self, kind: MessageKind, payload: Bytes) -> Delivery {
-        let settings = &self.config.compression;
+        let settings = self.config().compression;
         if settings.mode == CompressionMode::Dedicated {
             return Delivery::Message(kind, payload);
         }
@@ -233,9 +257,10 @@ impl Channel {
     }
 
     pub(crate) fn stats(&self) -> ChannelStats {
+        let config = self.config();
         ChannelStats {
-            name: self.config.name.clone(),
-            kind: self.config.kind,
+            name: config.name.clone(),
+            kind: config.kind,
             connections: self.members.len(),
             rooms: self.rooms.sizes(),
         }
@@ -254,8 +279,8 @@ pub(crate) struct Membership {
 
 impl Membership {
     /// The channel's effective configuration.
-    pub(crate) fn config(&self) -> &ChannelConfig {
-        &self.channel.config
+    pub(crate) fn config(&self) -> Guard<Arc<ChannelConfig>> {
+        self.channel.config()
     }
 
     /// The server's counters.
@@ -267,7 +292,7 @@ impl Membership {
     /// queues the same bytes for every recipient.
     pub(crate) fn dispatch(&self, kind: MessageKind, payload: Bytes) -> Result<(), PublishError> {
         let channel = &self.channel;
-        let config = &channel.config;
+        let config = channel.config();
         channel.counters.record_received();
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
             return Err(PublishError::ClientsMayNotPublish);

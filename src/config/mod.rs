@@ -317,7 +317,7 @@ pub enum Publish {
 }
 
 /// One `[[channel]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelConfig {
     /// Unique name, used by the publish API and in statistics.
     pub name: String,

@@ -94,7 +94,7 @@ fn admit(
         ));
     }
     handshake::check_upgrade(request.method(), request.version(), request.headers())?;
-    let config = &channel.config;
+    let config = channel.config();
     if !config.origins.allows(
         request
             .headers()
@@ -143,6 +143,7 @@ fn admit(
         receiver,
         slots,
         deflate,
+        hard_stop: shared.hard_stop.clone(),
     };
     shared.tasks.spawn(async move {
         match upgrade.await {

@@ -18,11 +18,14 @@ use tokio::{
 };
 use tracing::Instrument;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Error, Shared, proxy};
 use crate::{
     config::ServerSettings,
     http::{ClientConnection, serve_request},
     limits::{ClientKey, caps::Slots},
+    reload::ListenerSpec,
     stats::Reason,
 };
 
@@ -37,6 +40,9 @@ pub struct Listener {
     socket: TcpListener,
     tls: bool,
     proxy_protocol: bool,
+    /// The configuration entry it was bound for: reloads close it when the
+    /// entry goes. Caller-bound listeners have none and stay until shutdown.
+    pub(super) spec: Option<ListenerSpec>,
 }
 
 impl Listener {
@@ -46,6 +52,7 @@ impl Listener {
             socket,
             tls: true,
             proxy_protocol: false,
+            spec: None,
         }
     }
 
@@ -55,6 +62,7 @@ impl Listener {
             socket,
             tls: false,
             proxy_protocol: false,
+            spec: None,
         }
     }
 
@@ -75,35 +83,39 @@ impl Listener {
     /// Binds every address of `[server] listen` and `plain`.
     pub async fn bind_all(settings: &ServerSettings) -> Result<Vec<Self>, Error> {
         let mut listeners = Vec::new();
-        for (&addr, tls) in settings
-            .listen
-            .iter()
-            .map(|a| (a, true))
-            .chain(settings.plain.iter().map(|a| (a, false)))
-        {
-            let socket = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let proxy_protocol = settings.proxy_protocol.contains(&addr);
-            listeners.push(Self {
-                socket,
-                tls,
-                proxy_protocol,
-            });
+        for spec in ListenerSpec::all(settings) {
+            listeners.push(Self::bind(spec).await?);
         }
         Ok(listeners)
+    }
+
+    /// Binds one configured listener.
+    pub(super) async fn bind(spec: ListenerSpec) -> Result<Self, Error> {
+        let socket = TcpListener::bind(spec.addr)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: spec.addr,
+                source,
+            })?;
+        Ok(Self {
+            socket,
+            tls: spec.tls,
+            proxy_protocol: spec.proxy_protocol,
+            spec: Some(spec),
+        })
     }
 
     pub(super) fn is_tls(&self) -> bool {
         self.tls
     }
 
-    /// Accepts until shutdown. Never returns on an accept error:
-    /// per-connection errors are skipped, resource exhaustion backs off.
-    pub(super) async fn accept_loop(self, shared: Arc<Shared>) {
+    /// Accepts until `stop` (shutdown, or a reload that removes it). Never
+    /// returns on an accept error: per-connection errors are skipped,
+    /// resource exhaustion backs off.
+    pub(super) async fn accept_loop(self, stop: CancellationToken, shared: Arc<Shared>) {
         loop {
             let accepted = tokio::select! {
-                () = shared.shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
                 accepted = self.socket.accept() => accepted,
             };
             match accepted {

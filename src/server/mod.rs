@@ -1,10 +1,20 @@
 //! The server: binding listeners, accepting connections, and the [`Handle`]
 //! through which an embedding program publishes, reads statistics and stops.
 
+mod drain;
 mod listener;
 mod proxy;
+mod reconfigure;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -12,9 +22,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use self::listener::Listener;
 use crate::{
     channel::PublishError,
-    config::Config,
+    config::{Config, ConfigError},
     limits::caps::ConnectionCaps,
     message::Message,
+    reload::{ListenerSpec, ReloadReport},
     snapshot::Snapshot,
     stats::{Counters, Stats},
     tls::{Identity, TlsError},
@@ -39,6 +50,18 @@ pub enum Error {
     NoTls,
 }
 
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is not a valid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new configuration could not be applied (a listener could not be
+    /// bound, the certificate could not be used).
+    #[error(transparent)]
+    Apply(#[from] Error),
+}
+
 /// State shared by every task of one server.
 pub(crate) struct Shared {
     /// The current configuration view; swapped whole on reload.
@@ -50,6 +73,14 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// Connection counts for the caps; outlives snapshots.
     pub(crate) caps: Arc<ConnectionCaps>,
+    /// Stop tokens of the listeners bound from the configuration, so that a
+    /// reload can close the ones it removes.
+    listeners: Mutex<HashMap<ListenerSpec, CancellationToken>>,
+    /// One reload at a time; signals that arrive meanwhile are coalesced by
+    /// whoever triggers reloads.
+    reloading: tokio::sync::Mutex<()>,
+    /// Cancelled at `shutdown_timeout`: sessions still open are dropped.
+    pub(crate) hard_stop: CancellationToken,
 }
 
 /// How often the handshake limiter forgets clients whose bucket is full
@@ -67,7 +98,8 @@ impl Server {
     /// (generating the development certificate if asked to). Binds nothing.
     pub fn new(config: Config) -> Result<Self, Error> {
         let counters = Arc::new(Counters::default());
-        let snapshot = Snapshot::build(config, &counters)?;
+        let snapshot = Snapshot::build(config, &counters, None)?;
+        counters.record_reload(true);
         Ok(Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -75,6 +107,9 @@ impl Server {
                 shutdown: CancellationToken::new(),
                 counters,
                 caps: Arc::default(),
+                listeners: Mutex::default(),
+                reloading: tokio::sync::Mutex::new(()),
+                hard_stop: CancellationToken::new(),
             }),
         })
     }
@@ -94,10 +129,11 @@ impl Server {
         self.serve(listeners, shutdown).await
     }
 
-    /// Serves on listeners the caller bound until `shutdown` completes (or
-    /// [`Handle::shutdown`] is called). Then stops accepting, sends close
-    /// 1001 to every connection and returns once they have closed (each is
-    /// given a few seconds to answer).
+    /// Serves on listeners the caller bound (or [`Listener::bind_all`] bound)
+    /// until `shutdown` completes or [`Handle::shutdown`] is called. Then it
+    /// stops accepting, closes every connection with 1001 spread over
+    /// `drain_window`, and returns once they are closed, or at
+    /// `shutdown_timeout` after dropping what remains.
     pub async fn serve(
         self,
         listeners: Vec<Listener>,
@@ -108,25 +144,38 @@ impl Server {
             return Err(Error::NoTls);
         }
         for listener in listeners {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, scheme = if listener.is_tls() { "wss" } else { "ws" }, "listening");
-            }
-            shared.tasks.spawn(listener.accept_loop(shared.clone()));
+            shared.start_listener(listener);
         }
         shared.tasks.spawn(prune_periodically(shared.clone()));
         tokio::select! {
             () = shutdown => {}
             () = shared.shutdown.cancelled() => {}
         }
-        tracing::info!("shutting down: closing every connection with 1001");
         shared.shutdown.cancel();
-        for channel in &shared.snapshot.load().channels {
-            channel.close_all(1001, "server shutting down");
-        }
-        shared.tasks.close();
-        shared.tasks.wait().await;
+        drain::drain(&shared).await;
         Ok(())
     }
+}
+
+impl Shared {
+    /// Spawns a listener's accept loop; a configured one is registered so
+    /// that a reload can stop it.
+    fn start_listener(self: &Arc<Self>, listener: Listener) {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, scheme = if listener.is_tls() { "wss" } else { "ws" }, "listening");
+        }
+        let stop = self.shutdown.child_token();
+        if let Some(spec) = listener.spec {
+            lock(&self.listeners).insert(spec, stop.clone());
+        }
+        self.tasks.spawn(listener.accept_loop(stop, self.clone()));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Controls a [`Server`] from outside: cheap to clone, usable from any task.
@@ -177,6 +226,37 @@ impl Handle {
     /// Starts the same graceful shutdown as the future given to `serve`.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+
+    /// Applies a new configuration without dropping connections: new and
+    /// changed channels and limits apply to new connections and messages,
+    /// removed channels close theirs with 1001, listeners open and close by
+    /// difference, a new certificate serves new handshakes. On error nothing
+    /// changes.
+    pub async fn reload(&self, config: Config) -> Result<ReloadReport, Error> {
+        self.shared.reload(config).await
+    }
+
+    /// Reads, validates and applies a configuration file (see [`Handle::reload`]).
+    /// A file that does not validate changes nothing and is counted as a
+    /// failed reload.
+    pub async fn reload_from_file(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> Result<ReloadReport, ReloadError> {
+        match Config::from_file(path) {
+            Ok(config) => Ok(self.reload(config).await?),
+            Err(error) => {
+                self.shared.counters.record_reload(false);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The configuration generation now running: 1 at start, one more per
+    /// successful reload.
+    pub fn generation(&self) -> u64 {
+        self.shared.counters.generation()
     }
 }
 

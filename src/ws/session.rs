@@ -18,6 +18,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 
 use super::{
     deflate::{
@@ -45,6 +46,8 @@ pub(crate) struct Session {
     pub(crate) slots: Slots,
     /// The permessage-deflate parameters, if negotiated.
     pub(crate) deflate: Option<Agreement>,
+    /// Cancelled at `shutdown_timeout`: drop the connection at once.
+    pub(crate) hard_stop: CancellationToken,
 }
 
 impl Session {
@@ -57,6 +60,7 @@ impl Session {
             receiver,
             slots,
             deflate,
+            hard_stop,
         } = self;
         let limits = membership.config().limits.clone();
         let compression = membership.config().compression;
@@ -110,6 +114,7 @@ impl Session {
                     outbox.closing().await;
                     tokio::time::sleep(limits.close_timeout).await;
                 } => false,
+                () = hard_stop.cancelled() => false,
             }
         };
         // Leave the channel and give the slots back before the peer can see

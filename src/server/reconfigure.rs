@@ -1,0 +1,129 @@
+//! Applying a reload: everything that can fail (binding new listeners,
+//! building the snapshot) happens before anything changes; then one swap,
+//! then the consequences (closing removed channels and listeners).
+
+use std::sync::Arc;
+
+use super::{Error, Listener, Shared, lock};
+use crate::{
+    config::Config,
+    reload::{ReloadReport, diff},
+    snapshot::Snapshot,
+};
+
+impl Shared {
+    pub(super) async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Error> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.apply(config).await;
+        self.counters.record_reload(result.is_ok());
+        match &result {
+            Ok(report) => tracing::info!(
+                generation = report.generation,
+                added = ?report.added,
+                removed = ?report.removed,
+                changed = ?report.changed,
+                opened = ?report.opened,
+                closed = ?report.closed,
+                certificate_changed = report.certificate_changed,
+                "configuration reloaded"
+            ),
+            Err(error) => {
+                tracing::error!("reload refused, the running configuration stays: {error:#}")
+            }
+        }
+        result
+    }
+
+    async fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Error> {
+        let old = self.snapshot.load_full();
+        let changes = diff(&old.config, &config);
+        let mut opened = Vec::with_capacity(changes.opened.len());
+        for spec in &changes.opened {
+            // A listener whose address stays (a TLS or PROXY change) is
+            // replaced only after the swap; binding first would collide.
+            if changes.closed.iter().any(|closed| closed.addr == spec.addr) {
+                continue;
+            }
+            opened.push(Listener::bind(*spec).await?);
+        }
+        let snapshot = Snapshot::build(config, &self.counters, Some(&old))?;
+        if snapshot.acceptor.is_none()
+            && lock(&self.listeners)
+                .keys()
+                .any(|spec| spec.tls && !changes.closed.contains(spec))
+        {
+            return Err(Error::NoTls);
+        }
+        for channel in &snapshot.channels {
+            let wanted = snapshot
+                .config
+                .channels
+                .iter()
+                .find(|c| c.name == channel.config().name);
+            if let Some(wanted) = wanted.filter(|wanted| changes.changed.contains(&wanted.name)) {
+                channel.reconfigure(wanted.clone());
+            }
+        }
+        let certificate_changed = match (&old.identity, &snapshot.identity) {
+            (Some(before), Some(after)) => before.leaf() != after.leaf(),
+            (before, after) => before.is_some() != after.is_some(),
+        };
+        self.snapshot.store(Arc::new(snapshot));
+
+        for channel in old
+            .channels
+            .iter()
+            .filter(|c| changes.removed.contains(&c.config().name))
+        {
+            channel.close_all(1001, "channel removed");
+        }
+        for spec in &changes.closed {
+            if let Some(stop) = lock(&self.listeners).remove(spec) {
+                stop.cancel();
+            }
+        }
+        for spec in changes
+            .opened
+            .iter()
+            .filter(|spec| changes.closed.iter().any(|closed| closed.addr == spec.addr))
+        {
+            // Same address, new role: the old socket must be gone first.
+            match rebind(*spec).await {
+                Ok(listener) => opened.push(listener),
+                Err(error) => {
+                    tracing::error!("the listener could not take its new role: {error:#}")
+                }
+            }
+        }
+        for listener in opened {
+            self.start_listener(listener);
+        }
+        Ok(ReloadReport {
+            generation: self.counters.generation() + 1,
+            added: changes.added,
+            removed: changes.removed,
+            changed: changes.changed,
+            opened: changes.opened.iter().map(|spec| spec.addr).collect(),
+            closed: changes.closed.iter().map(|spec| spec.addr).collect(),
+            certificate_changed,
+        })
+    }
+}
+
+/// Binds an address whose previous listener was just stopped: its accept
+/// loop drops the socket on its next poll, so retry briefly.
+async fn rebind(spec: crate::reload::ListenerSpec) -> Result<Listener, Error> {
+    let mut attempts = 0;
+    loop {
+        match Listener::bind(spec).await {
+            Ok(listener) => return Ok(listener),
+            Err(Error::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 =>
+            {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
