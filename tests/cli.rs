@@ -256,7 +256,7 @@ async fn sigterm_closes_connections_with_1001_and_exits_0() {
     let config = dir.path().join("wsedge.toml");
     std::fs::write(
         &config,
-        format!("[server]\nplain = [\"127.0.0.1:{port}\"]\n\n[[channel]]\nname = \"echo\"\npath = \"/echo\"\nkind = \"echo\"\n"),
+        format!("[server]\nplain = [\"127.0.0.1:{port}\"]\ndrain_window = \"100ms\"\n\n[[channel]]\nname = \"echo\"\npath = \"/echo\"\nkind = \"echo\"\n"),
     )
     .unwrap();
     let mut server = Server::spawn(&config);
@@ -304,6 +304,9 @@ async fn sigterm_closes_connections_with_1001_and_exits_0() {
     // Keep reading so that the client's close reply is sent and the server
     // sees the connection end.
     while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, ws.next()).await {}
+    // The server half-closed after the handshake and waits for our side to
+    // close too, as a well-behaved client does once the stream has ended.
+    drop(ws);
 
     let status = server.exit_status().await;
     assert!(

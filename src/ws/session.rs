@@ -65,7 +65,7 @@ impl Session {
         let limits = membership.config().limits.clone();
         let compression = membership.config().compression;
         let inbound = Inbound::new();
-        let close_written = {
+        let exchange = async {
             let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
             let guard = FrameGuard::new(&mut read, tracker, &inbound);
             let inflater =
@@ -114,14 +114,21 @@ impl Session {
                     outbox.closing().await;
                     tokio::time::sleep(limits.close_timeout).await;
                 } => false,
-                () = hard_stop.cancelled() => false,
             }
+        };
+        // Past shutdown_timeout nothing is waited for any more.
+        let close_written = tokio::select! {
+            written = exchange => written,
+            () = hard_stop.cancelled() => false,
         };
         // Leave the channel and give the slots back before the peer can see
         // the connection end, so that `stats()` agrees with what it sees.
         drop((membership, outbox, slots));
         if close_written {
-            linger(&mut read, &mut write, limits.close_timeout).await;
+            tokio::select! {
+                () = linger(&mut read, &mut write, limits.close_timeout) => {}
+                () = hard_stop.cancelled() => {}
+            }
         }
     }
 }

@@ -41,7 +41,11 @@ pub struct TestServer {
     pub proxy: Option<SocketAddr>,
     pub cert: CertificateDer<'static>,
     pub task: JoinHandle<Result<(), wsedge::Error>>,
-    _dir: tempfile::TempDir,
+    /// The whole configuration the server started with, for tests that
+    /// reload a variant of it.
+    pub config_text: String,
+    /// Where the certificate files live; tests may write more files here.
+    pub dir: tempfile::TempDir,
 }
 
 /// A certificate for localhost/127.0.0.1 written as PEM files in a temporary
@@ -83,10 +87,17 @@ pub async fn start(rest: &str) -> TestServer {
 }
 
 /// Like [`start`], with extra `key = value` lines in the `[server]` table.
+/// Unless they set it, the drain takes 100 ms rather than the production
+/// default, so that tests that stop the server are quick.
 pub async fn start_with_server_keys(server_keys: &str, rest: &str) -> TestServer {
     let files = CertFiles::generate();
+    let drain = if server_keys.contains("drain_window") {
+        ""
+    } else {
+        "drain_window = \"100ms\""
+    };
     let toml = format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nplain = [\"127.0.0.1:0\"]\n{server_keys}\n[server.tls]\ncert = {:?}\nkey = {:?}\n{rest}",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nplain = [\"127.0.0.1:0\"]\n{drain}\n{server_keys}\n[server.tls]\ncert = {:?}\nkey = {:?}\n{rest}",
         files.cert_path(),
         files.key_path()
     );
@@ -113,7 +124,8 @@ pub async fn start_with_server_keys(server_keys: &str, rest: &str) -> TestServer
         proxy,
         cert: files.cert.clone(),
         task,
-        _dir: files.dir,
+        config_text: toml,
+        dir: files.dir,
     }
 }
 
