@@ -98,3 +98,41 @@ async fn a_slow_consumer_is_closed_with_1013_and_nobody_else_waits() {
         "slow consumer closed after {published} messages; worst delivery latency to the others {worst:?}"
     );
 }
+
+#[tokio::test]
+async fn the_drop_policy_keeps_a_slow_consumer_and_counts_what_it_missed() {
+    let server = start(&CHANNELS.replace(
+        "close_timeout",
+        "on_slow_consumer = \"drop\"\nclose_timeout",
+    ))
+    .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.ws).await.unwrap();
+    upgrade(&mut slow, "/news").await;
+    let mut healthy = server.ws("/news").await;
+    let payload = "y".repeat(8 * 1024);
+    let mut published = 0u64;
+    while server.handle.stats().messages_dropped == 0 {
+        assert!(published < 4000, "nothing was ever dropped");
+        server
+            .handle
+            .publish(
+                "news",
+                None,
+                wsedge::Message::text(format!("{published} {payload}")),
+            )
+            .unwrap();
+        published += 1;
+        let Message::Text(text) = next_data(&mut healthy).await else {
+            panic!("text expected")
+        };
+        assert!(
+            text.starts_with(&format!("{} ", published - 1)),
+            "the healthy reader misses nothing"
+        );
+    }
+    let stats = server.handle.stats();
+    assert_eq!(stats.enforced["slow_consumer"], 0, "nobody was closed");
+    assert_eq!(stats.channel("news").unwrap().connections, 2);
+}
