@@ -26,10 +26,13 @@
 //! - `channel`: echo, broadcast and room membership and fan-out.
 //! - `snapshot`: the one immutable view of a configuration the server reads.
 //! - `reload`: what changed between two configurations.
+//! - `admin`: the admin listener: health, readiness, metrics, the publish
+//!   API and channel statistics.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod channel;
 pub mod config;
 mod http;
@@ -47,5 +50,5 @@ pub use config::{Config, ConfigError};
 pub use message::{Message, MessageKind};
 pub use reload::ReloadReport;
 pub use server::{Error, Handle, Listener, ReloadError, Server};
-pub use stats::{ChannelStats, Stats};
+pub use stats::{ChannelStats, Stats, Traffic};
 pub use tls::{Identity, TlsError};

@@ -2,6 +2,8 @@
 //! logging, signals and systemd notifications live here; everything else is
 //! in `wsedge::`.
 
+mod logging;
+
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -19,6 +21,10 @@ use wsedge::{Config, Handle, Listener, Server};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or JSON. Without it, logs go to journald
+    /// when systemd connected stderr to the journal, else to stderr as text.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<logging::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -39,13 +45,8 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run(arg) => load(&arg).and_then(|config| run(&arg.config, config)),
         Command::Check(arg) => {
@@ -76,20 +77,23 @@ fn run(path: &Path, config: Config) -> anyhow::Result<()> {
         // Installed before anything is bound: a signal that arrives as soon
         // as the listeners are up must be handled, not kill the process.
         let signals = Signals::install()?;
-        let listeners = Listener::bind_all(&config.server).await?;
+        let listeners = Listener::bind_all(&config).await?;
         let server = Server::new(config)?;
         let handle = server.handle();
         notify(&[NotifyState::Ready, NotifyState::Status(&status(&handle))]);
+        let stopping = tokio_util::sync::CancellationToken::new();
         tokio::spawn(reload_on_hangup(
             signals.hangup,
             path.to_owned(),
             handle.clone(),
+            stopping.clone(),
         ));
         if let Some(interval) = sd_notify::watchdog_enabled() {
             tokio::spawn(watchdog(interval));
         }
         let stop = async move {
             signals.stop.await;
+            stopping.cancel();
             notify(&[
                 NotifyState::Stopping,
                 NotifyState::Status("draining connections"),
@@ -128,9 +132,20 @@ impl Signals {
 /// Reloads the configuration file on every SIGHUP, telling systemd
 /// RELOADING (with the monotonic time it asks for) and then READY, with the
 /// outcome in STATUS. A file that does not validate keeps the running
-/// configuration.
-async fn reload_on_hangup(mut hangup: Signal, path: PathBuf, handle: Handle) {
-    while hangup.recv().await.is_some() {
+/// configuration. Once shutdown has started SIGHUP is ignored: a drain
+/// never reloads, and systemd never hears READY after STOPPING.
+async fn reload_on_hangup(
+    mut hangup: Signal,
+    path: PathBuf,
+    handle: Handle,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stopping.cancelled() => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
         match NotifyState::monotonic_usec_now() {
             Ok(now) => notify(&[NotifyState::Reloading, now]),
             Err(error) => tracing::warn!(%error, "cannot read the monotonic clock for systemd"),

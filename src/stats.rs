@@ -9,6 +9,15 @@ use std::{
 
 use crate::config::ChannelKind;
 
+mod metered;
+mod traffic;
+
+pub use self::traffic::Traffic;
+pub(crate) use self::{
+    metered::Metered,
+    traffic::{Handshake, Initiator, TrafficCounters},
+};
+
 /// Why the server refused a connection or closed one: the label of every
 /// enforcement counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +83,9 @@ pub(crate) struct Counters {
     last_reload_failed: AtomicBool,
     reload_failures: AtomicU64,
     last_reload_success_unix: AtomicU64,
+    /// Connections, handshakes, disconnects, messages and bytes, for the
+    /// admin metrics.
+    pub(crate) traffic: TrafficCounters,
 }
 
 impl Counters {
@@ -124,6 +136,13 @@ impl Counters {
         self.enforced[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection closed for `reason` before its request was
+    /// answered: the enforcement counter and the handshake outcome.
+    pub(crate) fn refuse(&self, reason: Reason) {
+        self.record(reason);
+        self.traffic.record_handshake(Handshake::refused(reason));
+    }
+
     pub(crate) fn snapshot(
         &self,
         channels: Vec<ChannelStats>,
@@ -155,6 +174,7 @@ impl Counters {
                     )
                 })
                 .collect(),
+            traffic: self.traffic.snapshot(),
         }
     }
 }
@@ -195,6 +215,8 @@ pub struct Stats {
     /// `rate_limit`, `timeout`, `idle`, `too_big`, `slow_consumer`, `protocol`.
     /// Every reason is present, zero until it happens.
     pub enforced: BTreeMap<&'static str, u64>,
+    /// Connections, handshakes, disconnects, messages by channel kind, and bytes.
+    pub traffic: Traffic,
 }
 
 impl Stats {

@@ -251,7 +251,7 @@ async fn listeners_open_and_close_with_the_configuration() {
     };
     let server = Server::new(config(&[first])).unwrap();
     let handle = server.handle();
-    let listeners = Listener::bind_all(&config(&[first]).server).await.unwrap();
+    let listeners = Listener::bind_all(&config(&[first])).await.unwrap();
     let task = tokio::spawn(server.serve(listeners, std::future::pending()));
     let url = |port: u16| format!("ws://127.0.0.1:{port}/echo");
     let (mut on_first, _) = tokio_tungstenite::connect_async(url(first)).await.unwrap();

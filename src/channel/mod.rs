@@ -203,7 +203,7 @@ impl Channel {
                 limit: config.limits.max_payload,
             });
         }
-        match (config.kind, room) {
+        let recipients = match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => {
                 let delivery = self.delivery(message.kind(), message.payload().clone());
@@ -219,7 +219,12 @@ impl Channel {
                     needs_room: config.kind == ChannelKind::Room,
                 })
             }
-        }
+        }?;
+        let size = message.payload().len();
+        self.counters
+            .traffic
+            .record_sent(config.kind, recipients, size);
+        Ok(recipients)
     }
 
     /// Encodes a fan-out message as the compression mode wants: in shared
@@ -294,6 +299,8 @@ impl Membership {
         let channel = &self.channel;
         let config = channel.config();
         channel.counters.record_received();
+        let size = payload.len();
+        channel.counters.traffic.record_received(config.kind, size);
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
             return Err(PublishError::ClientsMayNotPublish);
         }
@@ -306,6 +313,7 @@ impl Membership {
                 &channel.counters,
             ) {
                 channel.counters.record_delivered(1);
+                channel.counters.traffic.record_sent(config.kind, 1, size);
             }
             return Ok(());
         }
@@ -315,7 +323,11 @@ impl Membership {
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        members.deliver(&delivery, except, &channel.counters);
+        let recipients = members.deliver(&delivery, except, &channel.counters);
+        channel
+            .counters
+            .traffic
+            .record_sent(config.kind, recipients, size);
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use crate::{
     channel::JoinError,
     limits::{ClientKey, caps::Slots},
     server::Shared,
-    stats::Reason,
+    stats::{Handshake, Reason},
     ws::{deflate::negotiate::negotiate, outbox, session::Session},
 };
 
@@ -47,18 +47,19 @@ pub(crate) async fn serve_request(
     connection: Arc<ClientConnection>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(
-        admit(&mut request, &connection, &shared).unwrap_or_else(|rejection| {
-            // The path only: query strings may carry tokens.
-            tracing::debug!(
-                path = request.uri().path(),
-                status = rejection.status.as_u16(),
-                reason = rejection.reason,
-                "request refused"
-            );
-            rejection.into_response()
-        }),
-    )
+    let response = admit(&mut request, &connection, &shared).unwrap_or_else(|rejection| {
+        // The path only: query strings may carry tokens.
+        tracing::debug!(
+            path = request.uri().path(),
+            status = rejection.status.as_u16(),
+            reason = rejection.reason,
+            "request refused"
+        );
+        rejection.into_response()
+    });
+    let outcome = Handshake::answered(response.status());
+    shared.counters.traffic.record_handshake(outcome);
+    Ok(response)
 }
 
 fn admit(

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Error, Shared, proxy};
 use crate::{
-    config::ServerSettings,
+    config::Config,
     http::{ClientConnection, serve_request},
     limits::{ClientKey, caps::Slots},
     reload::ListenerSpec,
-    stats::Reason,
+    stats::{Handshake, Metered, Reason},
 };
 
 /// Pause after an accept error that is not about one connection (EMFILE,
@@ -43,6 +43,8 @@ pub struct Listener {
     /// The configuration entry it was bound for: reloads close it when the
     /// entry goes. Caller-bound listeners have none and stay until shutdown.
     pub(super) spec: Option<ListenerSpec>,
+    /// Serves the admin API instead of WebSockets (see [`Listener::admin`]).
+    admin: bool,
 }
 
 impl Listener {
@@ -53,6 +55,7 @@ impl Listener {
             tls: true,
             proxy_protocol: false,
             spec: None,
+            admin: false,
         }
     }
 
@@ -63,7 +66,28 @@ impl Listener {
             tls: false,
             proxy_protocol: false,
             spec: None,
+            admin: false,
         }
+    }
+
+    /// A listener serving the admin API (health, readiness, metrics,
+    /// publish, channel statistics) over plain HTTP. When
+    /// [`Server::serve`](super::Server::serve) is given one, it serves the
+    /// admin API there instead of binding `[admin] listen` itself; it answers
+    /// until `serve` returns, through the drain.
+    pub fn admin(socket: TcpListener) -> Self {
+        Self {
+            admin: true,
+            ..Self::plain(socket)
+        }
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.admin
+    }
+
+    pub(crate) fn into_socket(self) -> TcpListener {
+        self.socket
     }
 
     /// Expects a PROXY protocol header first on every connection, and
@@ -80,11 +104,21 @@ impl Listener {
         self.socket.local_addr()
     }
 
-    /// Binds every address of `[server] listen` and `plain`.
-    pub async fn bind_all(settings: &ServerSettings) -> Result<Vec<Self>, Error> {
+    /// Binds every listener the configuration declares: `[server] listen`
+    /// and `plain`, and `[admin] listen` if there is an `[admin]` table.
+    pub async fn bind_all(config: &Config) -> Result<Vec<Self>, Error> {
         let mut listeners = Vec::new();
-        for spec in ListenerSpec::all(settings) {
+        for spec in ListenerSpec::all(&config.server) {
             listeners.push(Self::bind(spec).await?);
+        }
+        if let Some(admin) = &config.admin {
+            let socket = TcpListener::bind(admin.listen)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: admin.listen,
+                    source,
+                })?;
+            listeners.push(Self::admin(socket));
         }
         Ok(listeners)
     }
@@ -102,6 +136,7 @@ impl Listener {
             tls: spec.tls,
             proxy_protocol: spec.proxy_protocol,
             spec: Some(spec),
+            admin: false,
         })
     }
 
@@ -120,6 +155,7 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    shared.counters.traffic.record_accepted();
                     let span = tracing::debug_span!("connection", %peer);
                     let connection = serve_connection(
                         stream,
@@ -130,30 +166,32 @@ impl Listener {
                     );
                     shared.tasks.spawn(connection.instrument(span));
                 }
-                Err(error) if is_per_connection(&error) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed; backing off");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+                Err(error) => recover_from_accept_error(error).await,
             }
         }
     }
 }
 
-/// Errors that concern only the connection being accepted.
-fn is_per_connection(error: &io::Error) -> bool {
-    matches!(
+/// After a failed accept: nothing for errors that concern only the
+/// connection being accepted; a pause for resource exhaustion (EMFILE,
+/// ENOBUFS), so that an accept loop neither spins nor dies.
+pub(crate) async fn recover_from_accept_error(error: io::Error) {
+    let per_connection = matches!(
         error.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionRefused
-    )
+    );
+    if !per_connection {
+        tracing::warn!(%error, "accept failed; backing off");
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
 }
 
 /// Identifies the client, takes its connection slots, then runs TLS and
 /// HTTP. Returning drops the socket: a refused client is closed at once.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     tls: bool,
     proxy_protocol: bool,
@@ -161,6 +199,7 @@ async fn serve_connection(
 ) {
     // Frames are written in batches already; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
+    let mut stream = Metered::new(stream, shared.counters.clone());
     let snapshot = shared.snapshot.load_full();
     let config = &snapshot.config;
     let deadline = Instant::now() + config.server.handshake_timeout;
@@ -174,15 +213,15 @@ async fn serve_connection(
     let (client, forwarded) = if proxy_protocol {
         if !trusted {
             tracing::debug!("PROXY listener: peer is not in trusted_proxies");
-            return counters.record(Reason::Protocol);
+            return counters.refuse(Reason::Protocol);
         }
         match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
             Ok(Ok(source)) => (source.unwrap_or(peer.ip()), false),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "bad PROXY header");
-                return counters.record(Reason::Protocol);
+                return counters.refuse(Reason::Protocol);
             }
-            Err(_) => return counters.record(Reason::Timeout),
+            Err(_) => return counters.refuse(Reason::Timeout),
         }
     } else {
         // A trusted proxy without PROXY header may name the client in
@@ -192,7 +231,7 @@ async fn serve_connection(
 
     let admission = &config.admission;
     let Some(global) = shared.caps.acquire_global(admission.max_connections) else {
-        return counters.record(Reason::GlobalCap);
+        return counters.refuse(Reason::GlobalCap);
     };
     let client_slot = if forwarded {
         None
@@ -203,7 +242,7 @@ async fn serve_connection(
             .acquire_client(key, admission.max_connections_per_ip)
         {
             Some(slot) => Some(slot),
-            None => return counters.record(Reason::IpCap),
+            None => return counters.refuse(Reason::IpCap),
         }
     };
     let connection = Arc::new(ClientConnection {
@@ -222,8 +261,11 @@ async fn serve_connection(
     drop(snapshot);
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => serve_http(tls, deadline, connection, shared).await,
-        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-        Err(_) => shared.counters.record(Reason::Timeout),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            shared.counters.traffic.record_handshake(Handshake::Tls);
+        }
+        Err(_) => shared.counters.refuse(Reason::Timeout),
     }
 }
 
@@ -255,7 +297,7 @@ async fn serve_http<I>(
         }
     };
     match result {
-        Err(error) if error.is_timeout() => shared.counters.record(Reason::Timeout),
+        Err(error) if error.is_timeout() => shared.counters.refuse(Reason::Timeout),
         Err(error) => tracing::debug!(%error, "HTTP connection ended with an error"),
         Ok(()) => {}
     }

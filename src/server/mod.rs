@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use self::listener::Listener;
+pub(crate) use self::listener::recover_from_accept_error;
 use crate::{
     channel::PublishError,
     config::{Config, ConfigError},
@@ -35,7 +36,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listener address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -125,7 +126,7 @@ impl Server {
     /// Binds the configured listeners and serves until `shutdown` completes
     /// (or [`Handle::shutdown`] is called).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let listeners = Listener::bind_all(&self.shared.snapshot.load().config.server).await?;
+        let listeners = Listener::bind_all(&self.shared.snapshot.load().config).await?;
         self.serve(listeners, shutdown).await
     }
 
@@ -133,7 +134,8 @@ impl Server {
     /// until `shutdown` completes or [`Handle::shutdown`] is called. Then it
     /// stops accepting, closes every connection with 1001 spread over
     /// `drain_window`, and returns once they are closed, or at
-    /// `shutdown_timeout` after dropping what remains.
+    /// `shutdown_timeout` after dropping what remains. The admin API is
+    /// served on the [`Listener::admin`] among `listeners`, if any.
     pub async fn serve(
         self,
         listeners: Vec<Listener>,
@@ -143,6 +145,12 @@ impl Server {
         if listeners.iter().any(Listener::is_tls) && shared.snapshot.load().acceptor.is_none() {
             return Err(Error::NoTls);
         }
+        // The admin API (on a `Listener::admin`, else on `[admin] listen`)
+        // answers until this function returns, through the drain, so that
+        // /readyz reports it; it is not on the tracker the drain waits for.
+        let (admin, listeners): (Vec<_>, Vec<_>) =
+            listeners.into_iter().partition(Listener::is_admin);
+        let _admin = crate::admin::start(admin, &shared);
         for listener in listeners {
             shared.start_listener(listener);
         }
@@ -158,6 +166,23 @@ impl Server {
 }
 
 impl Shared {
+    /// Connections per channel, rooms and their sizes, counters: what
+    /// `Handle::stats` and the admin API report.
+    pub(crate) fn stats(&self) -> Stats {
+        let snapshot = self.snapshot.load();
+        let channels = snapshot
+            .channels
+            .iter()
+            .map(|channel| channel.stats())
+            .collect();
+        self.counters.snapshot(
+            channels,
+            self.caps.active(),
+            self.caps.clients(),
+            snapshot.handshakes.len(),
+        )
+    }
+
     /// Spawns a listener's accept loop; a configured one is registered so
     /// that a reload can stop it.
     fn start_listener(self: &Arc<Self>, listener: Listener) {
@@ -202,19 +227,7 @@ impl Handle {
 
     /// Connections per channel, rooms and their sizes, message counters.
     pub fn stats(&self) -> Stats {
-        let snapshot = self.shared.snapshot.load();
-        let channels = snapshot
-            .channels
-            .iter()
-            .map(|channel| channel.stats())
-            .collect();
-        let caps = &self.shared.caps;
-        self.shared.counters.snapshot(
-            channels,
-            caps.active(),
-            caps.clients(),
-            snapshot.handshakes.len(),
-        )
+        self.shared.stats()
     }
 
     /// The certificate served on TLS listeners (for fingerprints and for

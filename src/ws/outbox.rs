@@ -32,7 +32,11 @@ use tokio::{
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{deflate::codec::Deflater, frame};
-use crate::{config::SlowConsumer, message::MessageKind, stats::Counters};
+use crate::{
+    config::SlowConsumer,
+    message::MessageKind,
+    stats::{Counters, Initiator},
+};
 
 /// Close code for a connection that cannot keep up ("try again later").
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
@@ -67,6 +71,7 @@ pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, Outbo
             limit,
             on_overflow,
             phase: Phase::Open,
+            closed_by: None,
         }),
         wake_writer: Notify::new(),
         closing: CancellationToken::new(),
@@ -95,6 +100,8 @@ struct State {
     limit: usize,
     on_overflow: SlowConsumer,
     phase: Phase,
+    /// Who queued the close frame, and its code, for the disconnect metrics.
+    closed_by: Option<(Initiator, Option<u16>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +149,8 @@ impl Outbox {
             // Items a writer has taken stay counted until written.
             let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
             state.bytes -= dropped;
-            state.push_close(frame::close(SLOW_CONSUMER_CODE, "slow consumer"));
+            let close_frame = frame::close(SLOW_CONSUMER_CODE, "slow consumer");
+            state.push_close(close_frame, Initiator::Server);
             drop(state);
             self.close_queued();
             return Err(Rejected::SlowConsumer);
@@ -157,16 +165,20 @@ impl Outbox {
     /// Queues a close frame unless one is queued already. Returns whether
     /// this call started the close.
     pub(crate) fn close(&self, code: u16, reason: &str) -> bool {
-        self.close_with(frame::close(code, reason))
+        self.start_close(frame::close(code, reason), Initiator::Server)
     }
 
     /// Queues an already encoded close frame (the reply to a client's close).
     pub(crate) fn close_with(&self, close_frame: Bytes) -> bool {
+        self.start_close(close_frame, Initiator::Client)
+    }
+
+    fn start_close(&self, close_frame: Bytes, initiator: Initiator) -> bool {
         let mut state = lock(&self.0);
         if state.phase != Phase::Open {
             return false;
         }
-        state.push_close(close_frame);
+        state.push_close(close_frame, initiator);
         drop(state);
         self.close_queued();
         true
@@ -187,6 +199,13 @@ impl Outbox {
         self.0.closing.is_cancelled()
     }
 
+    /// Who started the close handshake (a frame queued by `close_with`, the
+    /// reply to the client's close, counts as the client's) and the code of
+    /// the close frame; `None` while none is queued.
+    pub(crate) fn closed_by(&self) -> Option<(Initiator, Option<u16>)> {
+        lock(&self.0).closed_by
+    }
+
     /// Tells the writer that nothing more will come: it writes what is
     /// queued and stops.
     pub(crate) fn finish(&self) {
@@ -200,7 +219,13 @@ impl Outbox {
 }
 
 impl State {
-    fn push_close(&mut self, close_frame: Bytes) {
+    fn push_close(&mut self, close_frame: Bytes, initiator: Initiator) {
+        // A server frame with a payload under 126 bytes: a 2-byte header,
+        // then the code if there is one.
+        let code = close_frame
+            .get(2..4)
+            .map(|code| u16::from_be_bytes([code[0], code[1]]));
+        self.closed_by = Some((initiator, code));
         self.bytes += close_frame.len();
         self.items.push_back(Outgoing::Wire(close_frame));
         self.phase = Phase::Closing;
@@ -232,7 +257,11 @@ impl Framing<'_> {
                 // out as two slices of one vectored write.
                 _ => {
                     wire.push_back(frame::header(kind.opcode(), payload.len(), false));
-                    wire.push_back(payload);
+                    // An empty slice would make the kernel report 0 bytes
+                    // written, which reads as a dead peer.
+                    if !payload.is_empty() {
+                        wire.push_back(payload);
+                    }
                 }
             },
         }
@@ -293,6 +322,8 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     io: &mut W,
     chunks: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
+    // Only non-empty chunks: a write of nothing returns 0, which is WriteZero.
+    chunks.retain(|chunk| !chunk.is_empty());
     while !chunks.is_empty() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];

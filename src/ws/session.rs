@@ -123,6 +123,8 @@ impl Session {
         };
         // Leave the channel and give the slots back before the peer can see
         // the connection end, so that `stats()` agrees with what it sees.
+        let traffic = &membership.counters().traffic;
+        traffic.record_disconnect(outbox.closed_by());
         drop((membership, outbox, slots));
         if close_written {
             tokio::select! {

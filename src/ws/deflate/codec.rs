@@ -33,6 +33,11 @@ impl Deflater {
 
     /// Compresses one whole message payload.
     pub(crate) fn compress(&mut self, payload: &[u8]) -> Bytes {
+        if payload.is_empty() {
+            // A sync flush with nothing new may emit nothing at all; RFC 7692
+            // section 7.2.3.6 gives the one-byte form of an empty message.
+            return Bytes::from_static(&[0x00]);
+        }
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
         let start_in = self.compress.total_in();
         loop {
@@ -171,7 +176,7 @@ mod tests {
             for takeover in [true, false] {
                 let mut deflater = Deflater::new(6, window, !takeover);
                 let mut inflater = Inflater::new(!takeover);
-                for len in [0, 1, 100, 65_536, 300_000] {
+                for len in [0, 1, 100, 0, 65_536, 0, 300_000] {
                     let payload = sample(len);
                     let compressed = deflater.compress(&payload);
                     assert_eq!(

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Benchmarks wsedge against two peers, raw fastwebsockets and Node ws, on
+# loopback, and writes bench/results/latest.{json,md,svg}.
+#
+#   bench/run.sh quick   # ~2 minutes: short runs, 5,000 idle connections
+#   bench/run.sh full    # ~10 minutes: longer runs, 19,900 idle connections
+#
+# Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
+# listen on 127.0.0.1, ports BASE+1 to BASE+4; default 39180), WSEDGE_BIN (a
+# wsedge binary to measure instead of building the work tree, e.g. one built
+# from a clean checkout of a commit) and WSEDGE_LABEL (how the report names it).
+#
+# Each server runs alone, pinned to core 0; the load generator is pinned to
+# core 1. Memory is measured on a freshly started server. Builds go to
+# $CARGO_TARGET_DIR (default: target/ in the repository).
+set -euo pipefail
+
+profile=${1:-quick}
+case "$profile" in
+quick) per_run_limit=300 ;;
+full) per_run_limit=1800 ;;
+*)
+    echo "usage: $0 quick|full" >&2
+    exit 2
+    ;;
+esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+bin=$target_dir/release
+wsedge_bin=${WSEDGE_BIN:-$bin/wsedge}
+results=$here/results
+runs=$results/runs
+# Ports: BENCH_PORT_BASE+1 .. +4 on 127.0.0.1.
+base=${BENCH_PORT_BASE:-39180}
+wsedge_port=$((base + 1))
+wsedge_tls_port=$((base + 2))
+raw_port=$((base + 3))
+node_port=$((base + 4))
+started_at=$(date +%s)
+
+work=$(mktemp -d)
+# Servers this script started and has not stopped yet.
+declare -A pids=()
+stop_all() {
+    local name
+    for name in "${!pids[@]}"; do kill -TERM "${pids[$name]}" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=0
+        for name in "${!pids[@]}"; do kill -0 "${pids[$name]}" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for name in "${!pids[@]}"; do
+        kill -KILL "${pids[$name]}" 2>/dev/null || true
+        wait "${pids[$name]}" 2>/dev/null || true
+        unset "pids[$name]"
+    done
+}
+cleanup() {
+    local status=$?
+    stop_all
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in cargo node npm taskset; do
+    command -v "$tool" >/dev/null || {
+        echo "error: $tool is required" >&2
+        exit 1
+    }
+done
+if (($(nproc) < 2)); then
+    echo "error: needs 2 cores (server on core 0, load on core 1)" >&2
+    exit 1
+fi
+# Each process may hold up to ~20,000 sockets (capacity scenario).
+hard=$(ulimit -Hn)
+if [[ "$hard" == unlimited ]] || ((hard >= 20000)); then ulimit -n 20000; else ulimit -n "$hard"; fi
+for port in $wsedge_port $wsedge_tls_port $raw_port $node_port; do
+    if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+        echo "error: 127.0.0.1:$port is already in use" >&2
+        exit 1
+    fi
+done
+
+load=$(cut -d' ' -f1 /proc/loadavg)
+if awk "BEGIN { exit !($load > 0.5) }"; then
+    echo "warning: load average $load before starting: other work shares these cores and will skew results" >&2
+fi
+
+echo "== building release binaries ($target_dir)"
+# Separately, so that wsedge is built with its own features, as it ships.
+if [[ -z "${WSEDGE_BIN:-}" ]]; then (cd "$root" && cargo build --release --quiet -p wsedge); fi
+(cd "$root" && cargo build --release --quiet -p wsedge-bench --bins)
+
+echo "== installing the Node peer's packages"
+(
+    cd "$here/peers/node"
+    if [[ ! -d node_modules/ws || package-lock.json -nt node_modules/.package-lock.json ]]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    fi
+)
+
+mkdir -p "$runs"
+rm -f "$runs"/*.json "$runs"/*.log
+
+cat >"$work/wsedge.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$wsedge_tls_port"]
+plain = ["127.0.0.1:$wsedge_port"]
+
+[server.tls]
+self_signed = ["localhost", "127.0.0.1"]
+
+# The peers have no admission control: lift wsedge's limits far above the
+# load (they are still checked on every handshake and message, so their cost
+# is measured) and keep everything else at its default.
+[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+handshake_rate = { per_second = 1000000000, burst = 1000000000 }
+message_rate = { per_second = 1000000000, burst = 1000000000 }
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+
+[[channel]]
+name = "news"
+path = "/news"
+kind = "broadcast"
+publish = "clients"
+
+[[channel]]
+name = "chat"
+path = "/chat/{room}"
+kind = "room"
+publish = "clients"
+max_rooms = 100000
+max_members = 100000
+EOF
+
+"$wsedge_bin" check -c "$work/wsedge.toml" >/dev/null
+
+# start NAME PORT COMMAND...: starts a server on core 0 and waits for its port.
+start() {
+    local name=$1 port=$2
+    shift 2
+    taskset -c 0 "$@" >>"$runs/$name.log" 2>&1 &
+    pids[$name]=$!
+    for _ in $(seq 100); do
+        if (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
+        kill -0 "${pids[$name]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "error: $name did not start; see $runs/$name.log" >&2
+    exit 1
+}
+
+start_wsedge() { start wsedge $wsedge_port "$wsedge_bin" run -c "$work/wsedge.toml"; }
+start_raw() { start raw-fastwebsockets $raw_port "$bin/raw-fastwebsockets" --listen 127.0.0.1:$raw_port; }
+start_node() { start node-ws $node_port node "$here/peers/node/server.js" --listen 127.0.0.1:$node_port; }
+
+# load OUT SCENARIOS NAME,URL...: runs the load generator on core 1 against
+# the named running servers, interleaving them measurement by measurement.
+load() {
+    local out=$1 scenarios=$2 target name
+    shift 2
+    local targets=()
+    for target in "$@"; do
+        name=${target%%,*}
+        targets+=(--target "$name,${pids[$name]},${target#*,}")
+    done
+    timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" run --profile "$profile" \
+        --scenarios "$scenarios" --out "$runs/$out.json" "${targets[@]}"
+}
+
+wsedge_ws=wsedge,ws://127.0.0.1:$wsedge_port
+wsedge_wss=wsedge,wss://127.0.0.1:$wsedge_tls_port
+raw_ws=raw-fastwebsockets,ws://127.0.0.1:$raw_port
+node_ws=node-ws,ws://127.0.0.1:$node_port
+
+echo "== memory: idle connections, each on a freshly started server"
+start_wsedge
+load capacity-wsedge-ws capacity "$wsedge_ws"
+stop_all
+start_wsedge
+load capacity-wsedge-wss capacity "$wsedge_wss"
+stop_all
+start_raw
+load capacity-raw capacity "$raw_ws"
+stop_all
+start_node
+load capacity-node capacity "$node_ws"
+stop_all
+
+echo "== load: every measurement against the three servers in turn"
+start_wsedge
+start_raw
+start_node
+load main echo,fanout,rooms,handshakes "$wsedge_ws" "$raw_ws" "$node_ws"
+load handshakes-wss handshakes "$wsedge_wss"
+stop_all
+
+wall=$(($(date +%s) - started_at))
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+if [[ -n "${WSEDGE_BIN:-}" ]]; then
+    commit=${WSEDGE_LABEL:-"binary $WSEDGE_BIN"}
+else
+    commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [[ -n "$(git -C "$root" status --porcelain -- src Cargo.toml 2>/dev/null)" ]]; then commit="$commit with uncommitted changes"; fi
+fi
+machine="$(nproc) cores, $cpu, Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2), Node $(node --version), wsedge $commit"
+"$bin/wsedge-bench" report --out-dir "$results" --machine "$machine" \
+    --command "bench/run.sh $profile" --wall-seconds "$wall" "$runs"/main.json "$runs"/capacity-*.json "$runs"/handshakes-wss.json >/dev/null
+echo "== done in ${wall}s: $results/latest.md, latest.json, latest.svg"

@@ -1,0 +1,435 @@
+//! The load generator's WebSocket client: connection set-up through
+//! fastwebsockets' client handshake, then a hot path that costs less than the
+//! server's side of the same message.
+//!
+//! - Outgoing frames are encoded (and masked) once with fastwebsockets'
+//!   `Frame` and written as raw bytes; echo connections reuse the same bytes
+//!   for every round trip.
+//! - Incoming (unmasked server) frames are parsed in place from one buffer
+//!   per connection, without copying or allocating per frame.
+//! - Every socket is bound to one of several loopback source addresses so
+//!   that tens of thousands of connections do not exhaust one address's
+//!   ephemeral ports, and closes with RST (zero linger) so that no run leaves
+//!   TIME_WAIT sockets behind for the next.
+
+use std::{
+    future::Future,
+    io,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use anyhow::{Context, anyhow};
+use bytes::Bytes;
+use fastwebsockets::{Frame, Payload, handshake};
+use http_body_util::Empty;
+use hyper::{
+    Request,
+    header::{CONNECTION, HOST, UPGRADE},
+};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+use tokio_rustls::{
+    TlsConnector,
+    client::TlsStream,
+    rustls::{
+        self, DigitallySignedStruct, SignatureScheme,
+        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+};
+
+/// Source addresses 127.0.0.2 ..= 127.0.0.(1 + SOURCE_ADDRESSES): each has
+/// its own ~28,000 ephemeral ports.
+const SOURCE_ADDRESSES: usize = 16;
+static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Initial read buffer; grown for larger frames. Allocated on first read so
+/// that idle connections cost the load generator little.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Where to connect: a loopback address, and TLS or not.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    host: String,
+    tls: Option<TlsConnector>,
+}
+
+impl Target {
+    /// Parses `ws://127.0.0.1:PORT` or `wss://127.0.0.1:PORT`. Anything but
+    /// a loopback address is refused: this tool only ever loads this machine.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else {
+            anyhow::bail!("{url}: expected ws://127.0.0.1:PORT or wss://127.0.0.1:PORT");
+        };
+        let authority = rest.trim_end_matches('/');
+        let addr: SocketAddr = authority
+            .parse()
+            .with_context(|| format!("{url}: the host must be an IPv4 address and a port"))?;
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "{url}: only loopback targets (127.0.0.0/8) are allowed"
+        );
+        Ok(Self {
+            addr,
+            host: authority.to_owned(),
+            tls: tls.then(insecure_tls_connector),
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// A TLS client for the server's self-signed development certificate: it
+/// accepts any certificate (a benchmark on loopback, never a real client) and
+/// never resumes sessions, so every wss handshake is a full one.
+fn insecure_tls_connector() -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls_pki_types::CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls_pki_types::CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Runs hyper's client connection task (it ends once the upgrade is done).
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+type BoxedRead = Pin<Box<dyn AsyncRead + Send>>;
+type BoxedWrite = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// An open WebSocket connection, split for the hot path.
+pub struct Conn {
+    read: BoxedRead,
+    write: BoxedWrite,
+    reader: FrameReader,
+}
+
+async fn tcp_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let index = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCE_ADDRESSES;
+    let source = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2 + index as u8), 0);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(source.into())?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    stream.set_zero_linger()?;
+    Ok(stream)
+}
+
+/// Connects and upgrades to a WebSocket on `path` with fastwebsockets'
+/// client handshake.
+pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
+    let tcp = tcp_connect(target.addr).await.context("connect")?;
+    let request = Request::builder()
+        .method("GET")
+        .uri(path)
+        .header(HOST, &target.host)
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header("Sec-WebSocket-Key", handshake::generate_key())
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())?;
+    match &target.tls {
+        None => {
+            let (ws, _) = handshake::client(&SpawnExecutor, request, tcp)
+                .await
+                .context("handshake")?;
+            let parts = ws
+                .into_inner()
+                .into_inner()
+                .downcast::<TokioIo<TcpStream>>()
+                .map_err(|_| anyhow!("unexpected upgraded stream type"))?;
+            let (read, write) = parts.io.into_inner().into_split();
+            Ok(Conn {
+                read: Box::pin(read),
+                write: Box::pin(write),
+                reader: FrameReader::new(parts.read_buf),
+            })
+        }
+        Some(connector) => {
+            let name =
+                rustls_pki_types::ServerName::try_from("localhost").expect("a valid DNS name");
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .context("TLS handshake")?;
+            let (ws, _) = handshake::client(&SpawnExecutor, request, tls)
+                .await
+                .context("handshake")?;
+            let parts = ws
+                .into_inner()
+                .into_inner()
+                .downcast::<TokioIo<TlsStream<TcpStream>>>()
+                .map_err(|_| anyhow!("unexpected upgraded stream type"))?;
+            let (read, write) = tokio::io::split(parts.io.into_inner());
+            Ok(Conn {
+                read: Box::pin(read),
+                write: Box::pin(write),
+                reader: FrameReader::new(parts.read_buf),
+            })
+        }
+    }
+}
+
+impl Conn {
+    /// Writes already encoded frames.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write.write_all(bytes).await
+    }
+
+    /// Waits for at least one whole frame and hands each buffered one to
+    /// `on_frame` (opcode, payload). Returns how many data frames it saw; a
+    /// close frame or the end of the stream is an error.
+    pub async fn read_frames(&mut self, on_frame: impl FnMut(&[u8])) -> io::Result<usize> {
+        self.reader.read_frames(&mut self.read, on_frame).await
+    }
+}
+
+/// Encodes one masked client frame (binary) with fastwebsockets.
+pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
+    let mut frame = Frame::binary(Payload::Owned(payload.to_vec()));
+    frame.mask();
+    let mut scratch = Vec::new();
+    out.extend_from_slice(frame.write(&mut scratch));
+}
+
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new(leftover: Bytes) -> Self {
+        Self {
+            end: leftover.len(),
+            buf: leftover.to_vec(),
+            start: 0,
+        }
+    }
+
+    async fn read_frames(
+        &mut self,
+        read: &mut BoxedRead,
+        mut on_frame: impl FnMut(&[u8]),
+    ) -> io::Result<usize> {
+        loop {
+            let mut frames = 0;
+            let mut needed = 0;
+            while let Some(parsed) = parse_frame(&self.buf[self.start..self.end]) {
+                match parsed {
+                    Parsed::Frame {
+                        opcode,
+                        header,
+                        len,
+                    } => {
+                        let payload = &self.buf[self.start + header..self.start + header + len];
+                        match opcode {
+                            0x1 | 0x2 => {
+                                on_frame(payload);
+                                frames += 1;
+                            }
+                            0x8 => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::ConnectionAborted,
+                                    close_reason(payload),
+                                ));
+                            }
+                            _ => {}
+                        }
+                        self.start += header + len;
+                    }
+                    Parsed::Incomplete(total) => {
+                        needed = total;
+                        break;
+                    }
+                }
+            }
+            if frames > 0 {
+                return Ok(frames);
+            }
+            // Make room for the rest of the frame, then read.
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+            let wanted = needed.max(READ_BUFFER);
+            if self.buf.len() - self.start < wanted {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.buf.len() < wanted {
+                    self.buf.resize(wanted, 0);
+                }
+            }
+            let n = read.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += n;
+        }
+    }
+}
+
+fn close_reason(payload: &[u8]) -> String {
+    match payload {
+        [a, b, reason @ ..] => format!(
+            "closed by the server: {} {}",
+            u16::from_be_bytes([*a, *b]),
+            String::from_utf8_lossy(reason)
+        ),
+        _ => "closed by the server".to_owned(),
+    }
+}
+
+enum Parsed {
+    Frame {
+        opcode: u8,
+        header: usize,
+        len: usize,
+    },
+    /// Not a whole frame yet; the value is its total length when known
+    /// (else 0).
+    Incomplete(usize),
+}
+
+/// Parses one unmasked server frame header. `None` for an empty buffer.
+fn parse_frame(bytes: &[u8]) -> Option<Parsed> {
+    if bytes.is_empty() {
+        return None;
+    }
+    if bytes.len() < 2 {
+        return Some(Parsed::Incomplete(0));
+    }
+    let opcode = bytes[0] & 0x0F;
+    let masked = bytes[1] & 0x80 != 0;
+    let (mut header, len) = match bytes[1] & 0x7F {
+        126 if bytes.len() >= 4 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+        127 if bytes.len() >= 10 => (
+            10,
+            u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")) as usize,
+        ),
+        126 | 127 => return Some(Parsed::Incomplete(0)),
+        len => (2, len as usize),
+    };
+    if masked {
+        header += 4;
+    }
+    if bytes.len() < header + len {
+        return Some(Parsed::Incomplete(header + len));
+    }
+    Some(Parsed::Frame {
+        opcode,
+        header,
+        len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_length_form_and_waits_for_the_rest() {
+        let mut frame = vec![0x82, 126, 0x01, 0x00];
+        frame.extend(vec![7; 256]);
+        assert!(matches!(
+            parse_frame(&frame),
+            Some(Parsed::Frame {
+                opcode: 2,
+                header: 4,
+                len: 256
+            })
+        ));
+        assert!(matches!(
+            parse_frame(&frame[..100]),
+            Some(Parsed::Incomplete(260))
+        ));
+        assert!(matches!(
+            parse_frame(&[0x81, 3, b'a', b'b', b'c']),
+            Some(Parsed::Frame {
+                opcode: 1,
+                header: 2,
+                len: 3
+            })
+        ));
+        assert!(matches!(
+            parse_frame(&[0x82, 127, 0]),
+            Some(Parsed::Incomplete(0))
+        ));
+        assert!(parse_frame(&[]).is_none());
+    }
+
+    #[test]
+    fn client_frames_are_masked() {
+        let mut out = Vec::new();
+        encode_frame(&[1, 2, 3], &mut out);
+        assert_eq!(out[0], 0x82);
+        assert_eq!(out[1], 0x80 | 3);
+        assert_eq!(out.len(), 2 + 4 + 3);
+    }
+}

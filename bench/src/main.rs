@@ -1,0 +1,307 @@
+//! `wsedge-bench`: the load generator for wsedge and its peers.
+//!
+//! ```text
+//! wsedge-bench run --target wsedge,PID,ws://127.0.0.1:39181 \
+//!     --target raw-fastwebsockets,PID,ws://127.0.0.1:39183 \
+//!     --profile quick --scenarios echo,fanout,rooms,handshakes --out results.json
+//! wsedge-bench report --out-dir bench/results FILE...
+//! ```
+//!
+//! Loopback only; every run is bounded in time and in connections.
+//! `bench/run.sh` drives it; see bench/README.md.
+
+mod client;
+mod procfs;
+mod record;
+mod report;
+mod scenarios;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{client::Target, record::Record, scenarios::Context};
+
+#[derive(Parser)]
+#[command(about = "Load generator for wsedge and its peers (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios against one or more servers and write their records as JSON.
+    Run(RunArgs),
+    /// Combine the JSON of several runs into latest.json, latest.md and latest.svg.
+    Report(report::ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A server to load: NAME,PID,URL (e.g.
+    /// wsedge,1234,ws://127.0.0.1:39181). The URL's server serves /echo,
+    /// /news and /chat/{room}; the PID (or "-") is for its memory and CPU
+    /// time. Repeatable: each measurement then runs against every server in
+    /// turn, so that whatever else happens on the machine meanwhile affects
+    /// them alike.
+    #[arg(long = "target", required = true, value_parser = parse_target)]
+    targets: Vec<(String, Option<u32>, String)>,
+    #[arg(long, value_enum, default_value = "quick")]
+    profile: Profile,
+    /// Comma-separated: echo, fanout, rooms, capacity, handshakes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "echo,fanout,rooms,handshakes"
+    )]
+    scenarios: Vec<Scenario>,
+    /// Where to write the records (a JSON array).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace the profile's echo runs: CONNECTIONS:SIZE:IN_FLIGHT, repeatable
+    /// (e.g. --echo 100:4096:1 for one run to profile).
+    #[arg(long, value_parser = parse_echo)]
+    echo: Vec<(usize, usize, usize)>,
+}
+
+fn parse_target(text: &str) -> Result<(String, Option<u32>, String), String> {
+    let mut parts = text.splitn(3, ',');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(name), Some(pid), Some(url)) if !name.is_empty() => {
+            let pid = match pid {
+                "-" => None,
+                pid => Some(
+                    pid.parse()
+                        .map_err(|_| format!("{text:?}: the PID must be a number or -"))?,
+                ),
+            };
+            Ok((name.to_owned(), pid, url.to_owned()))
+        }
+        _ => Err(format!("{text:?}: expected NAME,PID,URL")),
+    }
+}
+
+fn parse_echo(text: &str) -> Result<(usize, usize, usize), String> {
+    let parts: Vec<usize> = text
+        .split(':')
+        .map(|part| {
+            part.parse()
+                .map_err(|_| format!("{text:?}: expected CONNECTIONS:SIZE:IN_FLIGHT"))
+        })
+        .collect::<Result<_, _>>()?;
+    match parts[..] {
+        [conns, size, inflight] if conns > 0 && inflight > 0 && conns <= 19_900 => {
+            Ok((conns, size, inflight))
+        }
+        _ => Err(format!(
+            "{text:?}: expected CONNECTIONS:SIZE:IN_FLIGHT, 1 to 19,900 connections"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Profile {
+    /// A few seconds per scenario; the whole run.sh under 3 minutes.
+    Quick,
+    /// Longer runs and the full capacity of ~19,900 connections.
+    Full,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Echo,
+    Fanout,
+    Rooms,
+    Capacity,
+    Handshakes,
+}
+
+/// What a profile runs.
+struct Plan {
+    warmup: Duration,
+    duration: Duration,
+    drain: Duration,
+    /// (connections, size, in flight)
+    echo: Vec<(usize, usize, usize)>,
+    /// (subscribers, rate (0 = saturate), window, size)
+    fanout: Vec<(usize, u32, u64, usize)>,
+    /// (rooms, members, rate per member, size)
+    rooms: Vec<(usize, usize, f64, usize)>,
+    capacity: usize,
+    handshake_concurrency: usize,
+}
+
+impl Profile {
+    fn plan(self) -> Plan {
+        match self {
+            Profile::Quick => Plan {
+                warmup: Duration::from_millis(500),
+                duration: Duration::from_secs(3),
+                drain: Duration::from_secs(1),
+                echo: vec![(100, 64, 1), (100, 64, 16), (100, 4096, 1)],
+                fanout: vec![(10_000, 10, 0, 64), (1_000, 0, 8, 64)],
+                rooms: vec![(50, 20, 5.0, 64)],
+                capacity: 5_000,
+                handshake_concurrency: 32,
+            },
+            Profile::Full => Plan {
+                warmup: Duration::from_secs(2),
+                duration: Duration::from_secs(10),
+                drain: Duration::from_secs(2),
+                echo: vec![
+                    (10, 64, 1),
+                    (100, 64, 1),
+                    (1_000, 64, 1),
+                    (100, 1024, 1),
+                    (100, 16_384, 1),
+                    (100, 64, 16),
+                    (1_000, 64, 16),
+                ],
+                fanout: vec![
+                    (10_000, 10, 0, 64),
+                    (10_000, 100, 0, 64),
+                    (1_000, 0, 8, 64),
+                    (10_000, 0, 8, 64),
+                ],
+                rooms: vec![(100, 10, 5.0, 64), (10, 100, 1.0, 64)],
+                capacity: 19_900,
+                handshake_concurrency: 64,
+            },
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Report(args) => report::write(&args),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut plan = args.profile.plan();
+    if !args.echo.is_empty() {
+        plan.echo = args.echo.clone();
+    }
+    let contexts = args
+        .targets
+        .iter()
+        .map(|(name, pid, url)| {
+            Ok(Context {
+                server: name.clone(),
+                pid: *pid,
+                target: Target::parse(url)?,
+                warmup: plan.warmup,
+                duration: plan.duration,
+                drain: plan.drain,
+                connect_concurrency: 128,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Every measurement, against each server in turn (starting with a
+    // different one each time, so that none is always first).
+    let mut measurements: Vec<Measurement> = Vec::new();
+    for &scenario in &args.scenarios {
+        match scenario {
+            Scenario::Echo => measurements.extend(
+                plan.echo
+                    .iter()
+                    .map(|&(c, s, i)| Measurement::Echo(c, s, i)),
+            ),
+            Scenario::Fanout => measurements.extend(
+                plan.fanout
+                    .iter()
+                    .map(|&(s, r, w, z)| Measurement::Fanout(s, r, w, z)),
+            ),
+            Scenario::Rooms => measurements.extend(
+                plan.rooms
+                    .iter()
+                    .map(|&(r, m, p, z)| Measurement::Rooms(r, m, p, z)),
+            ),
+            Scenario::Capacity => measurements.push(Measurement::Capacity(plan.capacity)),
+            Scenario::Handshakes => {
+                measurements.push(Measurement::Handshakes(plan.handshake_concurrency))
+            }
+        }
+    }
+    // One thread: the load generator gets one core (taskset -c 1).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let records = local.block_on(&runtime, async {
+        let mut records = Vec::new();
+        for (index, measurement) in measurements.iter().enumerate() {
+            for turn in 0..contexts.len() {
+                let ctx = &contexts[(index + turn) % contexts.len()];
+                let record = match *measurement {
+                    Measurement::Echo(conns, size, inflight) => {
+                        scenarios::echo(ctx, conns, size, inflight).await
+                    }
+                    Measurement::Fanout(subs, rate, window, size) => {
+                        scenarios::fanout(ctx, subs, rate, window, size).await
+                    }
+                    Measurement::Rooms(rooms, members, rate, size) => {
+                        scenarios::rooms(ctx, rooms, members, rate, size).await
+                    }
+                    Measurement::Capacity(count) => scenarios::capacity(ctx, count).await,
+                    Measurement::Handshakes(concurrency) => {
+                        scenarios::handshakes(ctx, concurrency).await
+                    }
+                };
+                eprintln!(
+                    "  {:<20} {:<58} {}",
+                    record.server,
+                    record.id,
+                    summary(&record)
+                );
+                for note in &record.notes {
+                    eprintln!("  {:<20}   note: {note}", "");
+                }
+                records.push(record);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        records
+    });
+    let json = serde_json::to_string_pretty(&records)?;
+    std::fs::write(&args.out, json).with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}
+
+/// One run of one scenario with its parameters.
+enum Measurement {
+    Echo(usize, usize, usize),
+    Fanout(usize, u32, u64, usize),
+    Rooms(usize, usize, f64, usize),
+    Capacity(usize),
+    Handshakes(usize),
+}
+
+/// One line for the console.
+fn summary(record: &Record) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in &record.metrics {
+        if name.ends_with("_pct") || name.starts_with("rss_before") || name.starts_with("rss_after")
+        {
+            continue;
+        }
+        parts.push(format!("{name}={}", report::number(*value)));
+    }
+    let pct = |name: &str| {
+        record
+            .metrics
+            .get(name)
+            .map_or_else(|| "?".to_owned(), |v| format!("{v:.0}%"))
+    };
+    parts.push(format!(
+        "cpu server/client/others={}/{}/{}",
+        pct("server_cpu_pct"),
+        pct("client_cpu_pct"),
+        pct("others_cpu_pct")
+    ));
+    parts.join(" ")
+}

@@ -1,0 +1,105 @@
+//! What the load generator reads about processes from /proc: resident memory
+//! and CPU time, of the server under test and of itself.
+
+use std::{fs, time::Instant};
+
+/// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system CPU time of a process, in seconds. `None` for ourselves
+/// means `/proc/self`.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |pid| format!("/proc/{pid}/stat"),
+    );
+    let stat = fs::read_to_string(path).ok()?;
+    // The command name may contain spaces: fields are counted after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SECOND)
+}
+
+/// Busy CPU time of the whole machine (every core), in seconds.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / TICKS_PER_SECOND)
+}
+
+/// Percent of one core used over a window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    pub server: Option<f64>,
+    pub client: Option<f64>,
+    /// Everything else on the machine (other processes, kernel threads): a
+    /// benchmark that shares its cores with a build measures less.
+    pub others: Option<f64>,
+}
+
+/// CPU use of the server, of the load generator and of everything else over
+/// a window: if the generator is near 100% of its core while the server is
+/// not, the run measured the generator.
+pub struct CpuWindow {
+    server: Option<u32>,
+    started: Instant,
+    server_start: Option<f64>,
+    client_start: Option<f64>,
+    machine_start: Option<f64>,
+}
+
+impl CpuWindow {
+    pub fn start(server: Option<u32>) -> Self {
+        Self {
+            server,
+            started: Instant::now(),
+            server_start: server.and_then(|pid| cpu_seconds(Some(pid))),
+            client_start: cpu_seconds(None),
+            machine_start: machine_busy_seconds(),
+        }
+    }
+
+    pub fn finish(&self) -> CpuUse {
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        let server_seconds = match (self.server, self.server_start) {
+            (Some(pid), Some(start)) => cpu_seconds(Some(pid)).map(|end| end - start),
+            _ => None,
+        };
+        let client_seconds = self
+            .client_start
+            .and_then(|start| cpu_seconds(None).map(|end| end - start));
+        let machine_seconds = self
+            .machine_start
+            .and_then(|start| machine_busy_seconds().map(|end| end - start));
+        let others = machine_seconds.map(|m| {
+            100.0 * (m - server_seconds.unwrap_or(0.0) - client_seconds.unwrap_or(0.0)).max(0.0)
+                / elapsed
+        });
+        CpuUse {
+            server: server_seconds.map(|s| 100.0 * s / elapsed),
+            client: client_seconds.map(|s| 100.0 * s / elapsed),
+            others,
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The scenarios. Each opens its own connections, measures for a bounded
+//! time, closes everything and returns one [`Record`].
+//!
+//! All of them run on the load generator's single-threaded runtime (one core,
+//! `taskset -c 1`), as local tasks sharing plain `Rc` state.
+
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use tokio::{sync::Notify, task::JoinHandle, time::sleep_until};
+
+use crate::{
+    client::{self, Conn, Target},
+    procfs::{self, CpuWindow},
+    record::Record,
+};
+
+/// Where the scenarios connect and what they report about.
+pub struct Context {
+    pub server: String,
+    pub pid: Option<u32>,
+    pub target: Target,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// How long fan-out and rooms wait for stragglers after the last send.
+    pub drain: Duration,
+    /// Connections opened at once while setting up.
+    pub connect_concurrency: usize,
+}
+
+impl Context {
+    fn transport(&self) -> &'static str {
+        if self.target.is_tls() { "wss" } else { "ws" }
+    }
+}
+
+/// Timestamps in payloads: nanoseconds since this process-wide origin.
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    origin().elapsed().as_nanos() as u64
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn tinstant(deadline: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(deadline)
+}
+
+/// Connects `paths.len()` connections, `concurrency` at a time. Returns the
+/// connections that succeeded (in no particular order), the failure count and
+/// the first error.
+async fn connect_many(
+    ctx: &Context,
+    paths: Vec<String>,
+    concurrency: usize,
+) -> (Vec<(usize, Conn)>, usize, Option<String>) {
+    let paths = Rc::new(paths);
+    let next = Rc::new(Cell::new(0));
+    let done = Rc::new(RefCell::new(Vec::with_capacity(paths.len())));
+    let failures = Rc::new(Cell::new(0));
+    let first_error = Rc::new(RefCell::new(None));
+    let workers: Vec<JoinHandle<()>> = (0..concurrency.min(paths.len()))
+        .map(|_| {
+            let (paths, next, done, failures, first_error, target) = (
+                paths.clone(),
+                next.clone(),
+                done.clone(),
+                failures.clone(),
+                first_error.clone(),
+                ctx.target.clone(),
+            );
+            tokio::task::spawn_local(async move {
+                loop {
+                    let index = next.get();
+                    if index >= paths.len() {
+                        return;
+                    }
+                    next.set(index + 1);
+                    match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        client::connect(&target, &paths[index]),
+                    )
+                    .await
+                    {
+                        Ok(Ok(conn)) => done.borrow_mut().push((index, conn)),
+                        result => {
+                            failures.set(failures.get() + 1);
+                            let error = match result {
+                                Ok(Err(error)) => format!("{error:#}"),
+                                _ => "connect timed out after 10s".to_owned(),
+                            };
+                            first_error.borrow_mut().get_or_insert(error);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let conns = std::mem::take(&mut *done.borrow_mut());
+    let error = first_error.borrow_mut().take();
+    (conns, failures.get(), error)
+}
+
+fn connect_notes(
+    record: &mut Record,
+    wanted: usize,
+    connected: usize,
+    failures: usize,
+    error: Option<String>,
+) {
+    record.metric("connections", connected as f64);
+    if failures > 0 {
+        record.notes.push(format!(
+            "{failures} of {wanted} connections failed; first error: {}",
+            error.unwrap_or_default()
+        ));
+    }
+}
+
+/// Echo: `conns` connections each keep `inflight` messages of `size` bytes
+/// in flight, written together in one write; the next batch goes when the
+/// whole batch is back. Messages/s and round-trip latency.
+pub async fn echo(ctx: &Context, conns: usize, size: usize, inflight: usize) -> Record {
+    let id = format!(
+        "echo {} c={conns} size={size}B inflight={inflight}",
+        ctx.transport()
+    );
+    let mut record = Record::new(&ctx.server, "echo", id, "msgs_per_s", true);
+    record
+        .param("connections", conns)
+        .param("size", size)
+        .param("inflight", inflight)
+        .param("transport", ctx.transport());
+    let (opened, failures, error) = connect_many(
+        ctx,
+        vec!["/echo".to_owned(); conns],
+        ctx.connect_concurrency,
+    )
+    .await;
+    connect_notes(&mut record, conns, opened.len(), failures, error);
+    if opened.is_empty() {
+        return record;
+    }
+
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + ctx.warmup;
+    let end = measure_from + ctx.duration;
+    let hist = Rc::new(RefCell::new(histogram()));
+    let completed = Rc::new(Cell::new(0u64));
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let payload = vec![0x5A; size];
+    let tasks: Vec<JoinHandle<()>> = opened
+        .into_iter()
+        .map(|(_, mut conn)| {
+            let mut batch = Vec::with_capacity(inflight * (size + 14));
+            for _ in 0..inflight {
+                client::encode_frame(&payload, &mut batch);
+            }
+            let (hist, completed, errors) = (hist.clone(), completed.clone(), errors.clone());
+            tokio::task::spawn_local(async move {
+                sleep_until(tinstant(start)).await;
+                let result: std::io::Result<()> = async {
+                    while Instant::now() < end {
+                        let sent = Instant::now();
+                        conn.write_all(&batch).await?;
+                        let mut got = 0;
+                        while got < inflight {
+                            let n = conn.read_frames(|_| {}).await?;
+                            got += n;
+                            let now = Instant::now();
+                            if sent >= measure_from && now <= end {
+                                let nanos = (now - sent).as_nanos() as u64;
+                                hist.borrow_mut().record_n(nanos.max(1), n as u64).ok();
+                                completed.set(completed.get() + n as u64);
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(error) = result {
+                    errors.borrow_mut().push(error.to_string());
+                }
+                drop(conn);
+            })
+        })
+        .collect();
+    sleep_until(tinstant(measure_from)).await;
+    let cpu = CpuWindow::start(ctx.pid);
+    sleep_until(tinstant(end)).await;
+    record.cpu(cpu.finish());
+    join_all(tasks, Duration::from_secs(5)).await;
+
+    let hist = hist.borrow();
+    record.metric(
+        "msgs_per_s",
+        completed.get() as f64 / ctx.duration.as_secs_f64(),
+    );
+    record.cpu_per_op("msgs_per_s");
+    latency_metrics(&mut record, &hist, 1e3, "us", &[0.5, 0.99, 0.999]);
+    error_notes(&mut record, &errors.borrow());
+    record
+}
+
+/// Waits for tasks to finish, aborting those still running after `grace`.
+async fn join_all(tasks: Vec<JoinHandle<()>>, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    for task in tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+fn latency_metrics(
+    record: &mut Record,
+    hist: &Histogram<u64>,
+    unit_ns: f64,
+    unit: &str,
+    quantiles: &[f64],
+) {
+    if hist.is_empty() {
+        return;
+    }
+    for &quantile in quantiles {
+        let name = match quantile {
+            0.5 => "p50",
+            0.99 => "p99",
+            0.999 => "p999",
+            _ => "p?",
+        };
+        record.metric(
+            &format!("{name}_{unit}"),
+            hist.value_at_quantile(quantile) as f64 / unit_ns,
+        );
+    }
+    record.metric(&format!("max_{unit}"), hist.max() as f64 / unit_ns);
+}
+
+fn error_notes(record: &mut Record, errors: &[String]) {
+    if let Some(first) = errors.first() {
+        record.metric("errors", errors.len() as f64);
+        record.notes.push(format!(
+            "{} connections ended with an error; first: {first}",
+            errors.len()
+        ));
+    }
+}
+
+/// Shared state of the receivers of fan-out and rooms.
+struct Delivery {
+    received: Cell<u64>,
+    hist: RefCell<Histogram<u64>>,
+    first_send: Cell<Option<Instant>>,
+    last_receive: Cell<Option<Instant>>,
+    closed: Cell<u64>,
+    first_close: RefCell<Option<String>>,
+}
+
+impl Delivery {
+    fn new() -> Rc<Self> {
+        Rc::new(Self {
+            received: Cell::new(0),
+            hist: RefCell::new(histogram()),
+            first_send: Cell::new(None),
+            last_receive: Cell::new(None),
+            closed: Cell::new(0),
+            first_close: RefCell::new(None),
+        })
+    }
+
+    /// Records one received message whose payload starts with a sequence
+    /// number and the send time.
+    fn receive(&self, payload: &[u8], now_ns: u64) {
+        if payload.len() >= 16 {
+            let sent = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+            self.hist
+                .borrow_mut()
+                .record(now_ns.saturating_sub(sent).max(1))
+                .ok();
+        }
+        self.received.set(self.received.get() + 1);
+    }
+
+    fn closed(&self, error: std::io::Error) {
+        self.closed.set(self.closed.get() + 1);
+        self.first_close
+            .borrow_mut()
+            .get_or_insert_with(|| error.to_string());
+    }
+
+    /// Waits until `expected` messages arrived or `drain` passed.
+    /// Waits until `expected` messages arrived, or none arrived for `drain`
+    /// (at most four times `drain` in all). Returns how long it waited.
+    async fn drain(&self, expected: u64, drain: Duration) -> Duration {
+        let started = Instant::now();
+        let mut seen = self.received.get();
+        let mut progress = started;
+        while self.received.get() < expected
+            && progress.elapsed() < drain
+            && started.elapsed() < drain * 4
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if self.received.get() != seen {
+                seen = self.received.get();
+                progress = Instant::now();
+            }
+        }
+        started.elapsed()
+    }
+
+    fn report(&self, record: &mut Record, sent: u64, expected: u64) {
+        let received = self.received.get();
+        record
+            .metric("sent", sent as f64)
+            .metric("expected", expected as f64)
+            .metric("received", received as f64);
+        record.metric("lost", expected.saturating_sub(received) as f64);
+        if let (Some(first), Some(last)) = (self.first_send.get(), self.last_receive.get()) {
+            let seconds = (last - first).as_secs_f64().max(1e-9);
+            record.metric("delivered_per_s", received as f64 / seconds);
+        }
+        record.cpu_per_op("delivered_per_s");
+        latency_metrics(record, &self.hist.borrow(), 1e6, "ms", &[0.5, 0.99]);
+        if self.closed.get() > 0 {
+            record.metric("receivers_closed", self.closed.get() as f64);
+            record.notes.push(format!(
+                "{} receivers were disconnected; first: {}",
+                self.closed.get(),
+                self.first_close.borrow().clone().unwrap_or_default()
+            ));
+        }
+    }
+}
+
+/// A message of `size` bytes (at least 16) carrying a sequence number and
+/// the send time, encoded as a masked client frame.
+fn timestamped_frame(seq: u64, size: usize, out: &mut Vec<u8>) {
+    let mut payload = vec![0u8; size.max(16)];
+    payload[..8].copy_from_slice(&seq.to_le_bytes());
+    payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
+    out.clear();
+    client::encode_frame(&payload, out);
+}
+
+/// Fan-out: one publisher, `subscribers` receivers on the broadcast channel.
+/// With `rate` > 0 the publisher sends `rate` messages a second; with `rate`
+/// 0 it sends as fast as the subscribers receive, keeping at most `window`
+/// messages per subscriber undelivered (the channel's saturation point).
+pub async fn fanout(
+    ctx: &Context,
+    subscribers: usize,
+    rate: u32,
+    window: u64,
+    size: usize,
+) -> Record {
+    let mode = if rate > 0 {
+        format!("rate={rate}/s")
+    } else {
+        format!("saturate window={window}")
+    };
+    let id = format!(
+        "fanout {} subs={subscribers} {mode} size={size}B",
+        ctx.transport()
+    );
+    let headline = if rate > 0 {
+        "p99_ms"
+    } else {
+        "delivered_per_s"
+    };
+    let mut record = Record::new(&ctx.server, "fanout", id, headline, rate == 0);
+    record
+        .param("subscribers", subscribers)
+        .param("rate", rate)
+        .param("window", window)
+        .param("size", size);
+    let (subs, failures, error) = connect_many(
+        ctx,
+        vec!["/news".to_owned(); subscribers],
+        ctx.connect_concurrency,
+    )
+    .await;
+    connect_notes(&mut record, subscribers, subs.len(), failures, error);
+    let mut publisher = match client::connect(&ctx.target, "/news").await {
+        Ok(conn) => conn,
+        Err(error) => {
+            record
+                .notes
+                .push(format!("publisher could not connect: {error:#}"));
+            return record;
+        }
+    };
+    let receivers = subs.len() as u64;
+    if receivers == 0 {
+        return record;
+    }
+    // Joining completes with (wsedge) or just after (peers) the 101.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let delivery = Delivery::new();
+    let sent = Rc::new(Cell::new(0u64));
+    let waiting = Rc::new(Notify::new());
+    let tasks: Vec<JoinHandle<()>> = subs
+        .into_iter()
+        .map(|(_, mut conn)| {
+            let (delivery, sent, waiting) = (delivery.clone(), sent.clone(), waiting.clone());
+            tokio::task::spawn_local(async move {
+                loop {
+                    match conn
+                        .read_frames(|payload| delivery.receive(payload, now_ns()))
+                        .await
+                    {
+                        Ok(_) => {
+                            delivery.last_receive.set(Some(Instant::now()));
+                            if rate == 0
+                                && sent.get() * receivers - delivery.received.get()
+                                    <= window * receivers
+                            {
+                                waiting.notify_one();
+                            }
+                        }
+                        Err(error) => {
+                            delivery.closed(error);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let end = Instant::now() + ctx.duration;
+    let cpu = CpuWindow::start(ctx.pid);
+    delivery.first_send.set(Some(Instant::now()));
+    let mut frame = Vec::new();
+    let mut ticks = (rate > 0).then(|| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        interval
+    });
+    let publish_error = loop {
+        if Instant::now() >= end {
+            break None;
+        }
+        match &mut ticks {
+            Some(interval) => {
+                if tokio::time::timeout_at(tinstant(end), interval.tick())
+                    .await
+                    .is_err()
+                {
+                    break None;
+                }
+            }
+            None => {
+                while sent.get() * receivers - delivery.received.get().min(sent.get() * receivers)
+                    > window * receivers
+                    && Instant::now() < end
+                {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(50), waiting.notified()).await;
+                }
+                if Instant::now() >= end {
+                    break None;
+                }
+            }
+        }
+        timestamped_frame(sent.get(), size, &mut frame);
+        if let Err(error) = publisher.write_all(&frame).await {
+            break Some(error);
+        }
+        sent.set(sent.get() + 1);
+    };
+    if let Some(error) = publish_error {
+        record.notes.push(format!("publisher failed: {error}"));
+    }
+    let expected = sent.get() * receivers;
+    let drained = delivery.drain(expected, ctx.drain).await;
+    record.metric("drain_ms", drained.as_secs_f64() * 1e3);
+    record.cpu(cpu.finish());
+    for task in &tasks {
+        task.abort();
+    }
+    join_all(tasks, Duration::from_secs(1)).await;
+    delivery.report(&mut record, sent.get(), expected);
+    drop(publisher);
+    record
+}
+
+/// Rooms: `rooms` rooms of `members` members; every member sends `rate`
+/// messages a second to its room (spread evenly over time) and receives
+/// everyone else's.
+pub async fn rooms(ctx: &Context, rooms: usize, members: usize, rate: f64, size: usize) -> Record {
+    let id = format!(
+        "rooms {} {rooms}x{members} rate={rate}/s/member size={size}B",
+        ctx.transport()
+    );
+    let mut record = Record::new(&ctx.server, "rooms", id, "p99_ms", false);
+    record
+        .param("rooms", rooms)
+        .param("members", members)
+        .param("rate_per_member", rate)
+        .param("size", size);
+    let paths = (0..rooms * members)
+        .map(|i| format!("/chat/room-{}", i % rooms))
+        .collect();
+    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency).await;
+    connect_notes(&mut record, rooms * members, conns.len(), failures, error);
+    if conns.is_empty() {
+        return record;
+    }
+    // Only full rooms are counted: a member that failed to join would make
+    // every message of its room look lost.
+    let mut per_room = vec![0usize; rooms];
+    for (index, _) in &conns {
+        per_room[index % rooms] += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let delivery = Delivery::new();
+    let expected = Rc::new(Cell::new(0u64));
+    let sent = Rc::new(Cell::new(0u64));
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + ctx.duration;
+    let total = conns.len();
+    let tasks: Vec<JoinHandle<()>> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(order, (index, mut conn))| {
+            let recipients = per_room[index % rooms] as u64 - 1;
+            let (delivery, expected, sent) = (delivery.clone(), expected.clone(), sent.clone());
+            // Spread first sends over one period so that sends are even.
+            let first = start + period.mul_f64(order as f64 / total as f64);
+            tokio::task::spawn_local(async move {
+                let mut interval = tokio::time::interval_at(tinstant(first), period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut frame = Vec::new();
+                let mut seq = 0;
+                loop {
+                    tokio::select! {
+                        biased;
+                        read = conn.read_frames(|payload| delivery.receive(payload, now_ns())) => match read {
+                            Ok(_) => delivery.last_receive.set(Some(Instant::now())),
+                            Err(error) => {
+                                delivery.closed(error);
+                                return;
+                            }
+                        },
+                        _ = interval.tick(), if Instant::now() < end => {
+                            // The tick may come after the end; the drain
+                            // counts only what was sent before it.
+                            if Instant::now() >= end {
+                                continue;
+                            }
+                            timestamped_frame(seq, size, &mut frame);
+                            seq += 1;
+                            if let Err(error) = conn.write_all(&frame).await {
+                                delivery.closed(error);
+                                return;
+                            }
+                            sent.set(sent.get() + 1);
+                            expected.set(expected.get() + recipients);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    delivery.first_send.set(Some(start));
+    sleep_until(tinstant(start)).await;
+    let cpu = CpuWindow::start(ctx.pid);
+    sleep_until(tinstant(end)).await;
+    let drained = delivery.drain(expected.get(), ctx.drain).await;
+    record.metric("drain_ms", drained.as_secs_f64() * 1e3);
+    record.cpu(cpu.finish());
+    for task in &tasks {
+        task.abort();
+    }
+    join_all(tasks, Duration::from_secs(1)).await;
+    delivery.report(&mut record, sent.get(), expected.get());
+    record
+}
+
+/// Capacity: holds `count` idle connections on the echo channel of a freshly
+/// started server and reports how much the server's resident memory grew per
+/// connection.
+pub async fn capacity(ctx: &Context, count: usize) -> Record {
+    let id = format!("capacity {} idle c={count}", ctx.transport());
+    let mut record = Record::new(&ctx.server, "capacity", id, "rss_per_conn_kib", false);
+    record
+        .param("connections", count)
+        .param("transport", ctx.transport());
+    let Some(pid) = ctx.pid else {
+        record
+            .notes
+            .push("no server pid: cannot read its memory".to_owned());
+        return record;
+    };
+    let before = procfs::rss_kib(pid);
+    let started = Instant::now();
+    let cpu = CpuWindow::start(ctx.pid);
+    let (mut conns, failures, error) = connect_many(
+        ctx,
+        vec!["/echo".to_owned(); count],
+        ctx.connect_concurrency,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    record.cpu(cpu.finish());
+    connect_notes(&mut record, count, conns.len(), failures, error);
+    record.metric("connect_per_s", conns.len() as f64 / elapsed.as_secs_f64());
+    record.cpu_per_op("connect_per_s");
+    // Let the server finish its side of the last upgrades and settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = procfs::rss_kib(pid);
+    if let (Some(before), Some(after)) = (before, after) {
+        record
+            .metric("rss_before_kib", before as f64)
+            .metric("rss_after_kib", after as f64);
+        if !conns.is_empty() {
+            record.metric(
+                "rss_per_conn_kib",
+                after.saturating_sub(before) as f64 / conns.len() as f64,
+            );
+        }
+    }
+    // The connections must still be alive: a sample echoes one message.
+    let mut frame = Vec::new();
+    client::encode_frame(b"still there?", &mut frame);
+    let sample = conns.len().min(20);
+    let mut alive = 0;
+    for (_, conn) in conns.iter_mut().take(sample) {
+        let round_trip = async {
+            conn.write_all(&frame).await?;
+            conn.read_frames(|_| {}).await
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), round_trip).await {
+            alive += 1;
+        }
+    }
+    if alive < sample {
+        record.notes.push(format!(
+            "only {alive} of {sample} sampled idle connections answered an echo"
+        ));
+    }
+    drop(conns);
+    record
+}
+
+/// Handshakes: `concurrency` workers each connect, upgrade and drop (RST)
+/// in a loop. New connections per second and set-up latency.
+pub async fn handshakes(ctx: &Context, concurrency: usize) -> Record {
+    let id = format!("handshakes {} concurrency={concurrency}", ctx.transport());
+    let mut record = Record::new(&ctx.server, "handshakes", id, "handshakes_per_s", true);
+    record
+        .param("concurrency", concurrency)
+        .param("transport", ctx.transport());
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + ctx.warmup;
+    let end = measure_from + ctx.duration;
+    let hist = Rc::new(RefCell::new(histogram()));
+    let completed = Rc::new(Cell::new(0u64));
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let tasks: Vec<JoinHandle<()>> = (0..concurrency)
+        .map(|_| {
+            let (hist, completed, errors, target) = (
+                hist.clone(),
+                completed.clone(),
+                errors.clone(),
+                ctx.target.clone(),
+            );
+            tokio::task::spawn_local(async move {
+                sleep_until(tinstant(start)).await;
+                while Instant::now() < end {
+                    let began = Instant::now();
+                    match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        client::connect(&target, "/echo"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(conn)) => {
+                            let now = Instant::now();
+                            if began >= measure_from && now <= end {
+                                hist.borrow_mut()
+                                    .record((now - began).as_nanos() as u64)
+                                    .ok();
+                                completed.set(completed.get() + 1);
+                            }
+                            drop(conn);
+                        }
+                        Ok(Err(error)) => errors.borrow_mut().push(format!("{error:#}")),
+                        Err(_) => errors
+                            .borrow_mut()
+                            .push("handshake timed out after 10s".to_owned()),
+                    }
+                }
+            })
+        })
+        .collect();
+    sleep_until(tinstant(measure_from)).await;
+    let cpu = CpuWindow::start(ctx.pid);
+    sleep_until(tinstant(end)).await;
+    record.cpu(cpu.finish());
+    join_all(tasks, Duration::from_secs(11)).await;
+    record.metric(
+        "handshakes_per_s",
+        completed.get() as f64 / ctx.duration.as_secs_f64(),
+    );
+    record.cpu_per_op("handshakes_per_s");
+    latency_metrics(&mut record, &hist.borrow(), 1e3, "us", &[0.5, 0.99]);
+    error_notes(&mut record, &errors.borrow());
+    record
+}

@@ -1,0 +1,356 @@
+//! `GET /metrics`: the server's statistics in the OpenMetrics text format
+//! (which Prometheus scrapes natively), through prometheus-client.
+//!
+//! Nothing is counted twice: one [`Collector`] reads a [`Stats`] snapshot at
+//! scrape time from the counters the hot path already keeps. Labels come
+//! from closed sets (result, reason, code, initiator, channel kind) or from
+//! the configuration (channel names); never from a client's address, user
+//! or room.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `wsedge_connections_active` | gauge | |
+//! | `wsedge_clients_active` | gauge | |
+//! | `wsedge_connections_accepted_total` | counter | |
+//! | `wsedge_handshakes_total` | counter | `result`, `reason` |
+//! | `wsedge_disconnects_total` | counter | `code`, `initiator` |
+//! | `wsedge_messages_received_total` | counter | `channel_kind` |
+//! | `wsedge_messages_sent_total` | counter | `channel_kind` |
+//! | `wsedge_messages_dropped_total` | counter | |
+//! | `wsedge_payload_received_bytes_total`, `wsedge_payload_sent_bytes_total` | counter | |
+//! | `wsedge_wire_received_bytes_total`, `wsedge_wire_sent_bytes_total` | counter | |
+//! | `wsedge_compressions_total`, `wsedge_compression_input_bytes_total`, `wsedge_compression_output_bytes_total` | counter | |
+//! | `wsedge_limits_enforced_total` | counter | `reason` |
+//! | `wsedge_channel_connections` | gauge | `channel`, `channel_kind` |
+//! | `wsedge_channel_rooms` | gauge | `channel` |
+//! | `wsedge_config_last_reload_successful` | gauge | |
+//! | `wsedge_config_last_reload_success_timestamp_seconds` | gauge | |
+//! | `wsedge_config_reload_failures_total` | counter | |
+//! | `wsedge_config_generation` | gauge | |
+//! | `wsedge_build_info` | info | `version` |
+
+use std::{fmt, sync::Arc};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{server::Shared, stats::Stats};
+
+/// The media type of the OpenMetrics text format.
+pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A registry whose only collector reads `shared` at each scrape.
+pub(super) fn registry(shared: Arc<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ServerCollector { shared }));
+    registry
+}
+
+/// Encodes every metric, ending with `# EOF`.
+pub(super) fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+struct ServerCollector {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ServerCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerCollector")
+    }
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        encode_stats(&self.shared.stats(), encoder)
+    }
+}
+
+/// Writes `stats` as metric families. Counter names are given without
+/// `_total`: the encoder appends it to the sample.
+fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
+    let traffic = &stats.traffic;
+    let e = &mut encoder;
+    gauge(
+        e,
+        "wsedge_connections_active",
+        "Open TCP connections on the WebSocket listeners holding a connection slot, handshaking or upgraded.",
+        stats.connections,
+    )?;
+    gauge(
+        e,
+        "wsedge_clients_active",
+        "Distinct clients (IPv4 addresses or IPv6 prefixes) holding connections.",
+        stats.clients,
+    )?;
+    counter(
+        e,
+        "wsedge_connections_accepted",
+        "TCP connections accepted on the WebSocket listeners, before any cap.",
+        traffic.connections_accepted,
+    )?;
+    counters(
+        e,
+        "wsedge_handshakes",
+        "WebSocket handshakes by result and reason.",
+        traffic
+            .handshakes
+            .iter()
+            .map(|(&(result, reason), &n)| ([("result", result), ("reason", reason)], n)),
+    )?;
+    counters(
+        e,
+        "wsedge_disconnects",
+        "Ended WebSocket connections by the code of the first close frame (1006: none) and who sent it.",
+        traffic
+            .disconnects
+            .iter()
+            .map(|(&(code, initiator), &n)| ([("code", code), ("initiator", initiator)], n)),
+    )?;
+    counters(
+        e,
+        "wsedge_messages_received",
+        "Data messages received from clients, by channel kind.",
+        traffic
+            .messages_received
+            .iter()
+            .map(|(&kind, &n)| ([("channel_kind", kind)], n)),
+    )?;
+    counters(
+        e,
+        "wsedge_messages_sent",
+        "Messages queued for clients, one per recipient, by channel kind.",
+        traffic
+            .messages_sent
+            .iter()
+            .map(|(&kind, &n)| ([("channel_kind", kind)], n)),
+    )?;
+    counter(
+        e,
+        "wsedge_messages_dropped",
+        "Messages dropped for slow consumers on channels with on_slow_consumer = drop.",
+        stats.messages_dropped,
+    )?;
+    for (name, help, value) in [
+        (
+            "wsedge_payload_received_bytes",
+            "Payload bytes of the messages received, after inflating.",
+            traffic.payload_bytes_received,
+        ),
+        (
+            "wsedge_payload_sent_bytes",
+            "Payload bytes of the messages sent, once per recipient, before compressing.",
+            traffic.payload_bytes_sent,
+        ),
+        (
+            "wsedge_wire_received_bytes",
+            "Bytes read from client sockets of the WebSocket listeners (TLS, HTTP and framing included).",
+            traffic.wire_bytes_received,
+        ),
+        (
+            "wsedge_wire_sent_bytes",
+            "Bytes written to client sockets of the WebSocket listeners.",
+            traffic.wire_bytes_sent,
+        ),
+        (
+            "wsedge_compressions",
+            "Outbound permessage-deflate compressions.",
+            stats.compressions,
+        ),
+        (
+            "wsedge_compression_input_bytes",
+            "Payload bytes taken in by outbound compressions.",
+            stats.compressed_from,
+        ),
+        (
+            "wsedge_compression_output_bytes",
+            "Bytes produced by outbound compressions.",
+            stats.compressed_to,
+        ),
+    ] {
+        counter(e, name, help, value)?;
+    }
+    counters(
+        e,
+        "wsedge_limits_enforced",
+        "Refusals and enforced closes by limit.",
+        stats
+            .enforced
+            .iter()
+            .map(|(&reason, &n)| ([("reason", reason)], n)),
+    )?;
+    gauges(
+        e,
+        "wsedge_channel_connections",
+        "Open connections per configured channel.",
+        stats.channels.iter().map(|channel| {
+            (
+                [
+                    ("channel", channel.name.as_str()),
+                    ("channel_kind", channel.kind.as_str()),
+                ],
+                channel.connections,
+            )
+        }),
+    )?;
+    gauges(
+        e,
+        "wsedge_channel_rooms",
+        "Open rooms per room channel.",
+        stats
+            .channels
+            .iter()
+            .filter(|channel| channel.kind == crate::config::ChannelKind::Room)
+            .map(|channel| ([("channel", channel.name.as_str())], channel.rooms.len())),
+    )?;
+    gauge(
+        e,
+        "wsedge_config_last_reload_successful",
+        "1 if the last configuration load or reload succeeded, else 0.",
+        u64::from(stats.last_reload_successful),
+    )?;
+    gauge(
+        e,
+        "wsedge_config_last_reload_success_timestamp_seconds",
+        "When the running configuration was applied, in seconds since the Unix epoch.",
+        stats.last_reload_success_unix,
+    )?;
+    counter(
+        e,
+        "wsedge_config_reload_failures",
+        "Reloads refused; the running configuration stayed.",
+        stats.reload_failures,
+    )?;
+    gauge(
+        e,
+        "wsedge_config_generation",
+        "Configurations applied: 1 at start, one more per successful reload.",
+        stats.generation,
+    )?;
+    let mut info = encoder.encode_descriptor(
+        "wsedge_build",
+        "The running wsedge build.",
+        None,
+        MetricType::Info,
+    )?;
+    info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge<N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> fmt::Result {
+    let metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+fn counters<L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges<L: EncodeLabelSet, N: EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, N)>,
+) -> fmt::Result {
+    let mut metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in series {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{config::ChannelKind, stats::ChannelStats};
+
+    #[derive(Debug)]
+    struct Fixed(Stats);
+
+    impl Collector for Fixed {
+        fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+            encode_stats(&self.0, encoder)
+        }
+    }
+
+    fn sample_stats() -> Stats {
+        let counters = crate::stats::Counters::default();
+        counters.traffic.record_accepted();
+        counters.traffic.record_disconnect(None);
+        let mut stats = counters.snapshot(
+            vec![ChannelStats {
+                name: "chat".to_owned(),
+                kind: ChannelKind::Room,
+                connections: 2,
+                rooms: BTreeMap::from([("lobby".to_owned(), 2)]),
+            }],
+            2,
+            1,
+            0,
+        );
+        stats.last_reload_successful = true;
+        stats
+    }
+
+    #[test]
+    fn exposition_is_openmetrics_with_the_documented_names() {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(sample_stats())));
+        let text = render(&registry);
+        for line in [
+            "# TYPE wsedge_connections_active gauge",
+            "wsedge_connections_active 2",
+            "wsedge_connections_accepted_total 1",
+            "wsedge_handshakes_total{result=\"accepted\",reason=\"none\"} 0",
+            "wsedge_disconnects_total{code=\"1006\",initiator=\"client\"} 1",
+            "wsedge_messages_received_total{channel_kind=\"echo\"} 0",
+            "wsedge_messages_sent_total{channel_kind=\"room\"} 0",
+            "wsedge_payload_received_bytes_total 0",
+            "wsedge_wire_sent_bytes_total 0",
+            "wsedge_channel_connections{channel=\"chat\",channel_kind=\"room\"} 2",
+            "wsedge_channel_rooms{channel=\"chat\"} 1",
+            "wsedge_config_last_reload_successful 1",
+            "# TYPE wsedge_config_last_reload_success_timestamp_seconds gauge",
+            "# TYPE wsedge_build info",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(text.contains(&format!(
+            "wsedge_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.ends_with("# EOF\n"));
+        // No room names in labels.
+        assert!(!text.contains("lobby"), "{text}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The admin listener: health, readiness, metrics, the publish API and
+//! channel statistics over plain HTTP/1.1 on its own address (`[admin]
+//! listen`, loopback by default), never on a WebSocket listener.
+//!
+//! | path | method | bearer token | answer |
+//! |---|---|---|---|
+//! | `/healthz` | GET, HEAD | no | 200 while the process serves |
+//! | `/readyz` | GET, HEAD | no | 200, or 503 once shutdown has started |
+//! | `/metrics` | GET, HEAD | no | OpenMetrics text (see `metrics`) |
+//! | `/channels` | GET, HEAD | yes | JSON statistics |
+//! | `/publish/{channel}[/{room}]` | POST | yes | JSON `{"delivered": n}`; 404 unknown channel, 413 over `max_payload` |
+//!
+//! Other methods get 405 with `Allow`, other paths 404, a missing or wrong
+//! token 401 with `WWW-Authenticate: Bearer`. The token is read from the
+//! current snapshot at each request, so a reload that changes `token_file`
+//! applies at once; the listen address itself is bound once.
+//!
+//! Life cycle: the admin accept loop is not on the server's task tracker,
+//! whose drain waits for every task to end. It answers until
+//! [`Server::serve`](crate::Server::serve) returns, through the whole drain,
+//! so that `/readyz` says 503 while connections close and load balancers
+//! stop sending new ones; `serve` holds it in an abort-on-drop handle.
+//!
+//! Logs carry the method, the path (never the query string) and the status;
+//! never a header.
+
+mod api;
+mod metrics;
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::server::{Listener, Shared, recover_from_accept_error};
+
+/// Admin connections served at once; more are closed on accept. Ample for
+/// a scraper, health checks and a few publishing backends with keep-alive,
+/// small enough that a misbehaving client cannot hold many sockets.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Time for a request's headers to arrive: generous for a local client,
+/// short enough that idle sockets do not pile up.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves the admin API on `listeners` (from [`Listener::admin`]). It stops
+/// when the returned handles drop.
+pub(crate) fn start(listeners: Vec<Listener>, shared: &Arc<Shared>) -> Vec<AbortOnDropHandle<()>> {
+    let sockets: Vec<TcpListener> = listeners.into_iter().map(Listener::into_socket).collect();
+    let admin = Arc::new(Admin {
+        registry: metrics::registry(shared.clone()),
+        shared: shared.clone(),
+    });
+    sockets
+        .into_iter()
+        .map(|socket| {
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(%addr, scheme = "http", "admin listening");
+            }
+            AbortOnDropHandle::new(tokio::spawn(accept_loop(socket, admin.clone())))
+        })
+        .collect()
+}
+
+/// What every admin request needs.
+struct Admin {
+    shared: Arc<Shared>,
+    registry: Registry,
+}
+
+/// Accepts until aborted. Connections live in a `JoinSet`, so they are
+/// aborted with the loop.
+async fn accept_loop(socket: TcpListener, admin: Arc<Admin>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((_, peer)) if connections.len() >= MAX_CONNECTIONS => {
+                    tracing::debug!(%peer, "admin connection refused: {MAX_CONNECTIONS} already open");
+                }
+                Ok((stream, peer)) => {
+                    let span = tracing::debug_span!("admin", %peer);
+                    connections.spawn(serve_connection(stream, admin.clone()).instrument(span));
+                }
+                Err(error) => recover_from_accept_error(error).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, admin: Arc<Admin>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.respond(request).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, "admin connection ended with an error");
+    }
+}
+
+impl Admin {
+    async fn respond(&self, request: Request<Incoming>) -> Reply {
+        let method = request.method().clone();
+        // The path only: query strings may carry tokens.
+        let path = request.uri().path().to_owned();
+        let answer = self.route(request).await;
+        tracing::debug!(%method, path, status = answer.status().as_u16(), "admin request");
+        answer
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Reply {
+        let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+        let path = request.uri().path();
+        if path.starts_with("/publish/") {
+            return match *request.method() {
+                Method::POST => api::publish(&self.shared, request).await,
+                _ => method_not_allowed("POST"),
+            };
+        }
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/channels") {
+            return text(StatusCode::NOT_FOUND, "no admin endpoint at this path");
+        }
+        if !read_only {
+            return method_not_allowed("GET, HEAD");
+        }
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok"),
+            "/readyz" if self.shared.shutdown.is_cancelled() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            }
+            "/readyz" => text(StatusCode::OK, "ready"),
+            "/metrics" => {
+                let mut answer =
+                    Response::new(Full::new(Bytes::from(metrics::render(&self.registry))));
+                answer.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                answer
+            }
+            _ => {
+                let snapshot = self.shared.snapshot.load();
+                let token = snapshot
+                    .config
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.token.as_ref());
+                if let Err(why) = api::authorize(request.headers(), token) {
+                    return api::unauthorized(why);
+                }
+                drop(snapshot);
+                reply(StatusCode::OK, api::channels(&self.shared.stats()))
+            }
+        }
+    }
+}
+
+/// The same statistics as [`Handle::stats`](crate::Handle::stats).
+/// A short plain-text answer.
+fn text(status: StatusCode, body: &str) -> Reply {
+    let mut answer = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    answer
+}
+
+/// A JSON answer.
+fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
+    let mut answer = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    answer
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    let mut answer = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    answer
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    answer
+}
