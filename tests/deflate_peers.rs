@@ -1654,3 +1654,59 @@ async fn random_frame_sequences_echo_intact() {
     // Sizes from 0: empty messages and empty fragments included.
     random_sequences_echo_intact(200, 0).await;
 }
+
+/// A reload that widens a shared channel's window must not reach the
+/// connections that agreed to the narrower one: each keeps receiving frames
+/// its own window can inflate, and each window is compressed once.
+#[tokio::test]
+async fn a_reload_never_changes_what_a_connection_negotiated() {
+    let narrow = CONFIG.replace(
+        "compression = { mode = \"shared\" }",
+        "compression = { mode = \"shared\", server_max_window_bits = 10 }",
+    );
+    let server = start(&narrow).await;
+    let mut before = RawClient::connect(&server, "/news", Some("permessage-deflate")).await;
+    assert_eq!(
+        before.extensions.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
+    );
+    let wide = server
+        .config_text
+        .replace("server_max_window_bits = 10", "server_max_window_bits = 15");
+    server
+        .handle
+        .reload(wsedge::Config::from_toml_str(&wide).unwrap())
+        .await
+        .unwrap();
+    let mut after = RawClient::connect(&server, "/news", Some("permessage-deflate")).await;
+    assert_eq!(
+        after.extensions.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover")
+    );
+
+    // 3 KiB of noise twice: with a 32 KiB window the second copy is one
+    // back-reference 3 KiB away, which a 1 KiB window cannot follow.
+    let mut rng = Rng::new(0x5EED);
+    let noise: Vec<u8> = (0..3 * 1024).map(|_| rng.next() as u8).collect();
+    let payload = [noise.clone(), noise].concat();
+    let compressions = server.handle.stats().compressions;
+    assert_eq!(
+        server
+            .handle
+            .publish("news", None, Outgoing::binary(payload.clone())),
+        Ok(2)
+    );
+    for client in [&mut before, &mut after] {
+        let received = client.receive().await;
+        assert!(received.compressed);
+        assert_eq!(
+            received.payload, payload,
+            "inflated with the window it agreed"
+        );
+    }
+    assert_eq!(
+        server.handle.stats().compressions - compressions,
+        2,
+        "one compression per window"
+    );
+}

@@ -9,9 +9,11 @@
 mod members;
 mod rooms;
 
+pub(crate) use self::members::Encoding;
+
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use arc_swap::{ArcSwap, Guard};
@@ -22,7 +24,7 @@ use self::{
     rooms::{Room, Rooms},
 };
 use crate::{
-    config::{ChannelConfig, ChannelKind, CompressionMode, Publish},
+    config::{ChannelConfig, ChannelKind, Publish},
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
     ws::{
@@ -92,9 +94,6 @@ pub(crate) struct Channel {
     members: Members,
     rooms: Rooms,
     closing: AtomicBool,
-    /// Members that negotiated permessage-deflate: shared-mode compression
-    /// is skipped while there are none.
-    deflate_members: AtomicUsize,
     /// Idle shared-mode compressors (no context takeover), reused so that a
     /// fan-out does not allocate a zlib state per message.
     deflaters: Mutex<Vec<Deflater>>,
@@ -108,7 +107,6 @@ impl Channel {
             members: Members::default(),
             rooms: Rooms::default(),
             closing: AtomicBool::new(false),
-            deflate_members: AtomicUsize::new(0),
             deflaters: Mutex::default(),
         }
     }
@@ -130,7 +128,7 @@ impl Channel {
         self: &Arc<Self>,
         room: Option<&str>,
         outbox: Outbox,
-        deflate: bool,
+        encoding: Encoding,
     ) -> Result<Membership, JoinError> {
         let config = self.config();
         if self.members.len() >= config.limits.max_connections {
@@ -143,7 +141,7 @@ impl Channel {
                 id,
                 Member {
                     outbox: outbox.clone(),
-                    deflate,
+                    encoding,
                 },
                 config.max_rooms,
                 config.max_members,
@@ -156,18 +154,15 @@ impl Channel {
             id,
             Member {
                 outbox: outbox.clone(),
-                deflate,
+                encoding,
             },
         );
-        if deflate {
-            self.deflate_members.fetch_add(1, Ordering::Relaxed);
-        }
         let membership = Membership {
             channel: self.clone(),
             room,
             id,
             outbox,
-            deflate,
+            encoding,
         };
         if self.closing.load(Ordering::Acquire) {
             return Err(JoinError::Closing);
@@ -205,13 +200,19 @@ impl Channel {
         }
         let recipients = match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
-            (ChannelKind::Broadcast, None) => {
-                let delivery = self.delivery(message.kind(), message.payload().clone());
-                Ok(self.members.deliver(&delivery, None, &self.counters))
-            }
+            (ChannelKind::Broadcast, None) => Ok(self.fan_out(
+                &self.members,
+                message.kind(),
+                message.payload().clone(),
+                None,
+            )),
             (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| {
-                let delivery = self.delivery(message.kind(), message.payload().clone());
-                room.members.deliver(&delivery, None, &self.counters)
+                self.fan_out(
+                    &room.members,
+                    message.kind(),
+                    message.payload().clone(),
+                    None,
+                )
             })),
             (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
                 Err(PublishError::RoomMismatch {
@@ -227,38 +228,51 @@ impl Channel {
         Ok(recipients)
     }
 
-    /// Encodes a fan-out message as the compression mode wants: in shared
-    /// mode, compressed exactly once whatever the number of recipients.
-    fn delivery(&self, kind: MessageKind, payload: Bytes) -> Delivery {
+    /// Queues one message for `members` (but `except`): each member gets it
+    /// in the encoding it negotiated, and each encoding is made at most
+    /// once, so a shared-mode message is compressed once for all.
+    fn fan_out(
+        &self,
+        members: &Members,
+        kind: MessageKind,
+        payload: Bytes,
+        except: Option<ConnectionId>,
+    ) -> usize {
         let settings = self.config().compression;
-        if settings.mode == CompressionMode::Dedicated {
-            return Delivery::Message(kind, payload);
-        }
-        let wanted = settings.enabled
-            && payload.len() >= settings.threshold
-            && self.deflate_members.load(Ordering::Relaxed) > 0;
-        let compressed = wanted.then(|| {
+        let compress = |payload: &[u8], window_bits: u8| {
+            (settings.enabled && payload.len() >= settings.threshold).then(|| {
+                let compressed = self.compress_shared(payload, settings.level, window_bits);
+                frame::encode_message(kind, &compressed, true)
+            })
+        };
+        members.deliver(
+            &Delivery::new(kind, payload, &compress),
+            except,
+            &self.counters,
+        )
+    }
+
+    /// Compresses with a pooled no-context-takeover compressor of the given
+    /// parameters, so that a fan-out does not allocate a zlib state.
+    fn compress_shared(&self, payload: &[u8], level: u32, window_bits: u8) -> Bytes {
+        let pooled = {
             let mut pool = self
                 .deflaters
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut deflater = pool.pop().unwrap_or_else(|| {
-                Deflater::new(settings.level, settings.server_max_window_bits, true)
-            });
-            drop(pool);
-            let compressed = deflater.compress(&payload);
-            self.deflaters
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(deflater);
-            self.counters
-                .record_compression(payload.len(), compressed.len());
-            frame::encode_message(kind, &compressed, true)
-        });
-        Delivery::Frames {
-            plain: frame::encode_message(kind, &payload, false),
-            compressed,
-        }
+            pool.iter()
+                .position(|d| d.params() == (level, window_bits))
+                .map(|index| pool.swap_remove(index))
+        };
+        let mut deflater = pooled.unwrap_or_else(|| Deflater::new(level, window_bits, true));
+        let compressed = deflater.compress(payload);
+        self.counters
+            .record_compression(payload.len(), compressed.len());
+        self.deflaters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(deflater);
+        compressed
     }
 
     pub(crate) fn stats(&self) -> ChannelStats {
@@ -279,13 +293,18 @@ pub(crate) struct Membership {
     room: Option<Arc<Room>>,
     id: ConnectionId,
     outbox: Outbox,
-    deflate: bool,
+    encoding: Encoding,
 }
 
 impl Membership {
     /// The channel's effective configuration.
     pub(crate) fn config(&self) -> Guard<Arc<ChannelConfig>> {
         self.channel.config()
+    }
+
+    /// How this connection takes its messages.
+    pub(crate) fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// The server's counters.
@@ -317,13 +336,12 @@ impl Membership {
             }
             return Ok(());
         }
-        let delivery = channel.delivery(kind, payload);
         let except = (!config.echo_to_sender).then_some(self.id);
         let members = self
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        let recipients = members.deliver(&delivery, except, &channel.counters);
+        let recipients = channel.fan_out(members, kind, payload, except);
         channel
             .counters
             .traffic
@@ -338,8 +356,5 @@ impl Drop for Membership {
             self.channel.rooms.leave(room, self.id);
         }
         self.channel.members.remove(self.id);
-        if self.deflate {
-            self.channel.deflate_members.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }

@@ -23,7 +23,7 @@ use hyper::{
 
 use self::handshake::Rejection;
 use crate::{
-    channel::JoinError,
+    channel::{Encoding, JoinError},
     limits::{ClientKey, caps::Slots},
     server::Shared,
     stats::{Handshake, Reason},
@@ -124,7 +124,11 @@ fn admit(
     let (outbox, receiver) =
         outbox::channel(config.limits.send_buffer, config.limits.on_slow_consumer);
     let membership = channel
-        .join(room, outbox.clone(), deflate.is_some())
+        .join(
+            room,
+            outbox.clone(),
+            Encoding::negotiated(deflate.as_ref(), config.compression.mode),
+        )
         .map_err(|error| {
             unavailable(match error {
                 JoinError::RoomFull => "room is full",

@@ -30,8 +30,8 @@ use super::{
     outbox::{Framing, Outbox, OutboxReceiver, Outgoing},
 };
 use crate::{
-    channel::{Membership, PublishError},
-    config::{CompressionMode, Limits},
+    channel::{Encoding, Membership, PublishError},
+    config::Limits,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
     stats::Reason,
@@ -71,9 +71,10 @@ impl Session {
             let inflater =
                 deflate.map(|agreement| Inflater::new(agreement.client_no_context_takeover));
             let reading = read_messages(guard, &inbound, inflater, &membership, &outbox, &limits);
-            // In shared mode fan-out frames arrive compressed already.
+            // Only dedicated-mode connections compress in their writer;
+            // shared-mode frames arrive compressed already.
             let deflater = deflate
-                .filter(|_| compression.mode == CompressionMode::Dedicated)
+                .filter(|_| membership.encoding() == Encoding::Dedicated)
                 .map(|agreement| {
                     Deflater::new(
                         compression.level,

@@ -20,6 +20,8 @@ const CHUNK: usize = 16 * 1024;
 pub(crate) struct Deflater {
     compress: Compress,
     reset_each_message: bool,
+    level: u32,
+    window_bits: u8,
 }
 
 impl Deflater {
@@ -28,7 +30,14 @@ impl Deflater {
         Self {
             compress: Compress::new_with_window_bits(Compression::new(level), false, window_bits),
             reset_each_message,
+            level,
+            window_bits,
         }
+    }
+
+    /// The level and window it compresses with.
+    pub(crate) fn params(&self) -> (u32, u8) {
+        (self.level, self.window_bits)
     }
 
     /// Compresses one whole message payload.
