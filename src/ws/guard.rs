@@ -337,16 +337,31 @@ pub(crate) struct FrameGuard<'a, R> {
     tracker: FrameTracker,
     inbound: &'a Inbound,
     pending: Option<Violation>,
+    /// A byte read (and checked) ahead by [`FrameGuard::wait_for_data`],
+    /// handed out first.
+    replay: Option<u8>,
 }
 
-impl<'a, R> FrameGuard<'a, R> {
+impl<'a, R: AsyncRead + Unpin> FrameGuard<'a, R> {
     pub(crate) fn new(inner: R, tracker: FrameTracker, inbound: &'a Inbound) -> Self {
         Self {
             inner,
             tracker,
             inbound,
             pending: None,
+            replay: None,
         }
+    }
+
+    /// Waits until the client sends its first byte (`false` if it hangs up
+    /// first). The byte is kept and handed out by the next read.
+    pub(crate) async fn wait_for_data(&mut self) -> io::Result<bool> {
+        let mut first = [0u8; 1];
+        if tokio::io::AsyncReadExt::read(self, &mut first).await? == 0 {
+            return Ok(false);
+        }
+        self.replay = Some(first[0]);
+        Ok(true)
     }
 }
 
@@ -359,6 +374,13 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
         let this = self.get_mut();
         if let Some(violation) = this.pending {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, violation)));
+        }
+        if buf.remaining() > 0
+            && let Some(byte) = this.replay.take()
+        {
+            // Already checked and rewritten on its way in.
+            buf.put_slice(&[byte]);
+            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;

@@ -21,7 +21,10 @@
 use std::{
     collections::VecDeque,
     io::{self, IoSlice},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use bytes::{Buf, Bytes};
@@ -75,6 +78,7 @@ pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, Outbo
         }),
         wake_writer: Notify::new(),
         closing: CancellationToken::new(),
+        closing_flag: AtomicBool::new(false),
     });
     (Outbox(shared.clone()), OutboxReceiver(shared))
 }
@@ -91,6 +95,9 @@ struct Shared {
     wake_writer: Notify,
     /// Cancelled when the close frame is queued: the close handshake's clock starts.
     closing: CancellationToken,
+    /// The same fact as `closing`, for the per-message check: a plain
+    /// atomic, where the token would take a lock.
+    closing_flag: AtomicBool,
 }
 
 struct State {
@@ -185,6 +192,7 @@ impl Outbox {
     }
 
     fn close_queued(&self) {
+        self.0.closing_flag.store(true, Ordering::Release);
         self.0.closing.cancel();
         self.0.wake_writer.notify_one();
     }
@@ -196,7 +204,7 @@ impl Outbox {
 
     /// Whether a close frame has been queued (by anyone).
     pub(crate) fn is_closing(&self) -> bool {
-        self.0.closing.is_cancelled()
+        self.0.closing_flag.load(Ordering::Acquire)
     }
 
     /// Who started the close handshake (a frame queued by `close_with`, the

@@ -34,7 +34,7 @@ use crate::{
     config::Limits,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
-    stats::Reason,
+    stats::{Counters, Reason},
 };
 
 /// A connection that has been upgraded and joined its channel.
@@ -129,7 +129,9 @@ impl Session {
         drop((membership, outbox, slots));
         if close_written {
             tokio::select! {
-                () = linger(&mut read, &mut write, limits.close_timeout) => {}
+                // Boxed: its scratch buffer would otherwise sit in every
+                // session's task for its whole life.
+                () = Box::pin(linger(&mut read, &mut write, limits.close_timeout)) => {}
                 () = hard_stop.cancelled() => {}
             }
         }
@@ -157,7 +159,7 @@ async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// Reads messages until the peer closes, the stream ends or breaks the
 /// protocol or a limit. Each failure queues the matching close frame.
 async fn read_messages<R: AsyncRead + Unpin>(
-    guard: FrameGuard<'_, R>,
+    mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
     mut inflater: Option<Inflater>,
     membership: &Membership,
@@ -165,16 +167,22 @@ async fn read_messages<R: AsyncRead + Unpin>(
     limits: &Limits,
 ) {
     let counters = membership.counters();
+    // fastwebsockets gives each reader an 8 KiB buffer up front. Most
+    // connections of a fan-out server are silent: they pay for it only once
+    // their client sends something.
+    match guard.wait_for_data().await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
+    }
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
     let (mut reader, _) =
         fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
     // Per frame, checked before fastwebsockets reserves the buffer; the guard
-    // has already bounded the whole message.
+    // has already bounded the whole message (compressed ones a little more
+    // loosely, for deflate's worst case).
     reader.set_max_message_size(
-        limits
-            .max_payload
-            .saturating_add(1)
-            .max(super::guard::compressed_bound(limits.max_payload as u64) as usize + 1),
+        super::guard::compressed_bound(limits.max_payload as u64) as usize + 1,
     );
     let mut reader = FragmentCollectorRead::new(reader);
     // fastwebsockets answers pings and closes through this callback; the
@@ -191,14 +199,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
     loop {
         let frame = match reader.read_frame(&mut reply).await {
             Ok(frame) => frame,
-            Err(error) => {
-                if let Some((code, reason, counted)) = close_for(&error) {
-                    counters.record(counted);
-                    tracing::debug!(code, %error, "closing on a protocol error");
-                    outbox.close(code, reason);
-                }
-                return;
-            }
+            Err(error) => return fail(&error, counters, outbox),
         };
         match frame.opcode {
             OpCode::Binary => {}
@@ -289,6 +290,15 @@ async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
             let _ = outbox.send(Outgoing::Wire(ping.clone()));
             next_ping = now + limits.ping_interval;
         }
+    }
+}
+
+/// Closes with the code a read error calls for, if the peer can still hear it.
+fn fail(error: &WebSocketError, counters: &Counters, outbox: &Outbox) {
+    if let Some((code, reason, counted)) = close_for(error) {
+        counters.record(counted);
+        tracing::debug!(code, %error, "closing on a protocol error");
+        outbox.close(code, reason);
     }
 }
 
