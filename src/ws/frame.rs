@@ -34,14 +34,40 @@ fn encode_with(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
     frame.freeze()
 }
 
-/// The header alone, for a payload that is written from its own buffer.
-pub(crate) fn header(opcode: OpCode, len: usize, compressed: bool) -> Bytes {
-    let mut header = BytesMut::with_capacity(MAX_HEADER_LEN);
-    put_header(&mut header, opcode, len, compressed);
-    header.freeze()
+/// A frame header alone, kept inline (no allocation), for a payload that is
+/// written from its own shared buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+    /// Bytes already written (a vectored write may stop inside a header).
+    written: u8,
 }
 
-fn put_header(frame: &mut BytesMut, opcode: OpCode, len: usize, compressed: bool) {
+impl Header {
+    pub(crate) fn new(opcode: OpCode, payload_len: usize, compressed: bool) -> Self {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let mut cursor = &mut bytes[..];
+        put_header(&mut cursor, opcode, payload_len, compressed);
+        let len = (MAX_HEADER_LEN - cursor.len()) as u8;
+        Self {
+            bytes,
+            len,
+            written: 0,
+        }
+    }
+
+    /// What is left to write.
+    pub(crate) fn remaining(&self) -> &[u8] {
+        &self.bytes[usize::from(self.written)..usize::from(self.len)]
+    }
+
+    pub(crate) fn advance(&mut self, count: usize) {
+        self.written += count as u8;
+    }
+}
+
+fn put_header(frame: &mut impl BufMut, opcode: OpCode, len: usize, compressed: bool) {
     frame.put_u8(FIN | if compressed { RSV1 } else { 0 } | opcode as u8);
     match len {
         0..=125 => frame.put_u8(len as u8),
@@ -84,6 +110,19 @@ mod tests {
             let frame = encode(OpCode::Binary, &vec![7; len]);
             assert_eq!(&frame[..header.len()], &header[..], "length {len}");
             assert_eq!(frame.len(), header.len() + len);
+        }
+    }
+
+    #[test]
+    fn inline_headers_match_encoded_frames() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let frame = encode_message(MessageKind::Text, &vec![b'x'; len], false);
+            let header = Header::new(OpCode::Text, len, false);
+            assert_eq!(
+                header.remaining(),
+                &frame[..frame.len() - len],
+                "length {len}"
+            );
         }
     }
 

@@ -251,24 +251,32 @@ pub(crate) struct Framing<'a> {
 
 impl Framing<'_> {
     /// Appends the wire chunks of one item to `wire`.
-    fn frame(&mut self, item: Outgoing, wire: &mut VecDeque<Bytes>) {
+    fn frame(&mut self, item: Outgoing, wire: &mut VecDeque<Chunk>) {
         match item {
-            Outgoing::Wire(bytes) => wire.push_back(bytes),
+            Outgoing::Wire(bytes) => wire.push_back(Chunk::Shared(bytes)),
             Outgoing::Message(kind, payload) => match &mut self.deflater {
                 Some(deflater) if payload.len() >= self.threshold => {
                     let compressed = deflater.compress(&payload);
                     self.counters
                         .record_compression(payload.len(), compressed.len());
-                    wire.push_back(frame::encode_message(kind, &compressed, true));
+                    wire.push_back(Chunk::Shared(frame::encode_message(
+                        kind,
+                        &compressed,
+                        true,
+                    )));
                 }
                 // The payload is shared, not copied: header and payload go
                 // out as two slices of one vectored write.
                 _ => {
-                    wire.push_back(frame::header(kind.opcode(), payload.len(), false));
+                    wire.push_back(Chunk::Header(frame::Header::new(
+                        kind.opcode(),
+                        payload.len(),
+                        false,
+                    )));
                     // An empty slice would make the kernel report 0 bytes
                     // written, which reads as a dead peer.
                     if !payload.is_empty() {
-                        wire.push_back(payload);
+                        wire.push_back(Chunk::Shared(payload));
                     }
                 }
             },
@@ -328,37 +336,60 @@ impl OutboxReceiver {
 /// Writes every chunk in `chunks`, emptying it, coping with partial writes.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
     io: &mut W,
-    chunks: &mut VecDeque<Bytes>,
+    chunks: &mut VecDeque<Chunk>,
 ) -> io::Result<()> {
     // Only non-empty chunks: a write of nothing returns 0, which is WriteZero.
-    chunks.retain(|chunk| !chunk.is_empty());
+    chunks.retain(|chunk| !chunk.remaining().is_empty());
     while !chunks.is_empty() {
         let written = {
             let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
             let count = chunks.len().min(MAX_IO_SLICES);
             for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
-                *slice = IoSlice::new(chunk);
+                *slice = IoSlice::new(chunk.remaining());
             }
             io.write_vectored(&slices[..count]).await?
         };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let mut remaining = written;
-        while remaining > 0 {
+        let mut left = written;
+        while left > 0 {
             let front = chunks
                 .front_mut()
                 .expect("the kernel wrote no more than it was given");
-            if front.len() <= remaining {
-                remaining -= front.len();
+            let len = front.remaining().len();
+            if len <= left {
+                left -= len;
                 chunks.pop_front();
             } else {
-                front.advance(remaining);
-                remaining = 0;
+                front.advance(left);
+                left = 0;
             }
         }
     }
     Ok(())
+}
+
+/// One piece of a vectored write: an inline header, or shared bytes.
+enum Chunk {
+    Header(frame::Header),
+    Shared(Bytes),
+}
+
+impl Chunk {
+    fn remaining(&self) -> &[u8] {
+        match self {
+            Self::Header(header) => header.remaining(),
+            Self::Shared(bytes) => bytes,
+        }
+    }
+
+    fn advance(&mut self, count: usize) {
+        match self {
+            Self::Header(header) => header.advance(count),
+            Self::Shared(bytes) => bytes.advance(count),
+        }
+    }
 }
 
 #[cfg(test)]
