@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks wsedge against two peers, raw fastwebsockets and Node ws, on
-# loopback, and writes bench/results/latest.{json,md,svg}.
+# loopback, measures permessage-deflate on realistic JSON (wsedge alone,
+# compression on and off), and writes bench/results/latest.{json,md,svg}.
 #
-#   bench/run.sh quick   # ~2 minutes: short runs, 5,000 idle connections
+#   bench/run.sh quick   # ~2.5 minutes: short runs, 5,000 idle connections
 #   bench/run.sh full    # ~10 minutes: longer runs, 19,900 idle connections
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
-# listen on 127.0.0.1, ports BASE+1 to BASE+4; default 39180), WSEDGE_BIN (a
+# listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5;
+# default 39180), WSEDGE_BIN (a
 # wsedge binary to measure instead of building the work tree, e.g. one built
 # from a clean checkout of a commit) and WSEDGE_LABEL (how the report names it).
 #
@@ -32,12 +34,13 @@ bin=$target_dir/release
 wsedge_bin=${WSEDGE_BIN:-$bin/wsedge}
 results=$here/results
 runs=$results/runs
-# Ports: BENCH_PORT_BASE+1 .. +4 on 127.0.0.1.
+# Ports: BENCH_PORT_BASE+1 .. +5 on 127.0.0.1.
 base=${BENCH_PORT_BASE:-39180}
 wsedge_port=$((base + 1))
 wsedge_tls_port=$((base + 2))
 raw_port=$((base + 3))
 node_port=$((base + 4))
+wsedge_admin_port=$((base + 5))
 started_at=$(date +%s)
 
 work=$(mktemp -d)
@@ -80,7 +83,7 @@ fi
 # Each process may hold up to ~20,000 sockets (capacity scenario).
 hard=$(ulimit -Hn)
 if [[ "$hard" == unlimited ]] || ((hard >= 20000)); then ulimit -n 20000; else ulimit -n "$hard"; fi
-for port in $wsedge_port $wsedge_tls_port $raw_port $node_port; do
+for port in $wsedge_port $wsedge_tls_port $raw_port $node_port $wsedge_admin_port; do
     if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: 127.0.0.1:$port is already in use" >&2
         exit 1
@@ -143,6 +146,28 @@ kind = "room"
 publish = "clients"
 max_rooms = 100000
 max_members = 100000
+
+# The compression scenario: /echo (dedicated) and /news (shared) compress
+# with the defaults of [compression]; these two are the same channels with
+# compression off, for the side-by-side comparison.
+[[channel]]
+name = "echo-uncompressed"
+path = "/echo-uncompressed"
+kind = "echo"
+[channel.compression]
+enabled = false
+
+[[channel]]
+name = "news-uncompressed"
+path = "/news-uncompressed"
+kind = "broadcast"
+publish = "clients"
+[channel.compression]
+enabled = false
+
+# /metrics: the compression scenario reads the compression byte counters.
+[admin]
+listen = "127.0.0.1:$wsedge_admin_port"
 EOF
 
 "$wsedge_bin" check -c "$work/wsedge.toml" >/dev/null
@@ -177,7 +202,8 @@ load() {
         targets+=(--target "$name,${pids[$name]},${target#*,}")
     done
     timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" run --profile "$profile" \
-        --scenarios "$scenarios" --out "$runs/$out.json" "${targets[@]}"
+        --scenarios "$scenarios" --out "$runs/$out.json" "${targets[@]}" \
+        --metrics "wsedge,127.0.0.1:$wsedge_admin_port"
 }
 
 wsedge_ws=wsedge,ws://127.0.0.1:$wsedge_port
@@ -205,6 +231,8 @@ start_raw
 start_node
 load main echo,fanout,rooms,handshakes "$wsedge_ws" "$raw_ws" "$node_ws"
 load handshakes-wss handshakes "$wsedge_wss"
+echo "== compression: permessage-deflate on and off, realistic JSON (wsedge only)"
+load compression compression "$wsedge_ws"
 stop_all
 
 wall=$(($(date +%s) - started_at))
@@ -217,5 +245,6 @@ else
 fi
 machine="$(nproc) cores, $cpu, Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2), Node $(node --version), wsedge $commit"
 "$bin/wsedge-bench" report --out-dir "$results" --machine "$machine" \
-    --command "bench/run.sh $profile" --wall-seconds "$wall" "$runs"/main.json "$runs"/capacity-*.json "$runs"/handshakes-wss.json >/dev/null
+    --command "bench/run.sh $profile" --wall-seconds "$wall" "$runs"/main.json "$runs"/capacity-*.json "$runs"/handshakes-wss.json \
+    "$runs"/compression.json >/dev/null
 echo "== done in ${wall}s: $results/latest.md, latest.json, latest.svg"

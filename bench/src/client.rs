@@ -7,6 +7,9 @@
 //!   for every round trip.
 //! - Incoming (unmasked server) frames are parsed in place from one buffer
 //!   per connection, without copying or allocating per frame.
+//! - With a permessage-deflate offer ([`connect_with`]) the agreement is
+//!   read from the server's answer and each data frame reports its RSV1 bit;
+//!   inflating is the caller's (see `deflate`).
 //! - Every socket is bound to one of several loopback source addresses so
 //!   that tens of thousands of connections do not exhaust one address's
 //!   ephemeral ports, and closes with RST (zero linger) so that no run leaves
@@ -23,6 +26,7 @@ use std::{
     },
 };
 
+use crate::deflate::{self, Agreement};
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use fastwebsockets::{Frame, Payload, handshake};
@@ -167,6 +171,8 @@ pub struct Conn {
     read: BoxedRead,
     write: BoxedWrite,
     reader: FrameReader,
+    /// The permessage-deflate parameters the server accepted, if any.
+    pub deflate: Option<Agreement>,
 }
 
 async fn tcp_connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -181,21 +187,42 @@ async fn tcp_connect(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// Connects and upgrades to a WebSocket on `path` with fastwebsockets'
-/// client handshake.
+/// client handshake, without extensions.
 pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
+    connect_with(target, path, false).await
+}
+
+/// Connects and upgrades, offering permessage-deflate ([`deflate::OFFER`])
+/// when `offer_deflate` is set; `Conn::deflate` says what the server accepted.
+pub async fn connect_with(
+    target: &Target,
+    path: &str,
+    offer_deflate: bool,
+) -> anyhow::Result<Conn> {
     let tcp = tcp_connect(target.addr).await.context("connect")?;
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method("GET")
         .uri(path)
         .header(HOST, &target.host)
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
         .header("Sec-WebSocket-Key", handshake::generate_key())
-        .header("Sec-WebSocket-Version", "13")
-        .body(Empty::<Bytes>::new())?;
+        .header("Sec-WebSocket-Version", "13");
+    if offer_deflate {
+        request = request.header("Sec-WebSocket-Extensions", deflate::OFFER);
+    }
+    let request = request.body(Empty::<Bytes>::new())?;
+    let agreement = |response: &hyper::Response<hyper::body::Incoming>| {
+        deflate::agreement(
+            response
+                .headers()
+                .get("Sec-WebSocket-Extensions")
+                .and_then(|v| v.to_str().ok()),
+        )
+    };
     match &target.tls {
         None => {
-            let (ws, _) = handshake::client(&SpawnExecutor, request, tcp)
+            let (ws, response) = handshake::client(&SpawnExecutor, request, tcp)
                 .await
                 .context("handshake")?;
             let parts = ws
@@ -208,6 +235,7 @@ pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
                 read: Box::pin(read),
                 write: Box::pin(write),
                 reader: FrameReader::new(parts.read_buf),
+                deflate: agreement(&response),
             })
         }
         Some(connector) => {
@@ -217,7 +245,7 @@ pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
                 .connect(name, tcp)
                 .await
                 .context("TLS handshake")?;
-            let (ws, _) = handshake::client(&SpawnExecutor, request, tls)
+            let (ws, response) = handshake::client(&SpawnExecutor, request, tls)
                 .await
                 .context("handshake")?;
             let parts = ws
@@ -230,6 +258,7 @@ pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
                 read: Box::pin(read),
                 write: Box::pin(write),
                 reader: FrameReader::new(parts.read_buf),
+                deflate: agreement(&response),
             })
         }
     }
@@ -244,7 +273,18 @@ impl Conn {
     /// Waits for at least one whole frame and hands each buffered one to
     /// `on_frame` (opcode, payload). Returns how many data frames it saw; a
     /// close frame or the end of the stream is an error.
-    pub async fn read_frames(&mut self, on_frame: impl FnMut(&[u8])) -> io::Result<usize> {
+    pub async fn read_frames(&mut self, mut on_frame: impl FnMut(&[u8])) -> io::Result<usize> {
+        self.reader
+            .read_frames(&mut self.read, |payload, _| on_frame(payload))
+            .await
+    }
+
+    /// Like [`Conn::read_frames`], also passing each frame's RSV1 bit (set:
+    /// a compressed message). Server messages are unfragmented.
+    pub async fn read_frames_rsv1(
+        &mut self,
+        on_frame: impl FnMut(&[u8], bool),
+    ) -> io::Result<usize> {
         self.reader.read_frames(&mut self.read, on_frame).await
     }
 }
@@ -255,6 +295,38 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     frame.mask();
     let mut scratch = Vec::new();
     out.extend_from_slice(frame.write(&mut scratch));
+}
+
+/// Encodes one masked client frame by hand: `opcode` (1 text, 2 binary),
+/// with RSV1 for a compressed payload, which fastwebsockets' `Frame` cannot
+/// set.
+pub fn encode_frame_with(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
+    match payload.len() {
+        len @ 0..=125 => out.push(0x80 | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    let mask = next_mask();
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
+/// A fresh masking key (xorshift; a benchmark needs no cryptographic one).
+fn next_mask() -> [u8; 4] {
+    static STATE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0x9E37_79B9);
+    let mut x = STATE.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    STATE.store(x, Ordering::Relaxed);
+    x.to_be_bytes()
 }
 
 struct FrameReader {
@@ -275,7 +347,7 @@ impl FrameReader {
     async fn read_frames(
         &mut self,
         read: &mut BoxedRead,
-        mut on_frame: impl FnMut(&[u8]),
+        mut on_frame: impl FnMut(&[u8], bool),
     ) -> io::Result<usize> {
         loop {
             let mut frames = 0;
@@ -284,13 +356,14 @@ impl FrameReader {
                 match parsed {
                     Parsed::Frame {
                         opcode,
+                        rsv1,
                         header,
                         len,
                     } => {
                         let payload = &self.buf[self.start + header..self.start + header + len];
                         match opcode {
                             0x1 | 0x2 => {
-                                on_frame(payload);
+                                on_frame(payload, rsv1);
                                 frames += 1;
                             }
                             0x8 => {
@@ -349,6 +422,8 @@ fn close_reason(payload: &[u8]) -> String {
 enum Parsed {
     Frame {
         opcode: u8,
+        /// Set on the first frame of a compressed message.
+        rsv1: bool,
         header: usize,
         len: usize,
     },
@@ -384,6 +459,7 @@ fn parse_frame(bytes: &[u8]) -> Option<Parsed> {
     }
     Some(Parsed::Frame {
         opcode,
+        rsv1: bytes[0] & 0x40 != 0,
         header,
         len,
     })
@@ -401,6 +477,7 @@ mod tests {
             parse_frame(&frame),
             Some(Parsed::Frame {
                 opcode: 2,
+                rsv1: false,
                 header: 4,
                 len: 256
             })
@@ -410,9 +487,10 @@ mod tests {
             Some(Parsed::Incomplete(260))
         ));
         assert!(matches!(
-            parse_frame(&[0x81, 3, b'a', b'b', b'c']),
+            parse_frame(&[0xC1, 3, b'a', b'b', b'c']),
             Some(Parsed::Frame {
                 opcode: 1,
+                rsv1: true,
                 header: 2,
                 len: 3
             })
@@ -431,5 +509,29 @@ mod tests {
         assert_eq!(out[0], 0x82);
         assert_eq!(out[1], 0x80 | 3);
         assert_eq!(out.len(), 2 + 4 + 3);
+    }
+
+    #[test]
+    fn hand_encoded_frames_are_masked_with_rsv1() {
+        for len in [0, 3, 125, 126, 1500, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut out = Vec::new();
+            encode_frame_with(1, true, &payload, &mut out);
+            assert_eq!(out[0], 0xC1);
+            assert_eq!(out[1] & 0x80, 0x80, "masked");
+            let header = match len {
+                0..=125 => 2,
+                126..=0xFFFF => 4,
+                _ => 10,
+            };
+            assert_eq!(out.len(), header + 4 + len);
+            let mask = &out[header..header + 4];
+            let unmasked: Vec<u8> = out[header + 4..]
+                .iter()
+                .zip(mask.iter().cycle())
+                .map(|(b, m)| b ^ m)
+                .collect();
+            assert_eq!(unmasked, payload, "length {len}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! wsedge-bench run --target wsedge,PID,ws://127.0.0.1:39181 \
 //!     --target raw-fastwebsockets,PID,ws://127.0.0.1:39183 \
 //!     --profile quick --scenarios echo,fanout,rooms,handshakes --out results.json
+//! wsedge-bench run --target wsedge,PID,ws://127.0.0.1:39181 \
+//!     --metrics wsedge,127.0.0.1:39185 --scenarios compression --out compression.json
 //! wsedge-bench report --out-dir bench/results FILE...
 //! ```
 //!
@@ -11,12 +13,15 @@
 //! `bench/run.sh` drives it; see bench/README.md.
 
 mod client;
+mod deflate;
+mod json;
+mod metrics;
 mod procfs;
 mod record;
 mod report;
 mod scenarios;
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,7 +55,10 @@ struct RunArgs {
     targets: Vec<(String, Option<u32>, String)>,
     #[arg(long, value_enum, default_value = "quick")]
     profile: Profile,
-    /// Comma-separated: echo, fanout, rooms, capacity, handshakes.
+    /// Comma-separated: echo, fanout, rooms, capacity, handshakes,
+    /// compression. compression needs the paths /echo-uncompressed and
+    /// /news-uncompressed besides /echo and /news (bench/run.sh's wsedge
+    /// configuration has them).
     #[arg(
         long,
         value_delimiter = ',',
@@ -60,6 +68,11 @@ struct RunArgs {
     /// Where to write the records (a JSON array).
     #[arg(long)]
     out: PathBuf,
+    /// A target's admin address, NAME,IP:PORT (e.g. wsedge,127.0.0.1:39185):
+    /// the compression scenario reads the server's compression counters from
+    /// its /metrics. Repeatable.
+    #[arg(long = "metrics", value_parser = parse_metrics)]
+    metrics: Vec<(String, SocketAddr)>,
     /// Replace the profile's echo runs: CONNECTIONS:SIZE:IN_FLIGHT, repeatable
     /// (e.g. --echo 100:4096:1 for one run to profile).
     #[arg(long, value_parser = parse_echo)]
@@ -81,6 +94,19 @@ fn parse_target(text: &str) -> Result<(String, Option<u32>, String), String> {
         }
         _ => Err(format!("{text:?}: expected NAME,PID,URL")),
     }
+}
+
+fn parse_metrics(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?}: expected NAME,IP:PORT"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?}: expected NAME,IP:PORT"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{text:?}: only loopback addresses are allowed"));
+    }
+    Ok((name.to_owned(), addr))
 }
 
 fn parse_echo(text: &str) -> Result<(usize, usize, usize), String> {
@@ -116,6 +142,7 @@ enum Scenario {
     Rooms,
     Capacity,
     Handshakes,
+    Compression,
 }
 
 /// What a profile runs.
@@ -131,6 +158,10 @@ struct Plan {
     rooms: Vec<(usize, usize, f64, usize)>,
     capacity: usize,
     handshake_concurrency: usize,
+    /// Compression echo runs: connections.
+    compression_echo: Vec<usize>,
+    /// Compression fan-out runs: (subscribers, window).
+    compression_fanout: Vec<(usize, u64)>,
 }
 
 impl Profile {
@@ -145,6 +176,8 @@ impl Profile {
                 rooms: vec![(50, 20, 5.0, 64)],
                 capacity: 5_000,
                 handshake_concurrency: 32,
+                compression_echo: vec![100],
+                compression_fanout: vec![(1_000, 8)],
             },
             Profile::Full => Plan {
                 warmup: Duration::from_secs(2),
@@ -168,6 +201,8 @@ impl Profile {
                 rooms: vec![(100, 10, 5.0, 64), (10, 100, 1.0, 64)],
                 capacity: 19_900,
                 handshake_concurrency: 64,
+                compression_echo: vec![100, 1_000],
+                compression_fanout: vec![(1_000, 8), (10_000, 8)],
             },
         }
     }
@@ -198,6 +233,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 duration: plan.duration,
                 drain: plan.drain,
                 connect_concurrency: 128,
+                metrics: args
+                    .metrics
+                    .iter()
+                    .find(|(target, _)| target == name)
+                    .map(|(_, addr)| *addr),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -225,6 +265,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Scenario::Handshakes => {
                 measurements.push(Measurement::Handshakes(plan.handshake_concurrency))
             }
+            // On and off back to back, so that both see the same machine.
+            Scenario::Compression => {
+                for &conns in &plan.compression_echo {
+                    measurements.push(Measurement::CompressionEcho(conns, true));
+                    measurements.push(Measurement::CompressionEcho(conns, false));
+                }
+                for &(subs, window) in &plan.compression_fanout {
+                    measurements.push(Measurement::CompressionFanout(subs, window, true));
+                    measurements.push(Measurement::CompressionFanout(subs, window, false));
+                }
+            }
         }
     }
     // One thread: the load generator gets one core (taskset -c 1).
@@ -250,6 +301,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     Measurement::Capacity(count) => scenarios::capacity(ctx, count).await,
                     Measurement::Handshakes(concurrency) => {
                         scenarios::handshakes(ctx, concurrency).await
+                    }
+                    Measurement::CompressionEcho(conns, deflate) => {
+                        scenarios::compression_echo(ctx, conns, deflate).await
+                    }
+                    Measurement::CompressionFanout(subs, window, deflate) => {
+                        scenarios::compression_fanout(ctx, subs, window, deflate).await
                     }
                 };
                 eprintln!(
@@ -279,6 +336,10 @@ enum Measurement {
     Rooms(usize, usize, f64, usize),
     Capacity(usize),
     Handshakes(usize),
+    /// (connections, deflate on)
+    CompressionEcho(usize, bool),
+    /// (subscribers, window, deflate on)
+    CompressionFanout(usize, u64, bool),
 }
 
 /// One line for the console.

@@ -4,6 +4,10 @@
 //! A ratio compares wsedge with one peer on a scenario's headline metric and
 //! is always oriented so that > 1 means wsedge did better: wsedge ÷ peer for
 //! throughput, peer ÷ wsedge for latency and memory.
+//!
+//! The compression scenario has no peer (it compares wsedge with itself,
+//! permessage-deflate on and off): its records get their own table instead
+//! of ratios.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
 
@@ -62,6 +66,9 @@ struct Combined<'a> {
     /// The same scenarios compared on server CPU time per operation.
     cpu_per_op: Vec<Comparison>,
     targets: Vec<Target>,
+    /// permessage-deflate on and off, side by side (records of the
+    /// compression scenario, in run order).
+    compression: Vec<CompressionRow>,
     records: Vec<Record>,
 }
 
@@ -74,8 +81,12 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         records.append(&mut some);
     }
-    let comparisons = compare(&records);
-    let targets = targets(&comparisons, &records);
+    let (compression, peer_records): (Vec<Record>, Vec<Record>) = records
+        .iter()
+        .cloned()
+        .partition(|r| r.scenario == "compression");
+    let comparisons = compare(&peer_records);
+    let targets = targets(&comparisons, &peer_records);
     fs::create_dir_all(&args.out_dir)?;
     let combined = Combined {
         machine: &args.machine,
@@ -83,8 +94,9 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
         wall_seconds: args.wall_seconds,
         ratio_convention: "ratio > 1 means wsedge did better: wsedge/peer for throughput, peer/wsedge for latency and memory",
         comparisons,
-        cpu_per_op: compare_cpu(&records),
+        cpu_per_op: compare_cpu(&peer_records),
         targets,
+        compression: compression.iter().map(CompressionRow::from).collect(),
         records,
     };
     fs::write(
@@ -229,6 +241,126 @@ fn targets(comparisons: &[Comparison], records: &[Record]) -> Vec<Target> {
     targets
 }
 
+/// One compression measurement, as the report shows it.
+#[derive(Serialize)]
+struct CompressionRow {
+    server: String,
+    id: String,
+    /// "echo `/echo`, 100 connections, 1 in flight" and the like.
+    workload: String,
+    /// "on (dedicated)", "on (shared)" or "off".
+    deflate: String,
+    /// Mean size of the messages sent.
+    message_bytes_mean: Option<f64>,
+    /// Messages echoed, or deliveries, per second.
+    rate: Option<f64>,
+    /// Server CPU microseconds per message (echo) or delivery (fan-out).
+    server_cpu_us_per_msg: Option<f64>,
+    /// Payload bytes per message, before compression.
+    payload_bytes_per_msg: Option<f64>,
+    /// Bytes the server wrote per message, frame headers included.
+    wire_bytes_per_msg: Option<f64>,
+    /// Compressed / uncompressed, from the server's counters.
+    ratio: Option<f64>,
+    /// The same from the client's byte counts.
+    client_ratio: Option<f64>,
+    server_cpu_pct: Option<f64>,
+    client_cpu_pct: Option<f64>,
+    notes: Vec<String>,
+}
+
+impl From<&Record> for CompressionRow {
+    fn from(r: &Record) -> Self {
+        let metric = |name: &str| r.metrics.get(name).copied();
+        let param = |name: &str| {
+            r.params
+                .get(name)
+                .map(|v| v.to_string().trim_matches('"').to_owned())
+        };
+        let workload = match param("workload").as_deref() {
+            Some("echo") => format!(
+                "echo `{}`, {} connections, 1 in flight",
+                param("path").unwrap_or_default(),
+                param("connections").unwrap_or_default()
+            ),
+            Some("fanout") => format!(
+                "fan-out `{}`, {} subscribers, saturating",
+                param("path").unwrap_or_default(),
+                param("subscribers").unwrap_or_default()
+            ),
+            _ => r.id.clone(),
+        };
+        let deflate = match param("deflate").as_deref() {
+            Some("on") => format!("on ({})", param("mode").unwrap_or_default()),
+            other => other.unwrap_or_default().to_owned(),
+        };
+        Self {
+            server: r.server.clone(),
+            id: r.id.clone(),
+            workload,
+            deflate,
+            message_bytes_mean: metric("message_bytes_mean"),
+            rate: metric(&r.headline),
+            server_cpu_us_per_msg: metric(CPU_PER_OP),
+            payload_bytes_per_msg: metric("server_payload_bytes_per_msg")
+                .or(metric("client_payload_bytes_per_msg")),
+            wire_bytes_per_msg: metric("server_wire_bytes_per_msg"),
+            ratio: metric("compression_ratio"),
+            client_ratio: metric("client_ratio"),
+            server_cpu_pct: metric("server_cpu_pct"),
+            client_cpu_pct: metric("client_cpu_pct"),
+            notes: r.notes.clone(),
+        }
+    }
+}
+
+/// The compression table: one row per measurement, on and off adjacent.
+fn compression_table(md: &mut String, rows: &[CompressionRow]) {
+    let mean = rows
+        .iter()
+        .find_map(|row| row.message_bytes_mean)
+        .map_or_else(String::new, |mean| {
+            format!(", {} B on average", number(mean))
+        });
+    let _ = writeln!(
+        md,
+        "Realistic JSON (order-book updates and chat messages of 500 B to 2 KiB{mean}), \
+         every client offering permessage-deflate as browsers do; \"off\" is the same channel with \
+         `[channel.compression] enabled = false`. Ratio: compressed / uncompressed payload bytes from the \
+         server's `wsedge_compression_output_bytes_total` / `wsedge_compression_input_bytes_total` (the \
+         client's own count in brackets); wire bytes: `wsedge_wire_sent_bytes_total` per message sent, frame \
+         headers included. Fan-out rates and CPU are per delivery.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| workload | deflate | msgs/s | server CPU us/msg | payload B/msg | wire B/msg | ratio (client) | CPU server/client |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let opt = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), number);
+    for row in rows {
+        let ratio = match (row.ratio, row.client_ratio) {
+            (Some(r), Some(c)) => format!("{r:.3} ({c:.3})"),
+            (None, Some(c)) => format!("— ({c:.3})"),
+            (Some(r), None) => format!("{r:.3}"),
+            (None, None) => "—".to_owned(),
+        };
+        let pct = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}%"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            row.workload,
+            row.deflate,
+            opt(row.rate),
+            opt(row.server_cpu_us_per_msg),
+            opt(row.payload_bytes_per_msg),
+            opt(row.wire_bytes_per_msg),
+            ratio,
+            pct(row.server_cpu_pct),
+            pct(row.client_cpu_pct),
+        );
+    }
+}
+
 /// 3 significant digits below 1000, thousands separators above.
 pub fn number(value: f64) -> String {
     if !value.is_finite() {
@@ -300,6 +432,10 @@ fn markdown(combined: &Combined<'_>) -> String {
             None => "—",
         };
         let _ = writeln!(md, "| {} | {} | {} |", t.target, t.measured, met);
+    }
+    if !combined.compression.is_empty() {
+        let _ = writeln!(md, "\n## permessage-deflate, on and off\n");
+        compression_table(&mut md, &combined.compression);
     }
     let _ = writeln!(md, "\n## Details\n");
     let _ = writeln!(md, "| server | scenario | metrics | notes |");

@@ -4,8 +4,11 @@
 //! All of them run on the load generator's single-threaded runtime (one core,
 //! `taskset -c 1`), as local tasks sharing plain `Rc` state.
 
+mod compression;
+
 use std::{
     cell::{Cell, RefCell},
+    net::SocketAddr,
     rc::Rc,
     sync::OnceLock,
     time::{Duration, Instant},
@@ -14,6 +17,7 @@ use std::{
 use hdrhistogram::Histogram;
 use tokio::{sync::Notify, task::JoinHandle, time::sleep_until};
 
+pub use self::compression::{compression_echo, compression_fanout};
 use crate::{
     client::{self, Conn, Target},
     procfs::{self, CpuWindow},
@@ -31,6 +35,9 @@ pub struct Context {
     pub drain: Duration,
     /// Connections opened at once while setting up.
     pub connect_concurrency: usize,
+    /// The server's admin address, whose `/metrics` the compression
+    /// scenario reads (wsedge only).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Context {
@@ -57,13 +64,14 @@ fn tinstant(deadline: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(deadline)
 }
 
-/// Connects `paths.len()` connections, `concurrency` at a time. Returns the
-/// connections that succeeded (in no particular order), the failure count and
-/// the first error.
+/// Connects `paths.len()` connections, `concurrency` at a time, offering
+/// permessage-deflate if `offer_deflate`. Returns the connections that
+/// succeeded (in no particular order), the failure count and the first error.
 async fn connect_many(
     ctx: &Context,
     paths: Vec<String>,
     concurrency: usize,
+    offer_deflate: bool,
 ) -> (Vec<(usize, Conn)>, usize, Option<String>) {
     let paths = Rc::new(paths);
     let next = Rc::new(Cell::new(0));
@@ -89,7 +97,7 @@ async fn connect_many(
                     next.set(index + 1);
                     match tokio::time::timeout(
                         Duration::from_secs(10),
-                        client::connect(&target, &paths[index]),
+                        client::connect_with(&target, &paths[index], offer_deflate),
                     )
                     .await
                     {
@@ -149,6 +157,7 @@ pub async fn echo(ctx: &Context, conns: usize, size: usize, inflight: usize) -> 
         ctx,
         vec!["/echo".to_owned(); conns],
         ctx.connect_concurrency,
+        false,
     )
     .await;
     connect_notes(&mut record, conns, opened.len(), failures, error);
@@ -393,6 +402,7 @@ pub async fn fanout(
         ctx,
         vec!["/news".to_owned(); subscribers],
         ctx.connect_concurrency,
+        false,
     )
     .await;
     connect_notes(&mut record, subscribers, subs.len(), failures, error);
@@ -518,7 +528,7 @@ pub async fn rooms(ctx: &Context, rooms: usize, members: usize, rate: f64, size:
     let paths = (0..rooms * members)
         .map(|i| format!("/chat/room-{}", i % rooms))
         .collect();
-    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency).await;
+    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency, false).await;
     connect_notes(&mut record, rooms * members, conns.len(), failures, error);
     if conns.is_empty() {
         return record;
@@ -618,6 +628,7 @@ pub async fn capacity(ctx: &Context, count: usize) -> Record {
         ctx,
         vec!["/echo".to_owned(); count],
         ctx.connect_concurrency,
+        false,
     )
     .await;
     let elapsed = started.elapsed();
