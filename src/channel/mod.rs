@@ -308,7 +308,7 @@ impl Membership {
     }
 
     /// The server's counters.
-    pub(crate) fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.channel.counters
     }
 

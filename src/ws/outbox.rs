@@ -241,15 +241,15 @@ impl State {
 }
 
 /// How the writer frames `Outgoing::Message` items.
-pub(crate) struct Framing<'a> {
+pub(crate) struct Framing {
     /// The connection's own compressor (dedicated mode), if negotiated.
     pub(crate) deflater: Option<Deflater>,
     /// Messages smaller than this are not compressed.
     pub(crate) threshold: usize,
-    pub(crate) counters: &'a Counters,
+    pub(crate) counters: Arc<Counters>,
 }
 
-impl Framing<'_> {
+impl Framing {
     /// Appends the wire chunks of one item to `wire`.
     fn frame(&mut self, item: Outgoing, wire: &mut VecDeque<Chunk>) {
         match item {
@@ -313,7 +313,7 @@ impl OutboxReceiver {
     pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
         self,
         mut io: W,
-        mut framing: Framing<'_>,
+        mut framing: Framing,
     ) -> io::Result<()> {
         let mut batch = VecDeque::new();
         let mut wire = VecDeque::new();
@@ -400,11 +400,11 @@ mod tests {
         Outgoing::Wire(Bytes::from(vec![0; len]))
     }
 
-    fn plain(counters: &Counters) -> Framing<'_> {
+    fn plain(counters: &Arc<Counters>) -> Framing {
         Framing {
             deflater: None,
             threshold: 0,
-            counters,
+            counters: counters.clone(),
         }
     }
 
@@ -439,7 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn writer_frames_messages_and_stops_after_the_close_frame() {
-        let counters = Counters::default();
+        let counters = Arc::new(Counters::default());
         let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
         outbox
             .send(Outgoing::Message(
@@ -460,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn dedicated_compression_sets_rsv1_above_the_threshold_only() {
-        let counters = Counters::default();
+        let counters = Arc::new(Counters::default());
         let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
         let big = Bytes::from(vec![b'a'; 1000]);
         outbox
@@ -477,7 +477,7 @@ mod tests {
         let framing = Framing {
             deflater: Some(Deflater::new(6, 15, false)),
             threshold: 100,
-            counters: &counters,
+            counters: counters.clone(),
         };
         receiver.run_writer(&mut written, framing).await.unwrap();
         assert_eq!(&written[..6], b"\x82\x04tiny");

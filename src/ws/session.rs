@@ -18,7 +18,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
 use super::{
     deflate::{
@@ -53,7 +53,7 @@ pub(crate) struct Session {
 impl Session {
     /// Serves the connection until it closes.
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
-        let (mut read, mut write) = tokio::io::split(io);
+        let (mut read, write) = tokio::io::split(io);
         let Session {
             membership,
             outbox,
@@ -64,6 +64,31 @@ impl Session {
         } = self;
         let limits = membership.config().limits.clone();
         let compression = membership.config().compression;
+        // Only dedicated-mode connections compress in their writer;
+        // shared-mode frames arrive compressed already.
+        let deflater = deflate
+            .filter(|_| membership.encoding() == Encoding::Dedicated)
+            .map(|agreement| {
+                Deflater::new(
+                    compression.level,
+                    agreement.server_max_window_bits,
+                    agreement.server_no_context_takeover,
+                )
+            });
+        let framing = Framing {
+            deflater,
+            threshold: compression.threshold,
+            counters: membership.counters().clone(),
+        };
+        // The writer is a task of its own: a fan-out delivery wakes only the
+        // writer, not the reader's chain of futures as well. It hands the
+        // write half back for the lingering close; dropping the handle
+        // aborts it.
+        let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut write = write;
+            let written = receiver.run_writer(&mut write, framing).await;
+            (write, written.is_ok())
+        }));
         let inbound = Inbound::new();
         let exchange = async {
             let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
@@ -71,63 +96,47 @@ impl Session {
             let inflater =
                 deflate.map(|agreement| Inflater::new(agreement.client_no_context_takeover));
             let reading = read_messages(guard, &inbound, inflater, &membership, &outbox, &limits);
-            // Only dedicated-mode connections compress in their writer;
-            // shared-mode frames arrive compressed already.
-            let deflater = deflate
-                .filter(|_| membership.encoding() == Encoding::Dedicated)
-                .map(|agreement| {
-                    Deflater::new(
-                        compression.level,
-                        agreement.server_max_window_bits,
-                        agreement.server_no_context_takeover,
-                    )
-                });
-            let framing = Framing {
-                deflater,
-                threshold: compression.threshold,
-                counters: membership.counters(),
-            };
-            let writing = receiver.run_writer(&mut write, framing);
             let watching = heartbeat(&inbound, &outbox, &limits);
-            tokio::pin!(reading, writing, watching);
+            tokio::pin!(reading, watching);
             tokio::select! {
                 () = &mut reading => {
                     outbox.finish();
-                    matches!(tokio::time::timeout(limits.close_timeout, writing).await, Ok(Ok(())))
+                    tokio::time::timeout(limits.close_timeout, &mut writer).await.ok().and_then(Result::ok)
                 }
-                written = &mut writing => {
+                written = &mut writer => {
                     // Our close frame went out: wait for the peer's. If the
                     // write failed, the peer is gone: nothing to wait for.
-                    if written.is_ok() {
+                    let written = written.ok();
+                    if written.as_ref().is_some_and(|(_, ok)| *ok) {
                         let _ = tokio::time::timeout(limits.close_timeout, reading).await;
                     }
-                    written.is_ok()
+                    written
                 }
                 () = &mut watching => {
                     membership.counters().record(Reason::Idle);
                     outbox.close(1001, "idle timeout");
-                    let _ = tokio::time::timeout(limits.close_timeout, writing).await;
-                    false
+                    let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
+                    None
                 }
                 // A close frame that cannot even be written (the peer stopped
                 // reading) bounds the handshake too.
                 () = async {
                     outbox.closing().await;
                     tokio::time::sleep(limits.close_timeout).await;
-                } => false,
+                } => None,
             }
         };
         // Past shutdown_timeout nothing is waited for any more.
-        let close_written = tokio::select! {
-            written = exchange => written,
-            () = hard_stop.cancelled() => false,
+        let finished = tokio::select! {
+            finished = exchange => finished,
+            () = hard_stop.cancelled() => None,
         };
         // Leave the channel and give the slots back before the peer can see
         // the connection end, so that `stats()` agrees with what it sees.
         let traffic = &membership.counters().traffic;
         traffic.record_disconnect(outbox.closed_by());
         drop((membership, outbox, slots));
-        if close_written {
+        if let Some((mut write, true)) = finished {
             tokio::select! {
                 // Boxed: its scratch buffer would otherwise sit in every
                 // session's task for its whole life.
