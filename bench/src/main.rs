@@ -157,6 +157,8 @@ struct Plan {
     /// (rooms, members, rate per member, size)
     rooms: Vec<(usize, usize, f64, usize)>,
     capacity: usize,
+    /// How long the idle connections are held before every one is checked.
+    capacity_hold: Duration,
     handshake_concurrency: usize,
     /// Compression echo runs: connections.
     compression_echo: Vec<usize>,
@@ -175,6 +177,7 @@ impl Profile {
                 fanout: vec![(10_000, 10, 0, 64), (1_000, 0, 8, 64)],
                 rooms: vec![(50, 20, 5.0, 64)],
                 capacity: 5_000,
+                capacity_hold: Duration::from_secs(1),
                 handshake_concurrency: 32,
                 compression_echo: vec![100],
                 compression_fanout: vec![(1_000, 8)],
@@ -200,6 +203,8 @@ impl Profile {
                 ],
                 rooms: vec![(100, 10, 5.0, 64), (10, 100, 1.0, 64)],
                 capacity: 19_900,
+                // The bar: the file limit's worth, held a minute.
+                capacity_hold: Duration::from_secs(60),
                 handshake_concurrency: 64,
                 compression_echo: vec![100, 1_000],
                 compression_fanout: vec![(1_000, 8), (10_000, 8)],
@@ -261,7 +266,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|&(r, m, p, z)| Measurement::Rooms(r, m, p, z)),
             ),
-            Scenario::Capacity => measurements.push(Measurement::Capacity(plan.capacity)),
+            Scenario::Capacity => measurements.push(Measurement::Capacity(plan.capacity, plan.capacity_hold)),
             Scenario::Handshakes => {
                 measurements.push(Measurement::Handshakes(plan.handshake_concurrency))
             }
@@ -298,7 +303,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     Measurement::Rooms(rooms, members, rate, size) => {
                         scenarios::rooms(ctx, rooms, members, rate, size).await
                     }
-                    Measurement::Capacity(count) => scenarios::capacity(ctx, count).await,
+                    Measurement::Capacity(count, hold) => scenarios::capacity(ctx, count, hold).await,
                     Measurement::Handshakes(concurrency) => {
                         scenarios::handshakes(ctx, concurrency).await
                     }
@@ -334,7 +339,8 @@ enum Measurement {
     Echo(usize, usize, usize),
     Fanout(usize, u32, u64, usize),
     Rooms(usize, usize, f64, usize),
-    Capacity(usize),
+    /// (connections, hold)
+    Capacity(usize, Duration),
     Handshakes(usize),
     /// (connections, deflate on)
     CompressionEcho(usize, bool),

@@ -607,13 +607,14 @@ pub async fn rooms(ctx: &Context, rooms: usize, members: usize, rate: f64, size:
 }
 
 /// Capacity: holds `count` idle connections on the echo channel of a freshly
-/// started server and reports how much the server's resident memory grew per
-/// connection.
-pub async fn capacity(ctx: &Context, count: usize) -> Record {
+/// started server for `hold`, reports how much the server's resident memory
+/// grew per connection, then checks that every connection still echoes.
+pub async fn capacity(ctx: &Context, count: usize, hold: Duration) -> Record {
     let id = format!("capacity {} idle c={count}", ctx.transport());
     let mut record = Record::new(&ctx.server, "capacity", id, "rss_per_conn_kib", false);
     record
         .param("connections", count)
+        .param("hold_s", hold.as_secs())
         .param("transport", ctx.transport());
     let Some(pid) = ctx.pid else {
         record
@@ -636,8 +637,9 @@ pub async fn capacity(ctx: &Context, count: usize) -> Record {
     connect_notes(&mut record, count, conns.len(), failures, error);
     record.metric("connect_per_s", conns.len() as f64 / elapsed.as_secs_f64());
     record.cpu_per_op("connect_per_s");
-    // Let the server finish its side of the last upgrades and settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Hold them idle (the server pings them; the client answers pongs as it
+    // reads at the end), letting the server settle after the last upgrades.
+    tokio::time::sleep(hold).await;
     let after = procfs::rss_kib(pid);
     if let (Some(before), Some(after)) = (before, after) {
         record
@@ -650,12 +652,11 @@ pub async fn capacity(ctx: &Context, count: usize) -> Record {
             );
         }
     }
-    // The connections must still be alive: a sample echoes one message.
+    // Every connection must still be alive: each echoes one message.
     let mut frame = Vec::new();
     client::encode_frame(b"still there?", &mut frame);
-    let sample = conns.len().min(20);
     let mut alive = 0;
-    for (_, conn) in conns.iter_mut().take(sample) {
+    for (_, conn) in conns.iter_mut() {
         let round_trip = async {
             conn.write_all(&frame).await?;
             conn.read_frames(|_| {}).await
@@ -664,9 +665,13 @@ pub async fn capacity(ctx: &Context, count: usize) -> Record {
             alive += 1;
         }
     }
-    if alive < sample {
+    record
+        .metric("alive_after_hold", alive as f64)
+        .metric("dropped_during_hold", (conns.len() - alive) as f64);
+    if alive < conns.len() {
         record.notes.push(format!(
-            "only {alive} of {sample} sampled idle connections answered an echo"
+            "only {alive} of {} idle connections answered an echo after {hold:?}",
+            conns.len()
         ));
     }
     drop(conns);
