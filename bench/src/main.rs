@@ -266,7 +266,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|&(r, m, p, z)| Measurement::Rooms(r, m, p, z)),
             ),
-            Scenario::Capacity => measurements.push(Measurement::Capacity(plan.capacity, plan.capacity_hold)),
+            Scenario::Capacity => {
+                measurements.push(Measurement::Capacity(plan.capacity, plan.capacity_hold))
+            }
             Scenario::Handshakes => {
                 measurements.push(Measurement::Handshakes(plan.handshake_concurrency))
             }
@@ -303,7 +305,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     Measurement::Rooms(rooms, members, rate, size) => {
                         scenarios::rooms(ctx, rooms, members, rate, size).await
                     }
-                    Measurement::Capacity(count, hold) => scenarios::capacity(ctx, count, hold).await,
+                    Measurement::Capacity(count, hold) => {
+                        scenarios::capacity(ctx, count, hold).await
+                    }
                     Measurement::Handshakes(concurrency) => {
                         scenarios::handshakes(ctx, concurrency).await
                     }
