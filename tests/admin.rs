@@ -16,7 +16,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use common::{PATIENCE, close_and_wait, next_close, next_data, send_text, wait_closed};
+use common::{
+    HttpAnswer, KillOnDrop, PATIENCE, close_and_wait, next_close, next_data, send_text, wait_closed,
+};
 use futures_util::SinkExt;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -153,30 +155,14 @@ fn parse_answer(raw: &[u8]) -> Answer {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let head = HttpAnswer::parse_head(&raw[..end]);
     let mut body = raw[end + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v == "chunked")
-    {
+    if head.header("transfer-encoding") == Some("chunked") {
         body = dechunk(&body);
     }
     Answer {
-        status,
-        headers,
+        status: head.status,
+        headers: head.headers,
         body,
     }
 }
@@ -907,22 +893,6 @@ kind = "broadcast"
     for marker in [QUERY, AUTH, COOKIE, PROTOCOL, SECRET_TOKEN] {
         let leaks: Vec<_> = lines.iter().filter(|l| l.contains(marker)).collect();
         assert!(leaks.is_empty(), "{marker} logged:\n{leaks:#?}");
-    }
-}
-
-/// Kills the child if the test fails before it has exited.
-struct KillOnDrop {
-    pid: u32,
-    exited: bool,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! The `wsedge` binary as an operator uses it: `check` and `print-config` exit
 //! codes and output, and `run` shutting down gracefully on SIGTERM.
 
+mod common;
+
+use common::KillOnDrop;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -28,22 +32,6 @@ fn wsedge() -> Command {
     // The log lines the tests read must not depend on the caller's environment.
     command.env("RUST_LOG", "info").env("NO_COLOR", "1");
     command
-}
-
-/// Kills the child when a test fails before it has exited.
-struct KillOnDrop {
-    pid: u32,
-    exited: bool,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-        }
-    }
 }
 
 /// Runs `wsedge args...` to completion, bounded by [`PATIENCE`].

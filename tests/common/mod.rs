@@ -376,7 +376,9 @@ pub struct HttpAnswer {
 }
 
 impl HttpAnswer {
-    fn parse_head(head: &[u8]) -> Self {
+    /// Parses a response head (status line and headers, without the blank
+    /// line); the body is left empty.
+    pub fn parse_head(head: &[u8]) -> Self {
         let head = String::from_utf8_lossy(head);
         let mut lines = head.split("\r\n");
         let status = lines
@@ -480,6 +482,23 @@ where
         {
             None | Some(Err(_)) => return,
             Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Kills a child process (a `wsedge` binary under test) when a test fails
+/// before the child has exited.
+pub struct KillOnDrop {
+    pub pid: u32,
+    pub exited: bool,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
         }
     }
 }
