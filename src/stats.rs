@@ -71,8 +71,6 @@ impl Reason {
 /// for reporting, never used to synchronise.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    messages_received: AtomicU64,
-    messages_delivered: AtomicU64,
     messages_dropped: AtomicU64,
     compressions: AtomicU64,
     compressed_from: AtomicU64,
@@ -89,15 +87,6 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn record_received(&self) {
-        self.messages_received.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_delivered(&self, recipients: usize) {
-        self.messages_delivered
-            .fetch_add(recipients as u64, Ordering::Relaxed);
-    }
-
     pub(crate) fn record_dropped(&self) {
         self.messages_dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -150,13 +139,15 @@ impl Counters {
         clients: usize,
         handshake_clients: usize,
     ) -> Stats {
+        let traffic = self.traffic.snapshot();
         Stats {
             channels,
             connections,
             clients,
             handshake_clients,
-            messages_received: self.messages_received.load(Ordering::Relaxed),
-            messages_delivered: self.messages_delivered.load(Ordering::Relaxed),
+            // The totals of the per-kind counts, counted once on the hot path.
+            messages_received: traffic.messages_received.values().sum(),
+            messages_delivered: traffic.messages_sent.values().sum(),
             messages_dropped: self.messages_dropped.load(Ordering::Relaxed),
             compressions: self.compressions.load(Ordering::Relaxed),
             compressed_from: self.compressed_from.load(Ordering::Relaxed),
@@ -174,7 +165,7 @@ impl Counters {
                     )
                 })
                 .collect(),
-            traffic: self.traffic.snapshot(),
+            traffic,
         }
     }
 }

@@ -161,7 +161,6 @@ impl Members {
                 delivered += 1;
             }
         }
-        counters.record_delivered(delivered);
         delivered
     }
 

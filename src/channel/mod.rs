@@ -198,7 +198,7 @@ impl Channel {
                 limit: config.limits.max_payload,
             });
         }
-        let recipients = match (config.kind, room) {
+        match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => Ok(self.fan_out(
                 &self.members,
@@ -220,12 +220,7 @@ impl Channel {
                     needs_room: config.kind == ChannelKind::Room,
                 })
             }
-        }?;
-        let size = message.payload().len();
-        self.counters
-            .traffic
-            .record_sent(config.kind, recipients, size);
-        Ok(recipients)
+        }
     }
 
     /// Queues one message for `members` (but `except`): each member gets it
@@ -238,18 +233,24 @@ impl Channel {
         payload: Bytes,
         except: Option<ConnectionId>,
     ) -> usize {
-        let settings = self.config().compression;
+        let config = self.config();
+        let settings = config.compression;
+        let size = payload.len();
         let compress = |payload: &[u8], window_bits: u8| {
             (settings.enabled && payload.len() >= settings.threshold).then(|| {
                 let compressed = self.compress_shared(payload, settings.level, window_bits);
                 frame::encode_message(kind, &compressed, true)
             })
         };
-        members.deliver(
+        let recipients = members.deliver(
             &Delivery::new(kind, payload, &compress),
             except,
             &self.counters,
-        )
+        );
+        self.counters
+            .traffic
+            .record_sent(config.kind, recipients, size);
+        recipients
     }
 
     /// Compresses with a pooled no-context-takeover compressor of the given
@@ -317,7 +318,6 @@ impl Membership {
     pub(crate) fn dispatch(&self, kind: MessageKind, payload: Bytes) -> Result<(), PublishError> {
         let channel = &self.channel;
         let config = channel.config();
-        channel.counters.record_received();
         let size = payload.len();
         channel.counters.traffic.record_received(config.kind, size);
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
@@ -331,7 +331,6 @@ impl Membership {
                 Outgoing::Message(kind, payload),
                 &channel.counters,
             ) {
-                channel.counters.record_delivered(1);
                 channel.counters.traffic.record_sent(config.kind, 1, size);
             }
             return Ok(());
@@ -341,11 +340,7 @@ impl Membership {
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        let recipients = channel.fan_out(members, kind, payload, except);
-        channel
-            .counters
-            .traffic
-            .record_sent(config.kind, recipients, size);
+        channel.fan_out(members, kind, payload, except);
         Ok(())
     }
 }
