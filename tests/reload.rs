@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::SinkExt;
-use tokio::net::TcpListener;
+use tokio::{io::AsyncWriteExt, net::TcpListener};
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 use wsedge::{Config, Listener, Server};
 
@@ -272,6 +272,65 @@ async fn listeners_open_and_close_with_the_configuration() {
     }
     handle.shutdown();
     drop((on_first, on_second));
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_listener_changes_role_on_the_same_socket() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |extra: &str| {
+        Config::from_toml_str(&format!(
+            "[server]\nplain = [\"127.0.0.1:{port}\"]\ndrain_window = \"100ms\"\n{extra}\n{CHANNELS}"
+        ))
+        .unwrap()
+    };
+    let plain = config("");
+    let server = Server::new(plain.clone()).unwrap();
+    let handle = server.handle();
+    let task = tokio::spawn(server.serve(
+        Listener::bind_all(&plain).await.unwrap(),
+        std::future::pending(),
+    ));
+    let connect = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap()
+    };
+    let mut before = connect().await;
+    assert_eq!(upgrade_status(&mut before, "/echo", "").await, 101);
+
+    let proxied = config(&format!(
+        "trusted_proxies = [\"127.0.0.1\"]\nproxy_protocol = [\"127.0.0.1:{port}\"]"
+    ));
+    let report = handle.reload(proxied).await.unwrap();
+    assert_eq!((report.opened.len(), report.closed.len()), (1, 1));
+    // The same port now wants a PROXY header first...
+    let mut bare = connect().await;
+    assert_eq!(
+        upgrade_status(&mut bare, "/echo", "").await,
+        0,
+        "no PROXY header: refused"
+    );
+    let mut with_header = connect().await;
+    with_header
+        .write_all(format!("PROXY TCP4 203.0.113.9 127.0.0.1 40000 {port}\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(upgrade_status(&mut with_header, "/echo", "").await, 101);
+    // ...and the connection accepted before the change is still open: the
+    // drain reaches it with 1001.
+    handle.shutdown();
+    assert_eq!(read_close_code(&mut before).await, Some(1001));
+    drop((before, bare, with_header));
     tokio::time::timeout(PATIENCE, task)
         .await
         .unwrap()

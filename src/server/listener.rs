@@ -131,26 +131,37 @@ impl Listener {
                 addr: spec.addr,
                 source,
             })?;
-        Ok(Self {
+        Ok(Self::configured(socket, spec))
+    }
+
+    /// A bound socket in the role a configuration entry gives it (a reload
+    /// that changes only the role hands the running socket over).
+    pub(super) fn configured(socket: TcpListener, spec: ListenerSpec) -> Self {
+        Self {
             socket,
             tls: spec.tls,
             proxy_protocol: spec.proxy_protocol,
             spec: Some(spec),
             admin: false,
-        })
+        }
     }
 
     pub(super) fn is_tls(&self) -> bool {
         self.tls
     }
 
-    /// Accepts until `stop` (shutdown, or a reload that removes it). Never
-    /// returns on an accept error: per-connection errors are skipped,
-    /// resource exhaustion backs off.
-    pub(super) async fn accept_loop(self, stop: CancellationToken, shared: Arc<Shared>) {
+    /// Accepts until `stop` (shutdown, or a reload that removes it or
+    /// changes its role), then gives the socket back. Never returns on an
+    /// accept error: per-connection errors are skipped, resource exhaustion
+    /// backs off.
+    pub(super) async fn accept_loop(
+        self,
+        stop: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> TcpListener {
         loop {
             let accepted = tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return self.socket,
                 accepted = self.socket.accept() => accepted,
             };
             match accepted {

@@ -74,9 +74,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// Connection counts for the caps; outlives snapshots.
     pub(crate) caps: Arc<ConnectionCaps>,
-    /// Stop tokens of the listeners bound from the configuration, so that a
-    /// reload can close the ones it removes.
-    listeners: Mutex<HashMap<ListenerSpec, CancellationToken>>,
+    /// The accept loops of the listeners bound from the configuration, so
+    /// that a reload can close the ones it removes and hand a socket whose
+    /// role changes to its new loop.
+    listeners: Mutex<HashMap<ListenerSpec, AcceptLoop>>,
     /// One reload at a time; signals that arrive meanwhile are coalesced by
     /// whoever triggers reloads.
     reloading: tokio::sync::Mutex<()>,
@@ -190,11 +191,20 @@ impl Shared {
             tracing::info!(%addr, scheme = if listener.is_tls() { "wss" } else { "ws" }, "listening");
         }
         let stop = self.shutdown.child_token();
-        if let Some(spec) = listener.spec {
-            lock(&self.listeners).insert(spec, stop.clone());
+        let spec = listener.spec;
+        let task = self
+            .tasks
+            .spawn(listener.accept_loop(stop.clone(), self.clone()));
+        if let Some(spec) = spec {
+            lock(&self.listeners).insert(spec, AcceptLoop { stop, task });
         }
-        self.tasks.spawn(listener.accept_loop(stop, self.clone()));
     }
+}
+
+/// A running accept loop: cancelling `stop` ends it and `task` yields its socket.
+struct AcceptLoop {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<tokio::net::TcpListener>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -39,8 +39,8 @@ impl Shared {
         let changes = diff(&old.config, &config);
         let mut opened = Vec::with_capacity(changes.opened.len());
         for spec in &changes.opened {
-            // A listener whose address stays (a TLS or PROXY change) is
-            // replaced only after the swap; binding first would collide.
+            // A listener whose address stays (a TLS or PROXY change) keeps
+            // its socket; it is handed over after the swap.
             if changes.closed.iter().any(|closed| closed.addr == spec.addr) {
                 continue;
             }
@@ -77,22 +77,21 @@ impl Shared {
         {
             channel.close_all(1001, "channel removed");
         }
-        for spec in &changes.closed {
-            if let Some(stop) = lock(&self.listeners).remove(spec) {
-                stop.cancel();
-            }
-        }
-        for spec in changes
-            .opened
-            .iter()
-            .filter(|spec| changes.closed.iter().any(|closed| closed.addr == spec.addr))
-        {
-            // Same address, new role: the old socket must be gone first.
-            match rebind(*spec).await {
-                Ok(listener) => opened.push(listener),
-                Err(error) => {
-                    tracing::error!("the listener could not take its new role: {error:#}")
-                }
+        for closed in &changes.closed {
+            let Some(running) = lock(&self.listeners).remove(closed) else {
+                continue;
+            };
+            running.stop.cancel();
+            let Some(spec) = changes.opened.iter().find(|spec| spec.addr == closed.addr) else {
+                continue;
+            };
+            // Same address, new role: the stopped loop gives its socket back.
+            match running.task.await {
+                Ok(socket) => opened.push(Listener::configured(socket, *spec)),
+                Err(error) => tracing::error!(
+                    "the listener on {} could not take its new role: {error}",
+                    spec.addr
+                ),
             }
         }
         for listener in opened {
@@ -107,23 +106,5 @@ impl Shared {
             closed: changes.closed.iter().map(|spec| spec.addr).collect(),
             certificate_changed,
         })
-    }
-}
-
-/// Binds an address whose previous listener was just stopped: its accept
-/// loop drops the socket on its next poll, so retry briefly.
-async fn rebind(spec: crate::reload::ListenerSpec) -> Result<Listener, Error> {
-    let mut attempts = 0;
-    loop {
-        match Listener::bind(spec).await {
-            Ok(listener) => return Ok(listener),
-            Err(Error::Bind { source, .. })
-                if source.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 =>
-            {
-                attempts += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(error) => return Err(error),
-        }
     }
 }
