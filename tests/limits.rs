@@ -340,8 +340,10 @@ async fn messages_over_max_payload_close_with_1009() {
     let server = start(&channels("max_payload = \"1KiB\"")).await;
     let mut whole = server.ws("/echo").await;
     whole.send(Message::binary(vec![0u8; 1025])).await.unwrap();
-    // A client that keeps sending after the fault still gets the close code:
-    // the server drains instead of resetting the connection under it.
+    // A client that keeps sending after the fault still gets the close code.
+    // (On loopback this also passes without the server's lingering close:
+    // the reset it prevents hits clients whose close frame is still queued
+    // on the server, which this test does not arrange.)
     let (mut sink, mut stream) = whole.split();
     let sending = tokio::spawn(async move {
         for _ in 0..2000 {
