@@ -13,6 +13,8 @@ set -euo pipefail
 
 old=$1 new=$2 scenarios=${3:-echo,fanout}
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 root=$(dirname "$here")
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 base=${BENCH_PORT_BASE:-39300}
@@ -23,45 +25,21 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 (cd "$root" && cargo build --release --quiet -p wsedge-bench --bins)
 
 config() {
-    cat <<TOML
-[server]
-plain = ["127.0.0.1:$1"]
-[limits]
-max_connections = 1000000
-max_connections_per_ip = 1000000
-handshake_rate = { per_second = 1000000000, burst = 1000000000 }
-message_rate = { per_second = 1000000000, burst = 1000000000 }
-[[channel]]
-name = "echo"
-path = "/echo"
-kind = "echo"
-[[channel]]
-name = "news"
-path = "/news"
-kind = "broadcast"
-publish = "clients"
-[[channel]]
-name = "chat"
-path = "/chat/{room}"
-kind = "room"
-max_rooms = 100000
-max_members = 100000
-TOML
+    printf '[server]\nplain = ["127.0.0.1:%s"]\n\n' "$1"
+    wsedge_channels
 }
 config $((base + 1)) >"$work/old.toml"
 config $((base + 2)) >"$work/new.toml"
 
-# wait_port PORT: until something listens there (bounded).
-wait_port() {
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-    echo "nothing listens on $1" >&2
-    exit 1
+# wait_or_fail PORT: until something listens there (bounded).
+wait_or_fail() {
+    wait_port "$1" || { echo "nothing listens on $1" >&2; exit 1; }
 }
 
 taskset -c 0 "$old" run -c "$work/old.toml" 2>/dev/null & pids+=($!); old_pid=$!
 taskset -c 0 "$new" run -c "$work/new.toml" 2>/dev/null & pids+=($!); new_pid=$!
 taskset -c 0 "$bin/raw-fastwebsockets" --listen 127.0.0.1:$((base + 3)) 2>/dev/null & pids+=($!); raw_pid=$!
-for port in $((base + 1)) $((base + 2)) $((base + 3)); do wait_port "$port"; done
+for port in $((base + 1)) $((base + 2)) $((base + 3)); do wait_or_fail "$port"; done
 timeout 600 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios "$scenarios" \
     --target "old,$old_pid,ws://127.0.0.1:$((base + 1))" \
     --target "new,$new_pid,ws://127.0.0.1:$((base + 2))" \
@@ -72,7 +50,7 @@ for which in old new; do
     binary=$old port=$((base + 1))
     [[ $which == new ]] && binary=$new port=$((base + 2))
     taskset -c 0 "$binary" run -c "$work/$which.toml" 2>/dev/null & pids=($!)
-    wait_port "$port"
+    wait_or_fail "$port"
     timeout 300 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios capacity \
         --target "$which,${pids[0]},ws://127.0.0.1:$port" --out "$work/capacity-$which.json"
     kill "${pids[@]}"; wait 2>/dev/null || true; pids=()

@@ -28,6 +28,8 @@ full) per_run_limit=1800 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 root=$(dirname "$here")
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin=$target_dir/release
@@ -111,7 +113,8 @@ echo "== installing the Node peer's packages"
 mkdir -p "$runs"
 rm -f "$runs"/*.json "$runs"/*.log
 
-cat >"$work/wsedge.toml" <<EOF
+{
+    cat <<EOF
 [server]
 listen = ["127.0.0.1:$wsedge_tls_port"]
 plain = ["127.0.0.1:$wsedge_port"]
@@ -119,37 +122,9 @@ plain = ["127.0.0.1:$wsedge_port"]
 [server.tls]
 self_signed = ["localhost", "127.0.0.1"]
 
-# The peers have no admission control: lift wsedge's limits far above the
-# load (they are still checked on every handshake and message, so their cost
-# is measured) and keep everything else at its default.
-[limits]
-max_connections = 1000000
-max_connections_per_ip = 1000000
-handshake_rate = { per_second = 1000000000, burst = 1000000000 }
-message_rate = { per_second = 1000000000, burst = 1000000000 }
-# The capacity scenario holds its connections silent (full: a minute) and
-# reads nothing meanwhile, so it answers no ping: keep the idle timeout above
-# the hold, so that what is measured is the server holding them.
-idle_timeout = "5m"
-
-[[channel]]
-name = "echo"
-path = "/echo"
-kind = "echo"
-
-[[channel]]
-name = "news"
-path = "/news"
-kind = "broadcast"
-publish = "clients"
-
-[[channel]]
-name = "chat"
-path = "/chat/{room}"
-kind = "room"
-publish = "clients"
-max_rooms = 100000
-max_members = 100000
+EOF
+    wsedge_channels
+    cat <<EOF
 
 # The compression scenario: /echo (dedicated) and /news (shared) compress
 # with the defaults of [compression]; these two are the same channels with
@@ -173,6 +148,7 @@ enabled = false
 [admin]
 listen = "127.0.0.1:$wsedge_admin_port"
 EOF
+} >"$work/wsedge.toml"
 
 "$wsedge_bin" check -c "$work/wsedge.toml" >/dev/null
 
@@ -182,11 +158,7 @@ start() {
     shift 2
     taskset -c 0 "$@" >>"$runs/$name.log" 2>&1 &
     pids[$name]=$!
-    for _ in $(seq 100); do
-        if (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
-        kill -0 "${pids[$name]}" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_port "$port" "${pids[$name]}" && return 0
     echo "error: $name did not start; see $runs/$name.log" >&2
     exit 1
 }
