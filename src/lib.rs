@@ -42,6 +42,7 @@ mod reload;
 mod server;
 mod snapshot;
 mod stats;
+mod sync;
 mod tls;
 mod ws;
 

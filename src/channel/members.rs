@@ -118,15 +118,11 @@ pub(crate) struct Members {
 
 impl Members {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<ConnectionId, Member>> {
-        self.entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::read(&self.entries)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<ConnectionId, Member>> {
-        self.entries
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::write(&self.entries)
     }
 
     pub(crate) fn insert(&self, id: ConnectionId, member: Member) {

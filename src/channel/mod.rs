@@ -257,10 +257,7 @@ impl Channel {
     /// parameters, so that a fan-out does not allocate a zlib state.
     fn compress_shared(&self, payload: &[u8], level: u32, window_bits: u8) -> Bytes {
         let pooled = {
-            let mut pool = self
-                .deflaters
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut pool = crate::sync::lock(&self.deflaters);
             pool.iter()
                 .position(|d| d.params() == (level, window_bits))
                 .map(|index| pool.swap_remove(index))
@@ -269,10 +266,7 @@ impl Channel {
         let compressed = deflater.compress(payload);
         self.counters
             .record_compression(payload.len(), compressed.len());
-        self.deflaters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(deflater);
+        crate::sync::lock(&self.deflaters).push(deflater);
         compressed
     }
 

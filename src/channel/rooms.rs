@@ -28,15 +28,11 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::read(&self.rooms)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Room>>> {
-        self.rooms
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::write(&self.rooms)
     }
 
     pub(crate) fn join(

@@ -7,6 +7,7 @@ pub(crate) mod handshake;
 pub mod origin;
 pub mod route;
 
+use crate::sync::lock;
 use std::{
     convert::Infallible,
     net::IpAddr,
@@ -170,10 +171,4 @@ fn admit(
             .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
     }
     Ok(Response::from_parts(parts, Full::default()))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

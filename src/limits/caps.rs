@@ -96,10 +96,7 @@ impl ConnectionCaps {
         key: ClientKey,
         max: usize,
     ) -> Option<ClientSlot> {
-        let mut per_client = self
-            .per_client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut per_client = crate::sync::lock(&self.per_client);
         let taken = per_client.entry(key).or_insert(0);
         if *taken >= max {
             if *taken == 0 {
@@ -121,10 +118,7 @@ impl ConnectionCaps {
 
     /// Clients holding at least one slot.
     pub(crate) fn clients(&self) -> usize {
-        self.per_client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        crate::sync::lock(&self.per_client).len()
     }
 }
 
@@ -136,11 +130,7 @@ impl Drop for GlobalSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut per_client = self
-            .caps
-            .per_client
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut per_client = crate::sync::lock(&self.caps.per_client);
         if let Some(taken) = per_client.get_mut(&self.key) {
             *taken -= 1;
             if *taken == 0 {

@@ -6,6 +6,7 @@ mod listener;
 mod proxy;
 mod reconfigure;
 
+use crate::sync::lock;
 use std::{
     collections::HashMap,
     future::Future,
@@ -205,12 +206,6 @@ impl Shared {
 struct AcceptLoop {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<tokio::net::TcpListener>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Controls a [`Server`] from outside: cheap to clone, usable from any task.

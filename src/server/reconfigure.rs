@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{Error, Listener, Shared, lock};
+use super::{Error, Listener, Shared};
+use crate::sync::lock;
 use crate::{
     config::Config,
     reload::{ReloadReport, diff},

@@ -125,10 +125,7 @@ impl Inbound {
 
     /// The meta of the oldest message not yet taken.
     pub(crate) fn next_message(&self) -> Option<MessageMeta> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop_front()
+        crate::sync::lock(&self.messages).pop_front()
     }
 }
 
@@ -389,11 +386,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
             return Poll::Ready(Ok(()));
         }
         this.inbound.touch();
-        let mut metas = this
-            .inbound
-            .messages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut metas = crate::sync::lock(&this.inbound.messages);
         if let Err((offset, violation)) = this.tracker.feed(new, &mut metas) {
             if offset == 0 {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, violation)));

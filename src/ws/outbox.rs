@@ -134,10 +134,7 @@ pub(crate) enum Rejected {
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    crate::sync::lock(&shared.state)
 }
 
 impl Outbox {
