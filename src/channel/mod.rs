@@ -201,6 +201,7 @@ impl Channel {
         match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => Ok(self.fan_out(
+                &config,
                 &self.members,
                 message.kind(),
                 message.payload().clone(),
@@ -208,6 +209,7 @@ impl Channel {
             )),
             (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| {
                 self.fan_out(
+                    &config,
                     &room.members,
                     message.kind(),
                     message.payload().clone(),
@@ -228,12 +230,12 @@ impl Channel {
     /// once, so a shared-mode message is compressed once for all.
     fn fan_out(
         &self,
+        config: &ChannelConfig,
         members: &Members,
         kind: MessageKind,
         payload: Bytes,
         except: Option<ConnectionId>,
     ) -> usize {
-        let config = self.config();
         let settings = config.compression;
         let size = payload.len();
         let compress = |payload: &[u8], window_bits: u8| {
@@ -334,7 +336,7 @@ impl Membership {
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        channel.fan_out(members, kind, payload, except);
+        channel.fan_out(&config, members, kind, payload, except);
         Ok(())
     }
 }
