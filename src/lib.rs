@@ -38,6 +38,7 @@ pub mod config;
 mod http;
 mod limits;
 mod message;
+mod protocol;
 mod reload;
 mod server;
 mod snapshot;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::{
     config::CompressionMode,
     message::MessageKind,
+    protocol::window_bits,
     stats::{Counters, Reason},
     ws::{
         deflate::negotiate::Agreement,
@@ -70,7 +71,7 @@ pub(crate) struct Delivery<'c> {
     payload: Bytes,
     plain: OnceCell<Bytes>,
     /// Compressed frames by window bits 9-15 (`None`: send plain).
-    compressed: [OnceCell<Option<Bytes>>; 7],
+    compressed: [OnceCell<Option<Bytes>>; window_bits::COUNT],
     compress: &'c SharedCompressor<'c>,
 }
 
@@ -99,7 +100,9 @@ impl<'c> Delivery<'c> {
             Encoding::Dedicated => Outgoing::Message(self.kind, self.payload.clone()),
             Encoding::Plain => Outgoing::Wire(plain()),
             Encoding::Shared { window_bits } => {
-                let slot = &self.compressed[usize::from(window_bits.clamp(9, 15) - 9)];
+                let slot = &self.compressed[usize::from(
+                    window_bits.clamp(window_bits::MIN, window_bits::MAX) - window_bits::MIN,
+                )];
                 match slot.get_or_init(|| (self.compress)(&self.payload, window_bits)) {
                     Some(compressed) => Outgoing::Wire(compressed.clone()),
                     None => Outgoing::Wire(plain()),

@@ -27,6 +27,7 @@ use crate::{
         origin::{OriginPattern, OriginPolicy},
         route::PathPattern,
     },
+    protocol::window_bits,
     tls::Identity,
 };
 
@@ -923,12 +924,12 @@ fn compression(
     };
     let bits = |own: &Field<i64>, global: &Field<i64>, name: &str, report: &mut Report<'_>| {
         match pick(own, global, key, name) {
-            None => 15,
+            None => window_bits::MAX,
             Some((value, key)) => match u8::try_from(*value.get_ref()) {
-                Ok(bits @ 9..=15) => bits,
+                Ok(bits) if (window_bits::MIN..=window_bits::MAX).contains(&bits) => bits,
                 _ => {
-                    report.errors.push(value.span(), key, format!("{} is not a window size zlib can use; use 9 to 15 (8 is not supported for raw deflate)", value.get_ref()));
-                    15
+                    report.errors.push(value.span(), key, format!("{} is not a window size zlib can use; use {} to {} (8 is not supported for raw deflate)", value.get_ref(), window_bits::MIN, window_bits::MAX));
+                    window_bits::MAX
                 }
             },
         }

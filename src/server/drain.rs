@@ -13,6 +13,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::Shared;
+use crate::protocol::close;
 
 /// Runs the drain to completion; returns when every task has ended.
 pub(super) async fn drain(shared: &Arc<Shared>) {
@@ -36,7 +37,7 @@ pub(super) async fn drain(shared: &Arc<Shared>) {
             let at =
                 started + slot * u32::try_from(index).unwrap_or(u32::MAX) + jitter.within(slot);
             tokio::time::sleep_until(at).await;
-            outbox.close(1001, "server shutting down");
+            outbox.close(close::GOING_AWAY, "server shutting down");
         }
     };
     shared.tasks.close();

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use super::{Error, Listener, Shared};
-use crate::sync::lock;
 use crate::{
     config::Config,
     reload::{ReloadReport, diff},
     snapshot::Snapshot,
 };
+use crate::{protocol::close, sync::lock};
 
 impl Shared {
     pub(super) async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Error> {
@@ -76,7 +76,7 @@ impl Shared {
             .iter()
             .filter(|c| changes.removed.contains(&c.config().name))
         {
-            channel.close_all(1001, "channel removed");
+            channel.close_all(close::GOING_AWAY, "channel removed");
         }
         for closed in &changes.closed {
             let Some(running) = lock(&self.listeners).remove(closed) else {

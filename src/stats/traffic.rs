@@ -13,7 +13,7 @@ use std::{
 use hyper::StatusCode;
 
 use super::Reason;
-use crate::config::ChannelKind;
+use crate::{config::ChannelKind, protocol::close};
 
 /// How one WebSocket handshake ended: a `result` and a `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub(crate) const CLOSE_CODE_LABELS: [&str; 19] = [
 /// The index in [`CLOSE_CODE_LABELS`] of a close frame's code; `None` (a
 /// close frame without a code) is 1005, "no status received".
 fn close_code_index(code: Option<u16>) -> usize {
-    match code.unwrap_or(1005) {
+    match code.unwrap_or(close::NO_STATUS) {
         code @ 1000..=1015 => usize::from(code - 1000),
         3000..=3999 => 16,
         4000..=4999 => 17,
@@ -191,7 +191,7 @@ impl TrafficCounters {
     /// close frame and its code; `None` means no close frame was exchanged
     /// (the peer vanished): 1006, counted as the client's.
     pub(crate) fn record_disconnect(&self, closed_by: Option<(Initiator, Option<u16>)>) {
-        let (initiator, code) = closed_by.unwrap_or((Initiator::Client, Some(1006)));
+        let (initiator, code) = closed_by.unwrap_or((Initiator::Client, Some(close::ABNORMAL)));
         self.disconnects[initiator as usize][close_code_index(code)]
             .fetch_add(1, Ordering::Relaxed);
     }

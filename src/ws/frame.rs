@@ -10,12 +10,7 @@ use fastwebsockets::OpCode;
 
 use crate::message::MessageKind;
 
-/// FIN bit of the first header byte.
-const FIN: u8 = 0x80;
-/// RSV1: the payload is compressed (permessage-deflate).
-const RSV1: u8 = 0x40;
-/// Largest header a server frame needs: 2 bytes plus a 64-bit length, no mask.
-const MAX_HEADER_LEN: usize = 10;
+use crate::protocol::frame::{FIN, MAX_SERVER_HEADER_LEN, RSV1};
 
 /// Encodes one unfragmented, unmasked server frame.
 pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
@@ -28,7 +23,7 @@ pub(crate) fn encode_message(kind: MessageKind, payload: &[u8], compressed: bool
 }
 
 fn encode_with(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
-    let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
+    let mut frame = BytesMut::with_capacity(MAX_SERVER_HEADER_LEN + payload.len());
     put_header(&mut frame, opcode, payload.len(), compressed);
     frame.put_slice(payload);
     frame.freeze()
@@ -38,7 +33,7 @@ fn encode_with(opcode: OpCode, payload: &[u8], compressed: bool) -> Bytes {
 /// written from its own shared buffer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Header {
-    bytes: [u8; MAX_HEADER_LEN],
+    bytes: [u8; MAX_SERVER_HEADER_LEN],
     len: u8,
     /// Bytes already written (a vectored write may stop inside a header).
     written: u8,
@@ -46,10 +41,10 @@ pub(crate) struct Header {
 
 impl Header {
     pub(crate) fn new(opcode: OpCode, payload_len: usize, compressed: bool) -> Self {
-        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let mut bytes = [0u8; MAX_SERVER_HEADER_LEN];
         let mut cursor = &mut bytes[..];
         put_header(&mut cursor, opcode, payload_len, compressed);
-        let len = (MAX_HEADER_LEN - cursor.len()) as u8;
+        let len = (MAX_SERVER_HEADER_LEN - cursor.len()) as u8;
         Self {
             bytes,
             len,

@@ -42,15 +42,13 @@ use tokio::{
     time::Instant,
 };
 
-/// Longest client frame header: 2 bytes, 8 of extended length, 4 of mask.
-const MAX_HEADER_LEN: usize = 14;
-/// Largest control-frame payload (RFC 6455 section 5.5).
-const MAX_CONTROL_PAYLOAD: u64 = 125;
-const FIN: u8 = 0x80;
-const RSV1: u8 = 0x40;
-const OPCODE_CONTINUATION: u8 = 0x0;
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
+use crate::protocol::{
+    close,
+    frame::{
+        FIN, MAX_CLIENT_HEADER_LEN, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CONTINUATION,
+        OPCODE_TEXT, RSV1,
+    },
+};
 
 /// Why the guard failed the connection: the close code to send, carried
 /// inside the `io::Error` that fastwebsockets hands back.
@@ -62,11 +60,14 @@ pub(crate) struct Violation {
 
 impl Violation {
     const fn protocol(reason: &'static str) -> Self {
-        Self { code: 1002, reason }
+        Self {
+            code: close::PROTOCOL_ERROR,
+            reason,
+        }
     }
 
     const TOO_BIG: Self = Self {
-        code: 1009,
+        code: close::TOO_BIG,
         reason: "message too big",
     };
 
@@ -133,7 +134,7 @@ impl Inbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Position {
     Header {
-        bytes: [u8; MAX_HEADER_LEN],
+        bytes: [u8; MAX_CLIENT_HEADER_LEN],
         have: usize,
     },
     Payload {
@@ -142,7 +143,7 @@ enum Position {
 }
 
 const NEW_HEADER: Position = Position::Header {
-    bytes: [0; MAX_HEADER_LEN],
+    bytes: [0; MAX_CLIENT_HEADER_LEN],
     have: 0,
 };
 

@@ -38,11 +38,9 @@ use super::{deflate::codec::Deflater, frame};
 use crate::{
     config::SlowConsumer,
     message::MessageKind,
+    protocol::close,
     stats::{Counters, Initiator},
 };
-
-/// Close code for a connection that cannot keep up ("try again later").
-pub(crate) const SLOW_CONSUMER_CODE: u16 = 1013;
 
 /// Slices handed to one `write_vectored` call. Linux accepts 1024; 64 already
 /// covers a large batch of small frames.
@@ -153,7 +151,7 @@ impl Outbox {
             // Items a writer has taken stay counted until written.
             let dropped: usize = state.items.drain(..).map(|item| item.len()).sum();
             state.bytes -= dropped;
-            let close_frame = frame::close(SLOW_CONSUMER_CODE, "slow consumer");
+            let close_frame = frame::close(close::TRY_AGAIN_LATER, "slow consumer");
             state.push_close(close_frame, Initiator::Server);
             drop(state);
             self.close_queued();

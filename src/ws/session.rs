@@ -34,6 +34,7 @@ use crate::{
     config::Limits,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
+    protocol::close,
     stats::{Counters, Reason},
 };
 
@@ -114,7 +115,7 @@ impl Session {
                 }
                 () = &mut watching => {
                     membership.counters().record(Reason::Idle);
-                    outbox.close(1001, "idle timeout");
+                    outbox.close(close::GOING_AWAY, "idle timeout");
                     let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
                     None
                 }
@@ -235,11 +236,14 @@ async fn read_messages<R: AsyncRead + Unpin>(
         let (kind, payload) = message;
         if limiter.admit(payload.len()).await.is_err() {
             counters.record(Reason::RateLimit);
-            outbox.close(1008, "rate limit");
+            outbox.close(close::POLICY_VIOLATION, "rate limit");
             return;
         }
         if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(kind, payload) {
-            outbox.close(1008, "clients may not publish on this channel");
+            outbox.close(
+                close::POLICY_VIOLATION,
+                "clients may not publish on this channel",
+            );
         }
     }
 }
@@ -258,9 +262,15 @@ fn decode(
     let payload = match (meta.compressed, inflater) {
         (true, Some(inflater)) => match inflater.inflate(&payload, max_payload) {
             Ok(inflated) => Bytes::from(inflated),
-            Err(InflateError::TooBig) => return Err((1009, "message too big", Reason::TooBig)),
+            Err(InflateError::TooBig) => {
+                return Err((close::TOO_BIG, "message too big", Reason::TooBig));
+            }
             Err(InflateError::Corrupt) => {
-                return Err((1007, "invalid compressed data", Reason::Protocol));
+                return Err((
+                    close::INVALID_PAYLOAD,
+                    "invalid compressed data",
+                    Reason::Protocol,
+                ));
             }
         },
         _ => into_bytes(payload),
@@ -270,7 +280,7 @@ fn decode(
     }
     match simdutf8::basic::from_utf8(&payload) {
         Ok(_) => Ok((MessageKind::Text, payload)),
-        Err(_) => Err((1007, "invalid UTF-8", Reason::Protocol)),
+        Err(_) => Err((close::INVALID_PAYLOAD, "invalid UTF-8", Reason::Protocol)),
     }
 }
 
@@ -315,7 +325,7 @@ fn fail(error: &WebSocketError, counters: &Counters, outbox: &Outbox) {
 /// connection is simply gone (nothing can be sent).
 fn close_for(error: &WebSocketError) -> Option<Failure> {
     let counted = |code| {
-        if code == 1009 {
+        if code == close::TOO_BIG {
             Reason::TooBig
         } else {
             Reason::Protocol
@@ -326,8 +336,10 @@ fn close_for(error: &WebSocketError) -> Option<Failure> {
             Violation::find(io).map(|v| (v.code, v.reason, counted(v.code)))
         }
         WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
-        WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8", Reason::Protocol)),
-        WebSocketError::FrameTooLarge => Some((1009, "message too big", Reason::TooBig)),
-        _ => Some((1002, "protocol error", Reason::Protocol)),
+        WebSocketError::InvalidUTF8 => {
+            Some((close::INVALID_PAYLOAD, "invalid UTF-8", Reason::Protocol))
+        }
+        WebSocketError::FrameTooLarge => Some((close::TOO_BIG, "message too big", Reason::TooBig)),
+        _ => Some((close::PROTOCOL_ERROR, "protocol error", Reason::Protocol)),
     }
 }

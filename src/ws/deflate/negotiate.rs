@@ -9,8 +9,7 @@ use hyper::{HeaderMap, header};
 use crate::config::{Compression, CompressionMode};
 
 /// Window bits zlib accepts for raw deflate streams.
-const MIN_WINDOW_BITS: u8 = 9;
-const MAX_WINDOW_BITS: u8 = 15;
+use crate::protocol::window_bits::{MAX as MAX_WINDOW_BITS, MIN as MIN_WINDOW_BITS};
 
 /// The parameters agreed for one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,54 @@
+//! WebSocket protocol constants (RFC 6455, RFC 7692), named once for every
+//! module that reads or writes frames, sends close codes or negotiates
+//! compression windows.
+
+/// Close codes (RFC 6455 section 7.4.1, and the IANA registry for 1012-1014).
+pub(crate) mod close {
+    /// The server is going away: shutdown, reload removed the channel, idle.
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    /// The peer broke the framing rules.
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    /// A close frame without a status code (never sent, only reported).
+    pub(crate) const NO_STATUS: u16 = 1005;
+    /// The connection ended without a close frame (never sent, only reported).
+    pub(crate) const ABNORMAL: u16 = 1006;
+    /// A text message was not UTF-8, or compressed data was corrupt.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    /// The peer broke a policy: a rate limit, publishing where it may not.
+    pub(crate) const POLICY_VIOLATION: u16 = 1008;
+    /// A message exceeded `max_payload`.
+    pub(crate) const TOO_BIG: u16 = 1009;
+    /// The client cannot keep up (or the server is overloaded): try again later.
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Frame header bits and sizes (RFC 6455 section 5.2).
+pub(crate) mod frame {
+    /// FIN: the last frame of a message.
+    pub(crate) const FIN: u8 = 0x80;
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub(crate) const RSV1: u8 = 0x40;
+    /// Continuation frame opcode.
+    pub(crate) const OPCODE_CONTINUATION: u8 = 0x0;
+    /// Text frame opcode.
+    pub(crate) const OPCODE_TEXT: u8 = 0x1;
+    /// Binary frame opcode.
+    pub(crate) const OPCODE_BINARY: u8 = 0x2;
+    /// Largest header of a server frame: 2 bytes and a 64-bit length, no mask.
+    pub(crate) const MAX_SERVER_HEADER_LEN: usize = 10;
+    /// Largest header of a client frame: a server header plus the 4-byte mask.
+    pub(crate) const MAX_CLIENT_HEADER_LEN: usize = MAX_SERVER_HEADER_LEN + 4;
+    /// Largest control-frame payload (section 5.5).
+    pub(crate) const MAX_CONTROL_PAYLOAD: u64 = 125;
+}
+
+/// permessage-deflate window sizes (RFC 7692 section 7.1.2): zlib honours
+/// 9-15; 8 is in the RFC but zlib cannot produce it, so it is declined.
+pub(crate) mod window_bits {
+    /// Smallest LZ77 window we agree to (2^9 bytes).
+    pub(crate) const MIN: u8 = 9;
+    /// Largest LZ77 window, and the default (2^15 bytes).
+    pub(crate) const MAX: u8 = 15;
+    /// How many distinct windows there are.
+    pub(crate) const COUNT: usize = (MAX - MIN + 1) as usize;
+}
