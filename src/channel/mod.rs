@@ -9,10 +9,8 @@
 mod members;
 mod rooms;
 
-pub(crate) use self::members::Encoding;
-
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
@@ -20,7 +18,7 @@ use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 
 use self::{
-    members::{ConnectionId, Delivery, Member, Members, queue},
+    members::{ConnectionId, Member, Members, queue},
     rooms::{Room, Rooms},
 };
 use crate::{
@@ -28,8 +26,7 @@ use crate::{
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
     ws::{
-        deflate::codec::Deflater,
-        frame,
+        encoder::{Delivery, Encoding, SharedCompressors},
         outbox::{Outbox, Outgoing},
     },
 };
@@ -94,9 +91,8 @@ pub(crate) struct Channel {
     members: Members,
     rooms: Rooms,
     closing: AtomicBool,
-    /// Idle shared-mode compressors (no context takeover), reused so that a
-    /// fan-out does not allocate a zlib state per message.
-    deflaters: Mutex<Vec<Deflater>>,
+    /// Shared-mode compressors, reused across fan-outs.
+    compressors: SharedCompressors,
 }
 
 impl Channel {
@@ -107,7 +103,7 @@ impl Channel {
             members: Members::default(),
             rooms: Rooms::default(),
             closing: AtomicBool::new(false),
-            deflaters: Mutex::default(),
+            compressors: SharedCompressors::default(),
         }
     }
 
@@ -119,6 +115,7 @@ impl Channel {
     /// Applies a reloaded configuration of the same kind: routes and policy
     /// change for new connections and messages; members stay.
     pub(crate) fn reconfigure(&self, config: ChannelConfig) {
+        self.compressors.keep_level(config.compression.level);
         self.config.store(Arc::new(config));
     }
 
@@ -236,40 +233,19 @@ impl Channel {
         payload: Bytes,
         except: Option<ConnectionId>,
     ) -> usize {
-        let settings = config.compression;
         let size = payload.len();
-        let compress = |payload: &[u8], window_bits: u8| {
-            (settings.enabled && payload.len() >= settings.threshold).then(|| {
-                let compressed = self.compress_shared(payload, settings.level, window_bits);
-                frame::encode_message(kind, &compressed, true)
-            })
-        };
-        let recipients = members.deliver(
-            &Delivery::new(kind, payload, &compress),
-            except,
+        let delivery = Delivery::new(
+            kind,
+            payload,
+            config.compression,
+            &self.compressors,
             &self.counters,
         );
+        let recipients = members.deliver(&delivery, except, &self.counters);
         self.counters
             .traffic
             .record_sent(config.kind, recipients, size);
         recipients
-    }
-
-    /// Compresses with a pooled no-context-takeover compressor of the given
-    /// parameters, so that a fan-out does not allocate a zlib state.
-    fn compress_shared(&self, payload: &[u8], level: u32, window_bits: u8) -> Bytes {
-        let pooled = {
-            let mut pool = crate::sync::lock(&self.deflaters);
-            pool.iter()
-                .position(|d| d.params() == (level, window_bits))
-                .map(|index| pool.swap_remove(index))
-        };
-        let mut deflater = pooled.unwrap_or_else(|| Deflater::new(level, window_bits, true));
-        let compressed = deflater.compress(payload);
-        self.counters
-            .record_compression(payload.len(), compressed.len());
-        crate::sync::lock(&self.deflaters).push(deflater);
-        compressed
     }
 
     pub(crate) fn stats(&self) -> ChannelStats {

@@ -24,11 +24,11 @@ use hyper::{
 
 use self::handshake::Rejection;
 use crate::{
-    channel::{Encoding, JoinError},
+    channel::JoinError,
     limits::{ClientKey, caps::Slots},
     server::Shared,
     stats::{Handshake, Reason},
-    ws::{deflate::negotiate::negotiate, outbox, session::Session},
+    ws::{deflate::negotiate::negotiate, encoder::Encoding, outbox, session::Session},
 };
 
 /// What the accept path learned about a connection, handed to its requests.

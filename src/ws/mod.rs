@@ -3,6 +3,7 @@
 //! fastwebsockets and hands messages to the channel.
 
 pub(crate) mod deflate;
+pub(crate) mod encoder;
 pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;

@@ -34,13 +34,11 @@ use tokio::{
 };
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::{deflate::codec::Deflater, frame};
-use crate::{
-    config::SlowConsumer,
-    message::MessageKind,
-    protocol::close,
-    stats::{Counters, Initiator},
+use super::{
+    encoder::{Framed, WriterEncoder},
+    frame,
 };
+use crate::{config::SlowConsumer, message::MessageKind, protocol::close, stats::Initiator};
 
 /// Slices handed to one `write_vectored` call. Linux accepts 1024; 64 already
 /// covers a large batch of small frames.
@@ -235,47 +233,21 @@ impl State {
     }
 }
 
-/// How the writer frames `Outgoing::Message` items.
-pub(crate) struct Framing {
-    /// The connection's own compressor (dedicated mode), if negotiated.
-    pub(crate) deflater: Option<Deflater>,
-    /// Messages smaller than this are not compressed.
-    pub(crate) threshold: usize,
-    pub(crate) counters: Arc<Counters>,
-}
-
-impl Framing {
-    /// Appends the wire chunks of one item to `wire`.
-    fn frame(&mut self, item: Outgoing, wire: &mut VecDeque<Chunk>) {
-        match item {
-            Outgoing::Wire(bytes) => wire.push_back(Chunk::Shared(bytes)),
-            Outgoing::Message(kind, payload) => match &mut self.deflater {
-                Some(deflater) if payload.len() >= self.threshold => {
-                    let compressed = deflater.compress(&payload);
-                    self.counters
-                        .record_compression(payload.len(), compressed.len());
-                    wire.push_back(Chunk::Shared(frame::encode_message(
-                        kind,
-                        &compressed,
-                        true,
-                    )));
+/// Appends the wire chunks of one item to `wire`.
+fn push_chunks(item: Outgoing, encoder: &mut WriterEncoder, wire: &mut VecDeque<Chunk>) {
+    match item {
+        Outgoing::Wire(bytes) => wire.push_back(Chunk::Shared(bytes)),
+        Outgoing::Message(kind, payload) => match encoder.encode(kind, payload) {
+            Framed::Whole(bytes) => wire.push_back(Chunk::Shared(bytes)),
+            Framed::Split(header, payload) => {
+                wire.push_back(Chunk::Header(header));
+                // An empty slice would make the kernel report 0 bytes
+                // written, which reads as a dead peer.
+                if !payload.is_empty() {
+                    wire.push_back(Chunk::Shared(payload));
                 }
-                // The payload is shared, not copied: header and payload go
-                // out as two slices of one vectored write.
-                _ => {
-                    wire.push_back(Chunk::Header(frame::Header::new(
-                        kind.opcode(),
-                        payload.len(),
-                        false,
-                    )));
-                    // An empty slice would make the kernel report 0 bytes
-                    // written, which reads as a dead peer.
-                    if !payload.is_empty() {
-                        wire.push_back(Chunk::Shared(payload));
-                    }
-                }
-            },
-        }
+            }
+        },
     }
 }
 
@@ -308,7 +280,7 @@ impl OutboxReceiver {
     pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
         self,
         mut io: W,
-        mut framing: Framing,
+        mut encoder: WriterEncoder,
     ) -> io::Result<()> {
         let mut batch = VecDeque::new();
         let mut wire = VecDeque::new();
@@ -316,7 +288,7 @@ impl OutboxReceiver {
             let last = self.next_batch(&mut batch).await;
             let bytes: usize = batch.iter().map(Outgoing::len).sum();
             for item in batch.drain(..) {
-                framing.frame(item, &mut wire);
+                push_chunks(item, &mut encoder, &mut wire);
             }
             write_all_vectored(&mut io, &mut wire).await?;
             io.flush().await?;
@@ -390,17 +362,14 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::Counters;
 
     fn wire(len: usize) -> Outgoing {
         Outgoing::Wire(Bytes::from(vec![0; len]))
     }
 
-    fn plain(counters: &Arc<Counters>) -> Framing {
-        Framing {
-            deflater: None,
-            threshold: 0,
-            counters: counters.clone(),
-        }
+    fn plain(counters: &Arc<Counters>) -> WriterEncoder {
+        WriterEncoder::with(None, 0, counters.clone())
     }
 
     #[test]
@@ -469,12 +438,9 @@ mod tests {
             .unwrap();
         outbox.finish();
         let mut written = Vec::new();
-        let framing = Framing {
-            deflater: Some(Deflater::new(6, 15, false)),
-            threshold: 100,
-            counters: counters.clone(),
-        };
-        receiver.run_writer(&mut written, framing).await.unwrap();
+        let deflater = crate::ws::deflate::codec::Deflater::new(6, 15, false);
+        let encoder = WriterEncoder::with(Some(deflater), 100, counters.clone());
+        receiver.run_writer(&mut written, encoder).await.unwrap();
         assert_eq!(&written[..6], b"\x82\x04tiny");
         assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");
         let compressed = &written[8..];

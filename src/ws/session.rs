@@ -22,15 +22,16 @@ use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
 use super::{
     deflate::{
-        codec::{Deflater, InflateError, Inflater},
+        codec::{InflateError, Inflater},
         negotiate::Agreement,
     },
+    encoder::WriterEncoder,
     frame,
     guard::{FrameGuard, FrameTracker, Inbound, MessageMeta, Violation},
-    outbox::{Framing, Outbox, OutboxReceiver, Outgoing},
+    outbox::{Outbox, OutboxReceiver, Outgoing},
 };
 use crate::{
-    channel::{Encoding, Membership, PublishError},
+    channel::{Membership, PublishError},
     config::Limits,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
@@ -64,30 +65,19 @@ impl Session {
             hard_stop,
         } = self;
         let limits = membership.config().limits.clone();
-        let compression = membership.config().compression;
-        // Only dedicated-mode connections compress in their writer;
-        // shared-mode frames arrive compressed already.
-        let deflater = deflate
-            .filter(|_| membership.encoding() == Encoding::Dedicated)
-            .map(|agreement| {
-                Deflater::new(
-                    compression.level,
-                    agreement.server_max_window_bits,
-                    agreement.server_no_context_takeover,
-                )
-            });
-        let framing = Framing {
-            deflater,
-            threshold: compression.threshold,
-            counters: membership.counters().clone(),
-        };
+        let encoder = WriterEncoder::new(
+            deflate.as_ref(),
+            membership.encoding(),
+            &membership.config().compression,
+            membership.counters().clone(),
+        );
         // The writer is a task of its own: a fan-out delivery wakes only the
         // writer, not the reader's chain of futures as well. It hands the
         // write half back for the lingering close; dropping the handle
         // aborts it.
         let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
             let mut write = write;
-            let written = receiver.run_writer(&mut write, framing).await;
+            let written = receiver.run_writer(&mut write, encoder).await;
             (write, written.is_ok())
         }));
         let inbound = Inbound::new();
