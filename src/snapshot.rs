@@ -6,10 +6,15 @@
 //!
 //! Building a snapshot has no side effects, so a reload that fails while
 //! building leaves the running one untouched. What must survive a reload is
-//! carried over from the previous snapshot by key: a channel of the same name
-//! and kind (its members, rooms and compressors), the handshake limiter when
-//! its rate is unchanged (its buckets), and the development certificate when
+//! carried over from the previous snapshot by key, following the plan
+//! `reload::diff` made: every channel the plan does not add keeps its live
+//! state (members, rooms, compressors), the handshake limiter its buckets
+//! when its rate is unchanged, and the development certificate stays when
 //! its names are unchanged.
+//!
+//! Channel policy lives here only ([`ChannelEntry::config`]); channels hold
+//! live state. Sessions read the policy of their channel from the current
+//! snapshot for each message ([`Snapshot::policy_of`]).
 
 use std::sync::Arc;
 
@@ -17,9 +22,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     channel::Channel,
-    config::{Config, TlsSettings},
+    config::{ChannelConfig, Config, TlsSettings},
     limits::rate::HandshakeLimiter,
-    stats::Counters,
+    reload::ConfigDiff,
+    stats::{ChannelStats, Counters},
     tls::{Identity, TlsError},
 };
 
@@ -27,7 +33,7 @@ use crate::{
 pub(crate) struct Snapshot {
     pub(crate) config: Config,
     /// The channels, in configuration order.
-    pub(crate) channels: Vec<Arc<Channel>>,
+    pub(crate) channels: Vec<ChannelEntry>,
     /// The certificate served on TLS listeners, if any.
     pub(crate) identity: Option<Identity>,
     pub(crate) acceptor: Option<TlsAcceptor>,
@@ -35,14 +41,23 @@ pub(crate) struct Snapshot {
     pub(crate) handshakes: Arc<HandshakeLimiter>,
 }
 
+/// One channel: its policy in this snapshot, and its live state.
+pub(crate) struct ChannelEntry {
+    pub(crate) config: Arc<ChannelConfig>,
+    pub(crate) live: Arc<Channel>,
+}
+
 impl Snapshot {
-    /// Builds the runtime view of `config`, reusing what `previous` has that
-    /// the new configuration leaves unchanged.
+    /// Builds the runtime view of `config`. On reload, `previous` is the
+    /// running snapshot and the plan `reload::diff` made from it: what the
+    /// plan keeps is carried over.
     pub(crate) fn build(
         config: Config,
         counters: &Arc<Counters>,
-        previous: Option<&Snapshot>,
+        previous: Option<(&Snapshot, &ConfigDiff)>,
     ) -> Result<Self, TlsError> {
+        let plan = previous.map(|(_, plan)| plan);
+        let previous = previous.map(|(snapshot, _)| snapshot);
         let identity = match (&config.server.tls, previous) {
             (Some(TlsSettings::Files { identity, .. }), _) => Some(identity.clone()),
             (Some(TlsSettings::SelfSigned { names }), Some(previous)) if matches!(&previous.config.server.tls, Some(TlsSettings::SelfSigned { names: old }) if old == names) => {
@@ -70,11 +85,16 @@ impl Snapshot {
             .channels
             .iter()
             .map(|wanted| {
-                previous
+                let kept = plan.is_some_and(|plan| !plan.added.contains(&wanted.name));
+                let live = previous
+                    .filter(|_| kept)
                     .and_then(|previous| previous.channel(&wanted.name))
-                    .filter(|existing| existing.config().kind == wanted.kind)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Channel::new(wanted.clone(), counters.clone())))
+                    .map(|entry| entry.live.clone())
+                    .unwrap_or_else(|| Arc::new(Channel::new(counters.clone())));
+                ChannelEntry {
+                    config: Arc::new(wanted.clone()),
+                    live,
+                }
             })
             .collect();
         let handshakes = previous
@@ -93,20 +113,32 @@ impl Snapshot {
     }
 
     /// The channel whose path matches, and the raw room segment for templates.
-    pub(crate) fn route<'p>(&self, path: &'p str) -> Option<(&Arc<Channel>, Option<&'p str>)> {
-        self.channels.iter().find_map(|channel| {
-            channel
-                .config()
-                .path
-                .matches(path)
-                .map(|room| (channel, room))
-        })
+    pub(crate) fn route<'p>(&self, path: &'p str) -> Option<(&ChannelEntry, Option<&'p str>)> {
+        self.channels
+            .iter()
+            .find_map(|entry| entry.config.path.matches(path).map(|room| (entry, room)))
     }
 
     /// The channel called `name`.
-    pub(crate) fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
+    pub(crate) fn channel(&self, name: &str) -> Option<&ChannelEntry> {
+        self.channels.iter().find(|entry| entry.config.name == name)
+    }
+
+    /// The policy of a live channel in this snapshot; `None` once a reload
+    /// removed it. A scan by identity: a server has a handful of channels,
+    /// and this runs once per client message.
+    pub(crate) fn policy_of(&self, channel: &Arc<Channel>) -> Option<&ChannelConfig> {
         self.channels
             .iter()
-            .find(|channel| channel.config().name == name)
+            .find(|entry| Arc::ptr_eq(&entry.live, channel))
+            .map(|entry| &*entry.config)
+    }
+
+    /// Every channel's statistics, in configuration order.
+    pub(crate) fn channel_stats(&self) -> Vec<ChannelStats> {
+        self.channels
+            .iter()
+            .map(|entry| entry.live.stats(&entry.config))
+            .collect()
     }
 }

@@ -125,13 +125,6 @@ impl Counters {
         self.enforced[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a connection closed for `reason` before its request was
-    /// answered: the enforcement counter and the handshake outcome.
-    pub(crate) fn refuse(&self, reason: Reason) {
-        self.record(reason);
-        self.traffic.record_handshake(Handshake::refused(reason));
-    }
-
     pub(crate) fn snapshot(
         &self,
         channels: Vec<ChannelStats>,

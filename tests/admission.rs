@@ -108,6 +108,30 @@ async fn malformed_upgrades_are_400() {
     );
 }
 
+/// A body on an upgrade request would be dropped or read as WebSocket
+/// frames depending on how the packets fell: refused, and counted.
+#[tokio::test]
+async fn an_upgrade_with_a_body_is_400() {
+    let server = server().await;
+    for (headers, body) in [
+        ("Content-Length: 6\r\n", "abcdef"),
+        ("Transfer-Encoding: chunked\r\n", "2\r\nhi\r\n0\r\n\r\n"),
+    ] {
+        let request = format!("{}{body}", upgrade_request("/echo", headers));
+        let answer = server.raw_http(&request).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (400, "a WebSocket upgrade request must not have a body\n"),
+            "{headers:?}"
+        );
+        assert_eq!(answer.header("connection"), Some("close"));
+    }
+    let empty = upgrade_request("/echo", "Content-Length: 0\r\n");
+    assert_eq!(server.raw_http(&empty).await.status, 101);
+    let handshakes = server.handle.stats().traffic.handshakes;
+    assert_eq!(handshakes[&("rejected", "bad_request")], 2);
+}
+
 #[tokio::test]
 async fn a_good_upgrade_is_101_with_the_rfc_accept_key() {
     let server = server().await;

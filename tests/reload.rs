@@ -397,3 +397,76 @@ async fn shutdown_timeout_drops_clients_that_never_answer() {
     );
     wait_eof(&mut mute).await;
 }
+
+/// Admissions racing reloads that flip a channel's route, subprotocol and
+/// compression window at once: every admitted connection was answered from
+/// one configuration, never a mix of the old and the new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_racing_reloads_each_see_one_configuration() {
+    let policy = |path: &str, protocol: &str, window: u8| {
+        format!(
+            "[[channel]]\nname = \"flip\"\npath = \"{path}\"\nkind = \"broadcast\"\nsubprotocols = [\"{protocol}\"]\n[channel.compression]\nenabled = true\nserver_max_window_bits = {window}\n"
+        )
+    };
+    let a = policy("/a", "proto-a", 10);
+    let b = policy("/b", "proto-b", 12);
+    let server = start(&format!("{CHANNELS}\n{a}")).await;
+    let configs = [
+        variant(&server, &a, &b),
+        Config::from_toml_str(&server.config_text).unwrap(),
+    ];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reloading = async {
+        let mut round = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            server
+                .handle
+                .reload(configs[round % 2].clone())
+                .await
+                .unwrap();
+            round += 1;
+            tokio::task::yield_now().await;
+        }
+        round
+    };
+    let admitting = async {
+        let mut seen = [0usize; 2];
+        for attempt in 0..400usize {
+            // Not in step with the reloads' alternation.
+            let which = (attempt.wrapping_mul(2_654_435_761) >> 7) % 2;
+            let path = ["/a", "/b"][which];
+            let request = upgrade_request(
+                path,
+                "Sec-WebSocket-Protocol: proto-a, proto-b\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+            );
+            let answer = server.raw_http(&request).await;
+            if answer.status == 404 {
+                continue;
+            }
+            assert_eq!(answer.status, 101, "{answer:?}");
+            let (protocol, window) = if path == "/a" {
+                ("proto-a", "server_max_window_bits=10")
+            } else {
+                ("proto-b", "server_max_window_bits=12")
+            };
+            assert_eq!(
+                answer.header("sec-websocket-protocol"),
+                Some(protocol),
+                "{path}: {answer:?}"
+            );
+            let extensions = answer
+                .header("sec-websocket-extensions")
+                .unwrap_or_default();
+            assert!(extensions.contains(window), "{path}: {answer:?}");
+            seen[which] += 1;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        seen
+    };
+    let (reloads, seen) = tokio::join!(reloading, admitting);
+    assert!(reloads > 10, "the reloads raced the admissions: {reloads}");
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "both configurations admitted: {seen:?}"
+    );
+}

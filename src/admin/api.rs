@@ -2,9 +2,8 @@
 //! `GET /channels`, and the bearer token check in front of them.
 //!
 //! The parsing (token, path, content type) is pure and table-tested; the
-//! handlers only read the snapshot and call the same channel code as
-//! [`Handle::publish`](crate::Handle::publish) and
-//! [`Handle::stats`](crate::Handle::stats).
+//! handlers go through [`Handle`]: the same publish path as
+//! [`Handle::publish`] and the same statistics as [`Handle::stats`].
 
 use std::time::Duration;
 
@@ -18,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::{Reply, reply, text};
 use crate::{
-    channel::PublishError, config::AdminToken, http::route::is_valid_room_name, message::Message,
-    server::Shared, stats::Stats,
+    channel::PublishError, config::AdminToken, message::Message, server::handle::Handle,
+    stats::Stats,
 };
 
 /// How long a publisher has to send its body once the headers are in: a
@@ -87,17 +86,19 @@ fn is_text(content_type: Option<&HeaderValue>) -> bool {
         .is_some_and(|(kind, _)| kind.eq_ignore_ascii_case("text"))
 }
 
-/// Publishes the request body to the channel (and room) the path names.
-/// Everything that can be refused without the body is refused before it is
-/// read; a body over the channel's `max_payload` is never buffered whole.
-pub(super) async fn publish(shared: &Shared, request: Request<Incoming>) -> Reply {
+/// Publishes the request body to the channel (and room) the path names,
+/// through [`Handle`]'s publish path. Everything that can be refused
+/// without the body is refused before it is read; a body over the
+/// channel's `max_payload` is never buffered whole.
+pub(super) async fn publish(handle: &Handle, request: Request<Incoming>) -> Reply {
     let (request, body) = request.into_parts();
-    let snapshot = shared.snapshot.load_full();
-    let admin = snapshot.config.admin.as_ref();
     // hyper drains an unread body that is already buffered and otherwise
     // closes the connection: early refusals cost no upload.
-    let token = admin.and_then(|admin| admin.token.as_ref());
-    if let Err(why) = authorize(&request.headers, token) {
+    let admin = handle.admin_settings();
+    if let Err(why) = authorize(
+        &request.headers,
+        admin.as_ref().and_then(|a| a.token.as_ref()),
+    ) {
         return unauthorized(why);
     }
     let Some((name, room)) = publish_target(request.uri.path()) else {
@@ -106,17 +107,11 @@ pub(super) async fn publish(shared: &Shared, request: Request<Incoming>) -> Repl
             "publish to /publish/{channel} or /publish/{channel}/{room}",
         );
     };
-    let Some(channel) = snapshot.channel(name) else {
-        let unknown = PublishError::UnknownChannel(name.to_owned());
-        return text(StatusCode::NOT_FOUND, &unknown.to_string());
+    let target = match handle.publisher(name, room) {
+        Ok(target) => target,
+        Err(error) => return refused(&error),
     };
-    if room.is_some_and(|room| !is_valid_room_name(room)) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
-        );
-    }
-    let limit = channel.config().limits.max_payload;
+    let limit = target.max_payload();
     let too_large = || {
         let why = format!("the body exceeds the channel's max_payload of {limit} bytes");
         text(StatusCode::PAYLOAD_TOO_LARGE, &why)
@@ -154,20 +149,24 @@ pub(super) async fn publish(shared: &Shared, request: Request<Incoming>) -> Repl
     } else {
         Message::binary(body)
     };
-    match channel.publish(room, &message) {
+    match target.publish(&message) {
         Ok(delivered) => reply(StatusCode::OK, json!({ "delivered": delivered })),
-        Err(error) => {
-            let status = match error {
-                PublishError::UnknownChannel(_) => StatusCode::NOT_FOUND,
-                PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                PublishError::NotPublishable(_) | PublishError::RoomMismatch { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
-                PublishError::ClientsMayNotPublish => StatusCode::FORBIDDEN,
-            };
-            text(status, &error.to_string())
-        }
+        Err(error) => refused(&error),
     }
+}
+
+/// The answer to a publish the channel refused: the status its reason
+/// calls for, and the error's own text.
+fn refused(error: &PublishError) -> Reply {
+    let status = match error {
+        PublishError::UnknownChannel(_) => StatusCode::NOT_FOUND,
+        PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        PublishError::NotPublishable(_)
+        | PublishError::RoomMismatch { .. }
+        | PublishError::BadRoomName => StatusCode::BAD_REQUEST,
+        PublishError::ClientsMayNotPublish => StatusCode::FORBIDDEN,
+    };
+    text(status, &error.to_string())
 }
 
 /// The `/channels` document: every channel with its rooms, and the global

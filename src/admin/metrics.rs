@@ -29,7 +29,7 @@
 //! | `wsedge_config_generation` | gauge | |
 //! | `wsedge_build_info` | info | `version` |
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use prometheus_client::{
     collector::Collector,
@@ -38,15 +38,15 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{server::Shared, stats::Stats};
+use crate::{server::handle::Handle, stats::Stats};
 
 /// The media type of the OpenMetrics text format.
 pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A registry whose only collector reads `shared` at each scrape.
-pub(super) fn registry(shared: Arc<Shared>) -> Registry {
+/// A registry whose only collector reads the server's statistics at each scrape.
+pub(super) fn registry(handle: Handle) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ServerCollector { shared }));
+    registry.register_collector(Box::new(ServerCollector { handle }));
     registry
 }
 
@@ -58,7 +58,7 @@ pub(super) fn render(registry: &Registry) -> String {
 }
 
 struct ServerCollector {
-    shared: Arc<Shared>,
+    handle: Handle,
 }
 
 impl fmt::Debug for ServerCollector {
@@ -69,7 +69,7 @@ impl fmt::Debug for ServerCollector {
 
 impl Collector for ServerCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
-        encode_stats(&self.shared.stats(), encoder)
+        encode_stats(&self.handle.stats(), encoder)
     }
 }
 

@@ -47,7 +47,10 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use crate::server::{Listener, Shared, recover_from_accept_error};
+use crate::server::{
+    handle::Handle,
+    listener::{Listener, recover_from_accept_error},
+};
 
 /// Admin connections served at once; more are closed on accept. Ample for
 /// a scraper, health checks and a few publishing backends with keep-alive,
@@ -62,11 +65,11 @@ type Reply = Response<Full<Bytes>>;
 
 /// Serves the admin API on `listeners` (from [`Listener::admin`]). It stops
 /// when the returned handles drop.
-pub(crate) fn start(listeners: Vec<Listener>, shared: &Arc<Shared>) -> Vec<AbortOnDropHandle<()>> {
+pub(crate) fn start(listeners: Vec<Listener>, handle: Handle) -> Vec<AbortOnDropHandle<()>> {
     let sockets: Vec<TcpListener> = listeners.into_iter().map(Listener::into_socket).collect();
     let admin = Arc::new(Admin {
-        registry: metrics::registry(shared.clone()),
-        shared: shared.clone(),
+        registry: metrics::registry(handle.clone()),
+        handle,
     });
     sockets
         .into_iter()
@@ -81,7 +84,7 @@ pub(crate) fn start(listeners: Vec<Listener>, shared: &Arc<Shared>) -> Vec<Abort
 
 /// What every admin request needs.
 struct Admin {
-    shared: Arc<Shared>,
+    handle: Handle,
     registry: Registry,
 }
 
@@ -137,7 +140,7 @@ impl Admin {
         let path = request.uri().path();
         if path.starts_with("/publish/") {
             return match *request.method() {
-                Method::POST => api::publish(&self.shared, request).await,
+                Method::POST => api::publish(&self.handle, request).await,
                 _ => method_not_allowed("POST"),
             };
         }
@@ -149,7 +152,7 @@ impl Admin {
         }
         match path {
             "/healthz" => text(StatusCode::OK, "ok"),
-            "/readyz" if self.shared.shutdown.is_cancelled() => {
+            "/readyz" if self.handle.is_shutting_down() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
             }
             "/readyz" => text(StatusCode::OK, "ready"),
@@ -163,17 +166,12 @@ impl Admin {
                 answer
             }
             _ => {
-                let snapshot = self.shared.snapshot.load();
-                let token = snapshot
-                    .config
-                    .admin
-                    .as_ref()
-                    .and_then(|a| a.token.as_ref());
+                let admin = self.handle.admin_settings();
+                let token = admin.as_ref().and_then(|a| a.token.as_ref());
                 if let Err(why) = api::authorize(request.headers(), token) {
                     return api::unauthorized(why);
                 }
-                drop(snapshot);
-                reply(StatusCode::OK, api::channels(&self.shared.stats()))
+                reply(StatusCode::OK, api::channels(&self.handle.stats()))
             }
         }
     }

@@ -44,6 +44,17 @@ impl Members {
         self.write().insert(id, member);
     }
 
+    /// Inserts a member unless there are `max` already; check and insert
+    /// under one lock. Returns whether it was inserted.
+    pub(crate) fn insert_below(&self, id: ConnectionId, member: Member, max: usize) -> bool {
+        let mut entries = self.write();
+        if entries.len() >= max {
+            return false;
+        }
+        entries.insert(id, member);
+        true
+    }
+
     /// Removes a member; returns how many are left.
     pub(crate) fn remove(&self, id: ConnectionId) -> usize {
         let mut entries = self.write();

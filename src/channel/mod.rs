@@ -14,7 +14,6 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 
 use self::{
@@ -23,6 +22,7 @@ use self::{
 };
 use crate::{
     config::{ChannelConfig, ChannelKind, Publish},
+    http::route::ROOM_NAME_RULE,
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
     ws::{
@@ -76,16 +76,20 @@ pub enum PublishError {
         /// The channel's limit.
         limit: usize,
     },
+    /// The room name is not one a client could join.
+    #[error("{}", ROOM_NAME_RULE)]
+    BadRoomName,
     /// A client tried to publish on a channel where only the API may.
     #[error("clients may not publish on this channel")]
     ClientsMayNotPublish,
 }
 
-/// One configured channel and its live connections.
+/// The live state of one configured channel: its connections, rooms and
+/// compressors. Its policy is not here: it lives in the configuration
+/// snapshot, and every operation takes the `ChannelConfig` its caller read
+/// from the one snapshot it loaded, so a reload is seen whole or not at all.
+/// A later reload carries the channel over by name.
 pub(crate) struct Channel {
-    /// Swapped by a reload that changes the channel but not its kind: new
-    /// connections and new messages follow the new policy.
-    config: ArcSwap<ChannelConfig>,
     counters: Arc<Counters>,
     /// Every connection on the channel, whatever its room.
     members: Members,
@@ -96,9 +100,8 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(config: ChannelConfig, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(counters: Arc<Counters>) -> Self {
         Self {
-            config: ArcSwap::from_pointee(config),
             counters,
             members: Members::default(),
             rooms: Rooms::default(),
@@ -107,60 +110,51 @@ impl Channel {
         }
     }
 
-    /// The current configuration.
-    pub(crate) fn config(&self) -> Guard<Arc<ChannelConfig>> {
-        self.config.load()
-    }
-
-    /// Applies a reloaded configuration of the same kind: routes and policy
-    /// change for new connections and messages; members stay.
-    pub(crate) fn reconfigure(&self, config: ChannelConfig) {
+    /// Follows a reload that changed the channel's policy: pooled
+    /// compressors of a level no longer used are dropped.
+    pub(crate) fn reconfigured(&self, config: &ChannelConfig) {
         self.compressors.keep_level(config.compression.level);
-        self.config.store(Arc::new(config));
     }
 
-    /// Adds a connection (to `room`, for room channels). The returned
-    /// membership leaves when dropped.
+    /// Adds a connection (to `room`, for room channels). The channel's
+    /// `max_connections` is checked and the member inserted under one lock,
+    /// so concurrent joins cannot overshoot it. The returned membership
+    /// leaves when dropped.
     pub(crate) fn join(
         self: &Arc<Self>,
+        config: &ChannelConfig,
         room: Option<&str>,
         outbox: Outbox,
         encoding: Encoding,
     ) -> Result<Membership, JoinError> {
-        let config = self.config();
-        if self.members.len() >= config.limits.max_connections {
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let member = Member {
+            outbox: outbox.clone(),
+            encoding,
+        };
+        if !self
+            .members
+            .insert_below(id, member.clone(), config.limits.max_connections)
+        {
             return Err(JoinError::ChannelFull);
         }
-        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-        let room = match room {
-            Some(name) => Some(self.rooms.join(
-                name,
-                id,
-                Member {
-                    outbox: outbox.clone(),
-                    encoding,
-                },
-                config.max_rooms,
-                config.max_members,
-            )?),
-            None => None,
-        };
-        // Checked after the room insert so that a concurrent `close_all`
-        // either sees this member or makes this check fail.
-        self.members.insert(
-            id,
-            Member {
-                outbox: outbox.clone(),
-                encoding,
-            },
-        );
-        let membership = Membership {
+        // From here on the membership's drop undoes the inserts.
+        let mut membership = Membership {
             channel: self.clone(),
-            room,
+            room: None,
             id,
             outbox,
             encoding,
         };
+        if let Some(name) = room {
+            membership.room =
+                Some(
+                    self.rooms
+                        .join(name, id, member, config.max_rooms, config.max_members)?,
+                );
+        }
+        // Checked after the inserts so that a concurrent `close_all` either
+        // sees this member or makes this check fail.
         if self.closing.load(Ordering::Acquire) {
             return Err(JoinError::Closing);
         }
@@ -184,10 +178,10 @@ impl Channel {
     /// Publishes from the API: to every subscriber, or every member of `room`.
     pub(crate) fn publish(
         &self,
+        config: &ChannelConfig,
         room: Option<&str>,
         message: &Message,
     ) -> Result<usize, PublishError> {
-        let config = self.config();
         let channel = || config.name.clone();
         if message.payload().len() > config.limits.max_payload {
             return Err(PublishError::TooLarge {
@@ -198,7 +192,7 @@ impl Channel {
         match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => Ok(self.fan_out(
-                &config,
+                config,
                 &self.members,
                 message.kind(),
                 message.payload().clone(),
@@ -206,7 +200,7 @@ impl Channel {
             )),
             (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| {
                 self.fan_out(
-                    &config,
+                    config,
                     &room.members,
                     message.kind(),
                     message.payload().clone(),
@@ -223,8 +217,7 @@ impl Channel {
     }
 
     /// Queues one message for `members` (but `except`): each member gets it
-    /// in the encoding it negotiated, and each encoding is made at most
-    /// once, so a shared-mode message is compressed once for all.
+    /// in the encoding it negotiated, each encoding made at most once.
     fn fan_out(
         &self,
         config: &ChannelConfig,
@@ -248,8 +241,8 @@ impl Channel {
         recipients
     }
 
-    pub(crate) fn stats(&self) -> ChannelStats {
-        let config = self.config();
+    /// Connections and rooms now, under the name and kind `config` gives.
+    pub(crate) fn stats(&self, config: &ChannelConfig) -> ChannelStats {
         ChannelStats {
             name: config.name.clone(),
             kind: config.kind,
@@ -270,9 +263,9 @@ pub(crate) struct Membership {
 }
 
 impl Membership {
-    /// The channel's effective configuration.
-    pub(crate) fn config(&self) -> Guard<Arc<ChannelConfig>> {
-        self.channel.config()
+    /// The live channel it belongs to.
+    pub(crate) fn channel(&self) -> &Arc<Channel> {
+        &self.channel
     }
 
     /// How this connection takes its messages.
@@ -285,11 +278,16 @@ impl Membership {
         &self.channel.counters
     }
 
-    /// Handles a message from this connection's client: encodes it once and
-    /// queues the same bytes for every recipient.
-    pub(crate) fn dispatch(&self, kind: MessageKind, payload: Bytes) -> Result<(), PublishError> {
+    /// Handles a message from this connection's client under the channel's
+    /// current `config`: encodes it once and queues the same bytes for every
+    /// recipient.
+    pub(crate) fn dispatch(
+        &self,
+        config: &ChannelConfig,
+        kind: MessageKind,
+        payload: Bytes,
+    ) -> Result<(), PublishError> {
         let channel = &self.channel;
-        let config = channel.config();
         let size = payload.len();
         channel.counters.traffic.record_received(config.kind, size);
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
@@ -312,7 +310,7 @@ impl Membership {
             .room
             .as_ref()
             .map_or(&channel.members, |room| &room.members);
-        channel.fan_out(&config, members, kind, payload, except);
+        channel.fan_out(config, members, kind, payload, except);
         Ok(())
     }
 }

@@ -1,174 +1,142 @@
-//! The hyper service: admission of one HTTP request, in the order DESIGN.md
-//! section 1 gives, ending in a 101 and a spawned session or in a short
-//! plain-text refusal.
+//! Admission: the decision about one WebSocket upgrade request, made from
+//! one configuration snapshot and nothing else. It joins nothing, spawns
+//! nothing and takes no slot: [`admit`] returns everything the connection
+//! will run with ([`Admitted`]) or a typed [`Rejection`], and the server's
+//! connection owner acts on it.
+//!
+//! Order: who the client is (the PROXY source, else `X-Forwarded-For` from
+//! a trusted proxy, else the peer) → handshake rate (429) → route (404) →
+//! room name (400) → upgrade checks (405, 426, 400) → `Origin` (403) →
+//! subprotocol and permessage-deflate agreement. Capacity (full room,
+//! channel or client) is decided where the slot is taken, atomically with
+//! it, and reported with the same [`Rejection`] type.
 
 mod forwarded;
 pub(crate) mod handshake;
 pub mod origin;
+pub(crate) mod rejection;
 pub mod route;
 
-use crate::sync::lock;
-use std::{
-    convert::Infallible,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-};
+use std::{net::IpAddr, sync::Arc};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{
-    Request, Response, StatusCode,
-    body::Incoming,
+    HeaderMap, Request,
     header::{self, HeaderValue},
 };
 
-use self::handshake::Rejection;
+pub(crate) use self::rejection::{BadUpgrade, Rejection};
 use crate::{
-    channel::JoinError,
-    limits::{ClientKey, caps::Slots},
-    server::Shared,
-    stats::{Handshake, Reason},
-    ws::{deflate::negotiate::negotiate, encoder::Encoding, outbox, session::Session},
+    channel::Channel,
+    config::ChannelConfig,
+    limits::ClientKey,
+    snapshot::Snapshot,
+    ws::{
+        deflate::negotiate::{Agreement, negotiate},
+        encoder::Encoding,
+    },
 };
 
-/// What the accept path learned about a connection, handed to its requests.
-pub(crate) struct ClientConnection {
-    /// The client's address: the TCP peer, or the PROXY header's source.
+/// What the accept path learned about a connection before its request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The client's address as the socket tells it: the PROXY header's
+    /// source, or the TCP peer.
     pub(crate) addr: IpAddr,
-    /// The peer is a trusted proxy that sent no PROXY header:
-    /// `X-Forwarded-For` names the client, and its slot is still to take.
-    pub(crate) forwarded: bool,
-    /// The connection's cap slots, moved into the session on upgrade.
-    pub(crate) slots: Mutex<Option<Slots>>,
+    /// The address came from a PROXY header: `X-Forwarded-For` is never
+    /// consulted then.
+    pub(crate) from_proxy_header: bool,
 }
 
-/// Answers one request. Never fails: every refusal is a response.
-pub(crate) async fn serve_request(
-    mut request: Request<Incoming>,
-    connection: Arc<ClientConnection>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = admit(&mut request, &connection, &shared).unwrap_or_else(|rejection| {
-        // The path only: query strings may carry tokens.
-        tracing::debug!(
-            path = request.uri().path(),
-            status = rejection.status.as_u16(),
-            reason = rejection.reason,
-            "request refused"
-        );
-        rejection.into_response()
-    });
-    let outcome = Handshake::answered(response.status());
-    shared.counters.traffic.record_handshake(outcome);
-    Ok(response)
+/// An admitted request: everything its connection runs with, read from
+/// one snapshot.
+pub(crate) struct Admitted {
+    /// The channel's live state, to join.
+    pub(crate) channel: Arc<Channel>,
+    /// The channel's policy as this snapshot has it: the connection's
+    /// limits stay these for its whole life.
+    pub(crate) config: Arc<ChannelConfig>,
+    /// The room, for room channels.
+    pub(crate) room: Option<String>,
+    /// Who the client is, for its `max_connections_per_ip` slot.
+    pub(crate) client: ClientKey,
+    /// That cap, from the same snapshot.
+    pub(crate) max_connections_per_ip: usize,
+    /// The selected subprotocol, if any.
+    pub(crate) subprotocol: Option<HeaderValue>,
+    /// The permessage-deflate parameters, if agreed.
+    pub(crate) deflate: Option<Agreement>,
+    /// How the connection takes fan-out messages.
+    pub(crate) encoding: Encoding,
 }
 
-fn admit(
-    request: &mut Request<Incoming>,
-    connection: &ClientConnection,
-    shared: &Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Rejection> {
-    let snapshot = shared.snapshot.load_full();
-    let config = &snapshot.config;
-    let client = match connection.forwarded {
-        true => forwarded::forwarded_client(request.headers(), &config.server.trusted_proxies)
-            .unwrap_or(connection.addr),
-        false => connection.addr,
-    };
-    let key = ClientKey::new(client, config.admission.ipv6_prefix);
-    if let Err(wait) = snapshot.handshakes.check(key) {
-        shared.counters.record(Reason::RateLimit);
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(Rejection::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many handshakes; retry later",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
-    }
-    let (channel, room) = snapshot.route(request.uri().path()).ok_or(Rejection::new(
-        StatusCode::NOT_FOUND,
-        "no channel at this path",
-    ))?;
-    if room.is_some_and(|name| !route::is_valid_room_name(name)) {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
-        ));
-    }
-    handshake::check_upgrade(request.method(), request.version(), request.headers())?;
-    let config = channel.config();
-    if !config.origins.allows(
-        request
-            .headers()
-            .get(header::ORIGIN)
-            .map(HeaderValue::as_bytes),
-    ) {
-        return Err(Rejection::new(StatusCode::FORBIDDEN, "origin not allowed"));
-    }
-    let subprotocol = handshake::select_subprotocol(request.headers(), &config.subprotocols);
-    let deflate = negotiate(request.headers(), &config.compression);
-
-    let unavailable = |reason| Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason);
-    let mut slots = lock(&connection.slots)
-        .take()
-        .ok_or(unavailable("one WebSocket per connection"))?;
-    if !slots.has_client() {
-        let slot = shared
-            .caps
-            .acquire_client(key, snapshot.config.admission.max_connections_per_ip)
-            .ok_or_else(|| {
-                shared.counters.record(Reason::IpCap);
-                unavailable("too many connections from this address")
-            })?;
-        slots.set_client(slot);
-    }
-    let (outbox, receiver) =
-        outbox::channel(config.limits.send_buffer, config.limits.on_slow_consumer);
-    let membership = channel
-        .join(
-            room,
-            outbox.clone(),
-            Encoding::negotiated(deflate.as_ref(), config.compression.mode),
-        )
-        .map_err(|error| {
-            unavailable(match error {
-                JoinError::RoomFull => "room is full",
-                JoinError::TooManyRooms => "too many rooms",
-                JoinError::ChannelFull => {
-                    shared.counters.record(Reason::GlobalCap);
-                    "channel is full"
-                }
-                JoinError::Closing => "channel is closing",
-            })
-        })?;
-    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *request)
-        .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "malformed WebSocket upgrade"))?;
-    let session = Session {
-        membership,
-        outbox,
-        receiver,
-        slots,
-        deflate,
-        hard_stop: shared.hard_stop.clone(),
-    };
-    shared.tasks.spawn(async move {
-        match upgrade.await {
-            Ok(websocket) => session.run(websocket.into_inner()).await,
-            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+impl Admitted {
+    /// Adds what the 101 must say about the agreement to its headers.
+    pub(crate) fn answer(&self, headers: &mut HeaderMap) {
+        if let Some(name) = &self.subprotocol {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, name.clone());
         }
-    });
+        if let Some(agreement) = &self.deflate {
+            let value =
+                HeaderValue::from_str(&agreement.response()).expect("the agreement is ASCII");
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+}
 
-    let (mut parts, _) = response.into_parts();
-    if let Some(name) = subprotocol {
-        let value =
-            HeaderValue::from_str(name).expect("subprotocols are validated as header tokens");
-        parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+/// Decides about one request, in the order the module documentation gives.
+pub(crate) fn admit<B>(
+    snapshot: &Snapshot,
+    request: &Request<B>,
+    peer: Peer,
+) -> Result<Admitted, Rejection> {
+    let config = &snapshot.config;
+    // Whether to believe X-Forwarded-For is decided here, under the
+    // snapshot that admits the request, not when the socket was accepted.
+    let believe_forwarded = !peer.from_proxy_header
+        && config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|cidr| cidr.contains(peer.addr));
+    let client = match believe_forwarded {
+        true => forwarded::forwarded_client(request.headers(), &config.server.trusted_proxies)
+            .unwrap_or(peer.addr),
+        false => peer.addr,
+    };
+    let client = ClientKey::new(client, config.admission.ipv6_prefix);
+    snapshot
+        .handshakes
+        .check(client)
+        .map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+    let (entry, room) = snapshot
+        .route(request.uri().path())
+        .ok_or(Rejection::NoChannel)?;
+    if room.is_some_and(|name| !route::is_valid_room_name(name)) {
+        return Err(Rejection::BadRoomName);
     }
-    if let Some(agreement) = deflate {
-        let value = HeaderValue::from_str(&agreement.response()).expect("the agreement is ASCII");
-        parts
-            .headers
-            .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    handshake::check_upgrade(request.method(), request.version(), request.headers())
+        .map_err(Rejection::Upgrade)?;
+    let channel = &entry.config;
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .map(HeaderValue::as_bytes);
+    if !channel.origins.allows(origin) {
+        return Err(Rejection::Origin);
     }
-    Ok(Response::from_parts(parts, Full::default()))
+    let subprotocol =
+        handshake::select_subprotocol(request.headers(), &channel.subprotocols).map(|name| {
+            HeaderValue::from_str(name).expect("subprotocols are validated as header tokens")
+        });
+    let deflate = negotiate(request.headers(), &channel.compression);
+    Ok(Admitted {
+        channel: entry.live.clone(),
+        config: entry.config.clone(),
+        room: room.map(str::to_owned),
+        client,
+        max_connections_per_ip: config.admission.max_connections_per_ip,
+        subprotocol,
+        encoding: Encoding::negotiated(deflate.as_ref(), channel.compression.mode),
+        deflate,
+    })
 }

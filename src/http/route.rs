@@ -123,6 +123,10 @@ fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c)
 }
 
+/// What a refusal says about a bad room name, wherever one is refused.
+pub(crate) const ROOM_NAME_RULE: &str =
+    "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'";
+
 /// Whether `name` is an acceptable room name: 1 to 64 characters of
 /// `[A-Za-z0-9_.-]`.
 pub fn is_valid_room_name(name: &str) -> bool {

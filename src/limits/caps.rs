@@ -57,12 +57,13 @@ impl Slots {
         }
     }
 
-    /// Whether the client's slot is held yet (it is taken after the request
-    /// when a trusted proxy names the client in `X-Forwarded-For`).
-    pub(crate) fn has_client(&self) -> bool {
-        self.client.is_some()
+    /// Whose client slot is held, if one is yet (it is taken after the
+    /// request when a trusted proxy names the client in `X-Forwarded-For`).
+    pub(crate) fn client_key(&self) -> Option<ClientKey> {
+        self.client.as_ref().map(|slot| slot.key)
     }
 
+    /// Holds `slot` as the client's, giving back any other one held.
     pub(crate) fn set_client(&mut self, slot: ClientSlot) {
         self.client = Some(slot);
     }

@@ -12,12 +12,12 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::Shared;
+use super::state::ServerState;
 use crate::protocol::close;
 
 /// Runs the drain to completion; returns when every task has ended.
-pub(super) async fn drain(shared: &Arc<Shared>) {
-    let snapshot = shared.snapshot.load_full();
+pub(super) async fn drain(state: &Arc<ServerState>) {
+    let snapshot = state.snapshot.load_full();
     let (window, deadline) = (
         snapshot.config.server.drain_window,
         snapshot.config.server.shutdown_timeout,
@@ -26,7 +26,7 @@ pub(super) async fn drain(shared: &Arc<Shared>) {
     let outboxes: Vec<_> = snapshot
         .channels
         .iter()
-        .flat_map(|channel| channel.start_closing())
+        .flat_map(|entry| entry.live.start_closing())
         .collect();
     tracing::info!(connections = outboxes.len(), window = ?window, "shutting down: closing every connection with 1001, paced");
     let pacing = async {
@@ -40,18 +40,18 @@ pub(super) async fn drain(shared: &Arc<Shared>) {
             outbox.close(close::GOING_AWAY, "server shutting down");
         }
     };
-    shared.tasks.close();
+    state.tasks.close();
     let finished = async {
         pacing.await;
-        shared.tasks.wait().await;
+        state.tasks.wait().await;
     };
     if tokio::time::timeout_at(started + deadline, finished)
         .await
         .is_err()
     {
         tracing::warn!("shutdown_timeout reached: dropping the connections that are left");
-        shared.hard_stop.cancel();
-        shared.tasks.wait().await;
+        state.hard_stop.cancel();
+        state.tasks.wait().await;
     }
 }
 

@@ -1,33 +1,18 @@
-//! Listening sockets, accept loops, and the life of one TCP connection up to
-//! the upgrade: PROXY header, connection caps, TLS handshake and HTTP
-//! request, all within `handshake_timeout`.
+//! Listening sockets and their accept loops. Each accepted connection is
+//! handed to its owner (`connection`).
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
-    time::Instant,
-};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use tokio_util::sync::CancellationToken;
-
-use super::{Error, Shared, proxy};
-use crate::{
-    config::Config,
-    http::{ClientConnection, serve_request},
-    limits::{ClientKey, caps::Slots},
-    reload::ListenerSpec,
-    stats::{Handshake, Metered, Reason},
+use super::{
+    connection,
+    error::Error,
+    state::{AcceptLoop, ServerState},
 };
+use crate::{config::Config, reload::ListenerSpec, sync::lock};
 
 /// Pause after an accept error that is not about one connection (EMFILE,
 /// ENOBUFS): long enough for descriptors to be released, short enough not to
@@ -146,19 +131,31 @@ impl Listener {
         }
     }
 
-    pub(super) fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Spawns the accept loop on the server's tracker; a configured listener
+    /// is registered so that a reload can stop it.
+    pub(super) fn start(self, state: &Arc<ServerState>) {
+        if let Ok(addr) = self.local_addr() {
+            tracing::info!(%addr, scheme = if self.tls { "wss" } else { "ws" }, "listening");
+        }
+        let stop = state.shutdown.child_token();
+        let spec = self.spec;
+        let task = state
+            .tasks
+            .spawn(self.accept_loop(stop.clone(), state.clone()));
+        if let Some(spec) = spec {
+            lock(&state.listeners).insert(spec, AcceptLoop { stop, task });
+        }
     }
 
     /// Accepts until `stop` (shutdown, or a reload that removes it or
     /// changes its role), then gives the socket back. Never returns on an
     /// accept error: per-connection errors are skipped, resource exhaustion
     /// backs off.
-    pub(super) async fn accept_loop(
-        self,
-        stop: CancellationToken,
-        shared: Arc<Shared>,
-    ) -> TcpListener {
+    async fn accept_loop(self, stop: CancellationToken, state: Arc<ServerState>) -> TcpListener {
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => return self.socket,
@@ -166,16 +163,14 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    shared.counters.traffic.record_accepted();
+                    state.counters.traffic.record_accepted();
                     let span = tracing::debug_span!("connection", %peer);
-                    let connection = serve_connection(
-                        stream,
-                        peer,
-                        self.tls,
-                        self.proxy_protocol,
-                        shared.clone(),
-                    );
-                    shared.tasks.spawn(connection.instrument(span));
+                    let role = connection::Role {
+                        tls: self.tls,
+                        proxy_protocol: self.proxy_protocol,
+                    };
+                    let owner = connection::serve(stream, peer, role, state.clone());
+                    state.tasks.spawn(owner.instrument(span));
                 }
                 Err(error) => recover_from_accept_error(error).await,
             }
@@ -196,120 +191,5 @@ pub(crate) async fn recover_from_accept_error(error: io::Error) {
     if !per_connection {
         tracing::warn!(%error, "accept failed; backing off");
         tokio::time::sleep(ACCEPT_BACKOFF).await;
-    }
-}
-
-/// Identifies the client, takes its connection slots, then runs TLS and
-/// HTTP. Returning drops the socket: a refused client is closed at once.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    tls: bool,
-    proxy_protocol: bool,
-    shared: Arc<Shared>,
-) {
-    // Frames are written in batches already; Nagle would only add latency.
-    let _ = stream.set_nodelay(true);
-    let mut stream = Metered::new(stream, shared.counters.clone());
-    let snapshot = shared.snapshot.load_full();
-    let config = &snapshot.config;
-    let deadline = Instant::now() + config.server.handshake_timeout;
-    let trusted = config
-        .server
-        .trusted_proxies
-        .iter()
-        .any(|cidr| cidr.contains(peer.ip()));
-    let counters = &shared.counters;
-
-    let (client, forwarded) = if proxy_protocol {
-        if !trusted {
-            tracing::debug!("PROXY listener: peer is not in trusted_proxies");
-            return counters.refuse(Reason::Protocol);
-        }
-        match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
-            Ok(Ok(source)) => (source.unwrap_or(peer.ip()), false),
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "bad PROXY header");
-                return counters.refuse(Reason::Protocol);
-            }
-            Err(_) => return counters.refuse(Reason::Timeout),
-        }
-    } else {
-        // A trusted proxy without PROXY header may name the client in
-        // X-Forwarded-For: its slot is taken once the request is read.
-        (peer.ip(), trusted)
-    };
-
-    let admission = &config.admission;
-    let Some(global) = shared.caps.acquire_global(admission.max_connections) else {
-        return counters.refuse(Reason::GlobalCap);
-    };
-    let client_slot = if forwarded {
-        None
-    } else {
-        let key = ClientKey::new(client, admission.ipv6_prefix);
-        match shared
-            .caps
-            .acquire_client(key, admission.max_connections_per_ip)
-        {
-            Some(slot) => Some(slot),
-            None => return counters.refuse(Reason::IpCap),
-        }
-    };
-    let connection = Arc::new(ClientConnection {
-        addr: client,
-        forwarded,
-        slots: Mutex::new(Some(Slots::new(global, client_slot))),
-    });
-
-    if !tls {
-        drop(snapshot);
-        return serve_http(stream, deadline, connection, shared).await;
-    }
-    let Some(acceptor) = snapshot.acceptor.clone() else {
-        return;
-    };
-    drop(snapshot);
-    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_http(tls, deadline, connection, shared).await,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "TLS handshake failed");
-            shared.counters.traffic.record_handshake(Handshake::Tls);
-        }
-        Err(_) => shared.counters.refuse(Reason::Timeout),
-    }
-}
-
-/// Serves HTTP on one connection until it upgrades or is refused (refusals
-/// carry `Connection: close`, so a connection sees one request either way).
-async fn serve_http<I>(
-    io: I,
-    deadline: Instant,
-    connection: Arc<ClientConnection>,
-    shared: Arc<Shared>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service_shared = shared.clone();
-    let service = service_fn(move |request| {
-        serve_request(request, connection.clone(), service_shared.clone())
-    });
-    let http = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(http);
-    let result = tokio::select! {
-        result = http.as_mut() => result,
-        () = shared.shutdown.cancelled() => {
-            http.as_mut().graceful_shutdown();
-            http.await
-        }
-    };
-    match result {
-        Err(error) if error.is_timeout() => shared.counters.refuse(Reason::Timeout),
-        Err(error) => tracing::debug!(%error, "HTTP connection ended with an error"),
-        Ok(()) => {}
     }
 }

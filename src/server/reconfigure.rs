@@ -1,18 +1,21 @@
-//! Applying a reload: everything that can fail (binding new listeners,
-//! building the snapshot) happens before anything changes; then one swap,
-//! then the consequences (closing removed channels and listeners).
+//! Applying a reload by following the plan `reload::diff` makes:
+//! everything that can fail (binding new listeners, building the snapshot)
+//! happens before anything changes; then one swap publishes the whole new
+//! configuration; then its consequences (closing removed channels and
+//! listeners, retuning changed channels).
 
 use std::sync::Arc;
 
-use super::{Error, Listener, Shared};
+use super::{error::Error, listener::Listener, state::ServerState};
 use crate::{
     config::Config,
+    protocol::close,
     reload::{ReloadReport, diff},
     snapshot::Snapshot,
+    sync::lock,
 };
-use crate::{protocol::close, sync::lock};
 
-impl Shared {
+impl ServerState {
     pub(super) async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Error> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.apply(config).await;
@@ -37,53 +40,50 @@ impl Shared {
 
     async fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadReport, Error> {
         let old = self.snapshot.load_full();
-        let changes = diff(&old.config, &config);
-        let mut opened = Vec::with_capacity(changes.opened.len());
-        for spec in &changes.opened {
+        let plan = diff(&old.config, &config);
+        let mut opened = Vec::with_capacity(plan.opened.len());
+        for spec in &plan.opened {
             // A listener whose address stays (a TLS or PROXY change) keeps
             // its socket; it is handed over after the swap.
-            if changes.closed.iter().any(|closed| closed.addr == spec.addr) {
+            if plan.closed.iter().any(|closed| closed.addr == spec.addr) {
                 continue;
             }
             opened.push(Listener::bind(*spec).await?);
         }
-        let snapshot = Snapshot::build(config, &self.counters, Some(&old))?;
+        let snapshot = Arc::new(Snapshot::build(
+            config,
+            &self.counters,
+            Some((&old, &plan)),
+        )?);
         if snapshot.acceptor.is_none()
             && lock(&self.listeners)
                 .keys()
-                .any(|spec| spec.tls && !changes.closed.contains(spec))
+                .any(|spec| spec.tls && !plan.closed.contains(spec))
         {
             return Err(Error::NoTls);
-        }
-        for channel in &snapshot.channels {
-            let wanted = snapshot
-                .config
-                .channels
-                .iter()
-                .find(|c| c.name == channel.config().name);
-            if let Some(wanted) = wanted.filter(|wanted| changes.changed.contains(&wanted.name)) {
-                channel.reconfigure(wanted.clone());
-            }
         }
         let certificate_changed = match (&old.identity, &snapshot.identity) {
             (Some(before), Some(after)) => before.leaf() != after.leaf(),
             (before, after) => before.is_some() != after.is_some(),
         };
-        self.snapshot.store(Arc::new(snapshot));
+        self.snapshot.store(snapshot.clone());
 
-        for channel in old
-            .channels
-            .iter()
-            .filter(|c| changes.removed.contains(&c.config().name))
-        {
-            channel.close_all(close::GOING_AWAY, "channel removed");
+        for name in &plan.changed {
+            if let Some(entry) = snapshot.channel(name) {
+                entry.live.reconfigured(&entry.config);
+            }
         }
-        for closed in &changes.closed {
+        for name in &plan.removed {
+            if let Some(entry) = old.channel(name) {
+                entry.live.close_all(close::GOING_AWAY, "channel removed");
+            }
+        }
+        for closed in &plan.closed {
             let Some(running) = lock(&self.listeners).remove(closed) else {
                 continue;
             };
             running.stop.cancel();
-            let Some(spec) = changes.opened.iter().find(|spec| spec.addr == closed.addr) else {
+            let Some(spec) = plan.opened.iter().find(|spec| spec.addr == closed.addr) else {
                 continue;
             };
             // Same address, new role: the stopped loop gives its socket back.
@@ -96,15 +96,15 @@ impl Shared {
             }
         }
         for listener in opened {
-            self.start_listener(listener);
+            listener.start(self);
         }
         Ok(ReloadReport {
             generation: self.counters.generation() + 1,
-            added: changes.added,
-            removed: changes.removed,
-            changed: changes.changed,
-            opened: changes.opened.iter().map(|spec| spec.addr).collect(),
-            closed: changes.closed.iter().map(|spec| spec.addr).collect(),
+            added: plan.added,
+            removed: plan.removed,
+            changed: plan.changed,
+            opened: plan.opened.iter().map(|spec| spec.addr).collect(),
+            closed: plan.closed.iter().map(|spec| spec.addr).collect(),
             certificate_changed,
         })
     }

@@ -10,17 +10,17 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use hyper::StatusCode;
-
-use super::Reason;
 use crate::{config::ChannelKind, protocol::close};
 
-/// How one WebSocket handshake ended: a `result` and a `reason` label.
+/// How one WebSocket handshake ended: the `result` and `reason` labels of
+/// `wsedge_handshakes_total`. Admission's typed rejection names the one that
+/// applies; nothing is inferred back from an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Handshake {
     /// Answered 101 Switching Protocols.
     Accepted,
-    /// Closed at accept: `max_connections_per_ip`.
+    /// `max_connections_per_ip` reached (closed at accept, or 503 for a
+    /// client named by `X-Forwarded-For`).
     IpCap,
     /// Closed at accept: `max_connections`.
     GlobalCap,
@@ -42,14 +42,18 @@ pub(crate) enum Handshake {
     UpgradeRequired,
     /// Answered 429: handshake rate.
     RateLimit,
-    /// Answered 503: a cap, a full room or channel, or shutdown.
-    Unavailable,
-    /// Any other answer or refusal.
-    Other,
+    /// Answered 503: the room has `max_members` members.
+    RoomFull,
+    /// Answered 503: the channel has `max_rooms` rooms.
+    TooManyRooms,
+    /// Answered 503: the channel has `max_connections` connections.
+    ChannelFull,
+    /// Answered 503: the server is shutting down or the channel closing.
+    Closing,
 }
 
 impl Handshake {
-    pub(crate) const ALL: [Self; 14] = [
+    pub(crate) const ALL: [Self; 16] = [
         Self::Accepted,
         Self::IpCap,
         Self::GlobalCap,
@@ -62,35 +66,11 @@ impl Handshake {
         Self::MethodNotAllowed,
         Self::UpgradeRequired,
         Self::RateLimit,
-        Self::Unavailable,
-        Self::Other,
+        Self::RoomFull,
+        Self::TooManyRooms,
+        Self::ChannelFull,
+        Self::Closing,
     ];
-
-    /// The outcome of a request answered with `status`.
-    pub(crate) fn answered(status: StatusCode) -> Self {
-        match status.as_u16() {
-            101 => Self::Accepted,
-            400 => Self::BadRequest,
-            403 => Self::Forbidden,
-            404 => Self::NotFound,
-            405 => Self::MethodNotAllowed,
-            426 => Self::UpgradeRequired,
-            429 => Self::RateLimit,
-            503 => Self::Unavailable,
-            _ => Self::Other,
-        }
-    }
-
-    /// The outcome of a connection closed for `reason` before any answer.
-    pub(crate) fn refused(reason: Reason) -> Self {
-        match reason {
-            Reason::IpCap => Self::IpCap,
-            Reason::GlobalCap => Self::GlobalCap,
-            Reason::Timeout => Self::Timeout,
-            Reason::Protocol => Self::ProxyProtocol,
-            _ => Self::Other,
-        }
-    }
 
     /// The `result` and `reason` labels.
     pub(crate) fn labels(self) -> (&'static str, &'static str) {
@@ -108,8 +88,10 @@ impl Handshake {
             Self::MethodNotAllowed => rejected("method_not_allowed"),
             Self::UpgradeRequired => rejected("upgrade_required"),
             Self::RateLimit => rejected("rate_limit"),
-            Self::Unavailable => rejected("unavailable"),
-            Self::Other => rejected("other"),
+            Self::RoomFull => rejected("room_full"),
+            Self::TooManyRooms => rejected("too_many_rooms"),
+            Self::ChannelFull => rejected("channel_full"),
+            Self::Closing => rejected("closing"),
         }
     }
 }
@@ -323,22 +305,6 @@ mod tests {
         for (index, outcome) in Handshake::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, index, "ALL is in declaration order");
         }
-    }
-
-    #[test]
-    fn answered_statuses_map_to_outcomes() {
-        assert_eq!(
-            Handshake::answered(StatusCode::SWITCHING_PROTOCOLS),
-            Handshake::Accepted
-        );
-        assert_eq!(
-            Handshake::answered(StatusCode::NOT_FOUND).labels(),
-            ("rejected", "not_found")
-        );
-        assert_eq!(
-            Handshake::answered(StatusCode::IM_A_TEAPOT),
-            Handshake::Other
-        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! connection end (so a client that sees it end also sees it gone from
 //! `stats()`), then half-closes and drains until the peer hangs up.
 
-use std::{convert::Infallible, future::ready, time::Duration};
+use std::{convert::Infallible, future::ready, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketError};
@@ -29,13 +31,15 @@ use super::{
     frame,
     guard::{FrameGuard, FrameTracker, Inbound, MessageMeta, Violation},
     outbox::{Outbox, OutboxReceiver, Outgoing},
+    writer,
 };
 use crate::{
     channel::{Membership, PublishError},
-    config::Limits,
+    config::{Compression, Limits},
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
     protocol::close,
+    snapshot::Snapshot,
     stats::{Counters, Reason},
 };
 
@@ -46,8 +50,16 @@ pub(crate) struct Session {
     pub(crate) receiver: OutboxReceiver,
     /// Held for the life of the connection: its share of the caps.
     pub(crate) slots: Slots,
+    /// The per-connection limits admission read: fixed for its life.
+    pub(crate) limits: Limits,
+    /// The channel's compression settings admission read (the agreement
+    /// cannot change after the 101).
+    pub(crate) compression: Compression,
     /// The permessage-deflate parameters, if negotiated.
     pub(crate) deflate: Option<Agreement>,
+    /// The running configuration: each client message follows the
+    /// channel's policy as the current snapshot has it.
+    pub(crate) policy: Arc<ArcSwap<Snapshot>>,
     /// Cancelled at `shutdown_timeout`: drop the connection at once.
     pub(crate) hard_stop: CancellationToken,
 }
@@ -61,14 +73,16 @@ impl Session {
             outbox,
             receiver,
             slots,
+            limits,
+            compression,
             deflate,
+            policy,
             hard_stop,
         } = self;
-        let limits = membership.config().limits.clone();
         let encoder = WriterEncoder::new(
             deflate.as_ref(),
             membership.encoding(),
-            &membership.config().compression,
+            &compression,
             membership.counters().clone(),
         );
         // The writer is a task of its own: a fan-out delivery wakes only the
@@ -77,7 +91,7 @@ impl Session {
         // aborts it.
         let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
             let mut write = write;
-            let written = receiver.run_writer(&mut write, encoder).await;
+            let written = writer::run(receiver, &mut write, encoder).await;
             (write, written.is_ok())
         }));
         let inbound = Inbound::new();
@@ -86,7 +100,15 @@ impl Session {
             let guard = FrameGuard::new(&mut read, tracker, &inbound);
             let inflater =
                 deflate.map(|agreement| Inflater::new(agreement.client_no_context_takeover));
-            let reading = read_messages(guard, &inbound, inflater, &membership, &outbox, &limits);
+            let reading = read_messages(
+                guard,
+                &inbound,
+                inflater,
+                &membership,
+                &policy,
+                &outbox,
+                &limits,
+            );
             let watching = heartbeat(&inbound, &outbox, &limits);
             tokio::pin!(reading, watching);
             tokio::select! {
@@ -163,6 +185,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
     inbound: &Inbound,
     mut inflater: Option<Inflater>,
     membership: &Membership,
+    policy: &ArcSwap<Snapshot>,
     outbox: &Outbox,
     limits: &Limits,
 ) {
@@ -229,7 +252,14 @@ async fn read_messages<R: AsyncRead + Unpin>(
             outbox.close(close::POLICY_VIOLATION, "rate limit");
             return;
         }
-        if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(kind, payload) {
+        let snapshot = policy.load();
+        // A channel a reload removed is closing its connections: what they
+        // still send goes nowhere.
+        let Some(config) = snapshot.policy_of(membership.channel()) else {
+            continue;
+        };
+        if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(config, kind, payload)
+        {
             outbox.close(
                 close::POLICY_VIOLATION,
                 "clients may not publish on this channel",

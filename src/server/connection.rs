@@ -1,0 +1,254 @@
+//! The owner of one TCP connection, from accept to the spawned session:
+//! PROXY header, connection caps, TLS handshake and HTTP request, all
+//! within `handshake_timeout`; then, for a request admission admitted, the
+//! acts: the client's slot, the channel join, the 101, the session.
+//!
+//! Admission (`http::admit`) decides from one snapshot; this module only
+//! carries the decision out, and reports every refusal through the same
+//! typed [`Rejection`].
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    time::Instant,
+};
+
+use super::{proxy, state::ServerState};
+use crate::{
+    channel::JoinError,
+    http::{Admitted, BadUpgrade, Peer, Rejection, admit},
+    limits::{ClientKey, caps::Slots},
+    stats::{Handshake, Metered},
+    sync::lock,
+    ws::{outbox, session::Session},
+};
+
+/// How a listener serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Role {
+    pub(super) tls: bool,
+    pub(super) proxy_protocol: bool,
+}
+
+/// One connection before its upgrade: who it is, and the cap slots it
+/// holds, which move into the session on upgrade.
+struct Connection {
+    peer: Peer,
+    slots: Mutex<Option<Slots>>,
+}
+
+/// Identifies the client, takes its connection slots, then runs TLS and
+/// HTTP. Returning drops the socket: a refused client is closed at once.
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    role: Role,
+    state: Arc<ServerState>,
+) {
+    // Frames are written in batches already; Nagle would only add latency.
+    let _ = stream.set_nodelay(true);
+    let mut stream = Metered::new(stream, state.counters.clone());
+    let snapshot = state.snapshot.load_full();
+    let config = &snapshot.config;
+    let deadline = Instant::now() + config.server.handshake_timeout;
+    let trusted = config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|cidr| cidr.contains(peer.ip()));
+    let refuse = |rejection: Rejection| rejection.record(&state.counters);
+
+    let peer = if role.proxy_protocol {
+        if !trusted {
+            tracing::debug!("PROXY listener: peer is not in trusted_proxies");
+            return refuse(Rejection::ProxyHeader);
+        }
+        match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
+            Ok(Ok(source)) => Peer {
+                addr: source.unwrap_or(peer.ip()),
+                from_proxy_header: true,
+            },
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "bad PROXY header");
+                return refuse(Rejection::ProxyHeader);
+            }
+            Err(_) => return refuse(Rejection::Timeout),
+        }
+    } else {
+        Peer {
+            addr: peer.ip(),
+            from_proxy_header: false,
+        }
+    };
+
+    let admission = &config.admission;
+    let Some(global) = state.caps.acquire_global(admission.max_connections) else {
+        return refuse(Rejection::GlobalCap);
+    };
+    // A trusted proxy without PROXY header may name the client in
+    // X-Forwarded-For: its slot is taken once the request is read.
+    let client_slot = if trusted && !peer.from_proxy_header {
+        None
+    } else {
+        let key = ClientKey::new(peer.addr, admission.ipv6_prefix);
+        match state
+            .caps
+            .acquire_client(key, admission.max_connections_per_ip)
+        {
+            Some(slot) => Some(slot),
+            None => return refuse(Rejection::IpCap { answered: false }),
+        }
+    };
+    let connection = Arc::new(Connection {
+        peer,
+        slots: Mutex::new(Some(Slots::new(global, client_slot))),
+    });
+
+    if !role.tls {
+        drop(snapshot);
+        return serve_http(stream, deadline, connection, state).await;
+    }
+    let Some(acceptor) = snapshot.acceptor.clone() else {
+        return;
+    };
+    drop(snapshot);
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(tls, deadline, connection, state).await,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            refuse(Rejection::Tls);
+        }
+        Err(_) => refuse(Rejection::Timeout),
+    }
+}
+
+/// Serves HTTP on one connection until it upgrades or is refused (refusals
+/// carry `Connection: close`, so a connection sees one request either way).
+async fn serve_http<I>(
+    io: I,
+    deadline: Instant,
+    connection: Arc<Connection>,
+    state: Arc<ServerState>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_state = state.clone();
+    let service = service_fn(move |request| {
+        let answer = connection.respond(request, &service_state);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let http = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(http);
+    let result = tokio::select! {
+        result = http.as_mut() => result,
+        () = state.shutdown.cancelled() => {
+            http.as_mut().graceful_shutdown();
+            http.await
+        }
+    };
+    match result {
+        Err(error) if error.is_timeout() => Rejection::Timeout.record(&state.counters),
+        Err(error) => tracing::debug!(%error, "HTTP connection ended with an error"),
+        Ok(()) => {}
+    }
+}
+
+impl Connection {
+    /// Answers one request. Never fails: every refusal is a response.
+    fn respond(
+        &self,
+        mut request: Request<Incoming>,
+        state: &Arc<ServerState>,
+    ) -> Response<Full<Bytes>> {
+        let snapshot = state.snapshot.load_full();
+        let answer = admit(&snapshot, &request, self.peer)
+            .and_then(|admitted| self.upgrade(&mut request, admitted, state));
+        match answer {
+            Ok(response) => {
+                state.counters.traffic.record_handshake(Handshake::Accepted);
+                response
+            }
+            Err(rejection) => {
+                // The path only: query strings may carry tokens.
+                tracing::debug!(path = request.uri().path(), "request refused");
+                rejection.record(&state.counters);
+                rejection.into_response()
+            }
+        }
+    }
+
+    /// Carries out an admission: the client's slot, the channel join, the
+    /// 101, and the session spawned to run once hyper hands the socket over.
+    fn upgrade(
+        &self,
+        request: &mut Request<Incoming>,
+        admitted: Admitted,
+        state: &Arc<ServerState>,
+    ) -> Result<Response<Full<Bytes>>, Rejection> {
+        // Refusals close the connection, so a second request can only come
+        // after a first one that did not upgrade: it finds the slots gone.
+        let mut slots = lock(&self.slots).take().ok_or(Rejection::Closing)?;
+        // Hold exactly the admitted client's slot: the one taken at accept,
+        // unless admission named another client (X-Forwarded-For, or trust
+        // changed by a reload since the accept).
+        if slots.client_key() != Some(admitted.client) {
+            let slot = state
+                .caps
+                .acquire_client(admitted.client, admitted.max_connections_per_ip)
+                .ok_or(Rejection::IpCap { answered: true })?;
+            slots.set_client(slot);
+        }
+        let limits = &admitted.config.limits;
+        let (outbox, receiver) = outbox::channel(limits.send_buffer, limits.on_slow_consumer);
+        let membership = admitted
+            .channel
+            .join(
+                &admitted.config,
+                admitted.room.as_deref(),
+                outbox.clone(),
+                admitted.encoding,
+            )
+            .map_err(|error| match error {
+                JoinError::RoomFull => Rejection::RoomFull,
+                JoinError::TooManyRooms => Rejection::TooManyRooms,
+                JoinError::ChannelFull => Rejection::ChannelFull,
+                JoinError::Closing => Rejection::Closing,
+            })?;
+        let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *request)
+            .map_err(|_| Rejection::Upgrade(BadUpgrade::Malformed))?;
+        let (mut parts, _) = response.into_parts();
+        admitted.answer(&mut parts.headers);
+        let session = Session {
+            membership,
+            outbox,
+            receiver,
+            slots,
+            limits: limits.clone(),
+            compression: admitted.config.compression,
+            deflate: admitted.deflate,
+            policy: state.snapshot.clone(),
+            hard_stop: state.hard_stop.clone(),
+        };
+        state.tasks.spawn(async move {
+            match upgrade.await {
+                Ok(websocket) => session.run(websocket.into_inner()).await,
+                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+            }
+        });
+        Ok(Response::from_parts(parts, Full::default()))
+    }
+}

@@ -1,0 +1,36 @@
+//! Why the server could not start, or could not apply a reload.
+
+use std::{io, net::SocketAddr};
+
+use crate::{config::ConfigError, tls::TlsError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error (address in use, permission denied...).
+        source: io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// TLS listeners were given but the configuration has no `[server.tls]`.
+    #[error("TLS listeners need a [server.tls] table in the configuration")]
+    NoTls,
+}
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is not a valid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new configuration could not be applied (a listener could not be
+    /// bound, the certificate could not be used).
+    #[error(transparent)]
+    Apply(#[from] Error),
+}

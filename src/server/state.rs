@@ -1,0 +1,75 @@
+//! The state every task of one server shares: the configuration snapshot,
+//! the task tracker and cancellation tree, counters, caps and the running
+//! accept loops.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use arc_swap::ArcSwap;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    limits::caps::ConnectionCaps,
+    reload::ListenerSpec,
+    snapshot::Snapshot,
+    stats::{Counters, Stats},
+};
+
+/// Shared by the accept loops, the connections, the sessions (through the
+/// snapshot), the reloader and every [`Handle`](super::Handle).
+pub(crate) struct ServerState {
+    /// The current configuration view; swapped whole on reload. Sessions
+    /// hold it too, to read their channel's policy per message.
+    pub(crate) snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Accept loops, connections and upgraded sessions, awaited on shutdown.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled once, when shutdown starts.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled at `shutdown_timeout`: sessions still open are dropped.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) counters: Arc<Counters>,
+    /// Connection counts for the caps; outlives snapshots.
+    pub(crate) caps: Arc<ConnectionCaps>,
+    /// The accept loops of the listeners bound from the configuration, so
+    /// that a reload can close the ones it removes and hand a socket whose
+    /// role changes to its new loop.
+    pub(super) listeners: Mutex<HashMap<ListenerSpec, AcceptLoop>>,
+    /// One reload at a time; signals that arrive meanwhile are coalesced by
+    /// whoever triggers reloads.
+    pub(super) reloading: tokio::sync::Mutex<()>,
+}
+
+/// A running accept loop: cancelling `stop` ends it and `task` yields its socket.
+pub(super) struct AcceptLoop {
+    pub(super) stop: CancellationToken,
+    pub(super) task: tokio::task::JoinHandle<tokio::net::TcpListener>,
+}
+
+impl ServerState {
+    pub(super) fn new(snapshot: Snapshot, counters: Arc<Counters>) -> Self {
+        Self {
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            counters,
+            caps: Arc::default(),
+            listeners: Mutex::default(),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Connections per channel, rooms and their sizes, counters: what
+    /// `Handle::stats` and the admin API report.
+    pub(crate) fn stats(&self) -> Stats {
+        let snapshot = self.snapshot.load();
+        self.counters.snapshot(
+            snapshot.channel_stats(),
+            self.caps.active(),
+            self.caps.clients(),
+            snapshot.handshakes.len(),
+        )
+    }
+}
