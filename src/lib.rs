@@ -15,19 +15,48 @@
 //!
 //! - [`config`]: the TOML mirror, validation with file:line:column errors,
 //!   and the validated types.
-//! - `server`: listeners, accept loops, TLS and HTTP up to the upgrade;
-//!   [`Server`] and [`Handle`].
-//! - `http`: admission of one request (route, upgrade checks, origin,
-//!   subprotocol, room capacity) and the 101.
-//! - `ws`: the upgraded connection: frame encoding, the bounded outbound
-//!   queue and its vectored writer, the reader on fastwebsockets.
-//! - `limits`: client identity, connection caps (RAII slots) and governor
-//!   rate limiters.
+//! - `snapshot`: the one immutable view of a configuration the server reads
+//!   (channel policy included); `reload`: what changed between two.
+//! - `http`: admission of one request as a pure decision over a snapshot
+//!   (route, upgrade checks, origin, subprotocol, deflate agreement) and
+//!   the typed rejection every refusal is reported with.
+//! - `server`: listeners and accept loops, the owner of each connection,
+//!   the shared state, reloads and the drain; [`Server`] and [`Handle`].
 //! - `channel`: echo, broadcast and room membership and fan-out.
-//! - `snapshot`: the one immutable view of a configuration the server reads.
-//! - `reload`: what changed between two configurations.
-//! - `admin`: the admin listener: health, readiness, metrics, the publish
-//!   API and channel statistics.
+//! - `ws`: the upgraded connection: the session (frame guard under
+//!   fastwebsockets, heartbeat), the encoder (framing and permessage-deflate
+//!   in both modes), the bounded outbox and its vectored writer.
+//! - `limits`: client identity, connection caps (RAII slots) and governor
+//!   rate limiters; `stats`: counters and the statistics snapshot.
+//! - `protocol`: WebSocket constants (close codes, frame bits, windows).
+//! - `admin`: the admin listener over [`Handle`]: health, readiness,
+//!   metrics, the publish API and channel statistics.
+//!
+//! # The path of one connection
+//!
+//! Data flows one way; each step may use the ones after it, never one
+//! before it.
+//!
+//! 1. **accept** (`server::listener`): the accept loop hands the socket to
+//!    its owner.
+//! 2. **connection** (`server::connection`): PROXY header, the global and
+//!    per-client slots, TLS, the HTTP request head, all within
+//!    `handshake_timeout`.
+//! 3. **admission** (`http::admit`): one snapshot, one decision:
+//!    `Admitted` (channel, room, client, limits, subprotocol, deflate
+//!    agreement) or a `Rejection` (status, body, metric label, counter).
+//! 4. **connection** again: takes the admitted client's slot, joins the
+//!    channel, answers 101 and spawns the session. Capacity refusals (full
+//!    room or channel) happen here, atomically with the join.
+//! 5. **session** (`ws::session`): reads frames through the guard,
+//!    inflates and validates, applies the message rate, and hands each
+//!    message to its membership under the channel's current policy.
+//! 6. **channel** (`channel`): picks the recipients.
+//! 7. **encoder** (`ws::encoder`): frames once per encoding (shared-mode
+//!    compression once per window) and queues the same bytes for every
+//!    recipient's outbox.
+//! 8. **writer** (`ws::writer`): drains one connection's outbox with
+//!    vectored writes, compressing in dedicated mode.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

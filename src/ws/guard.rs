@@ -2,7 +2,7 @@
 //! reader that follows frame headers as the bytes pass, fails the connection
 //! before fastwebsockets buffers anything it should not, and rewrites the
 //! first header of each message so that fastwebsockets only ever assembles
-//! binary messages (DESIGN.md section 5).
+//! binary messages.
 //!
 //! What it enforces, because fastwebsockets does not:
 //! - the total of a fragmented message against `max_payload` (fastwebsockets
