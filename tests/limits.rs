@@ -267,6 +267,24 @@ async fn handshakes_over_the_rate_get_429_with_retry_after() {
     assert_eq!(server.handle.stats().enforced["rate_limit"], 1);
 }
 
+/// A client that completes TLS and hangs up, again and again, is counted
+/// against `handshake_rate` too, and refused before the TLS handshake once
+/// over it: the rate costs it TLS work, not us.
+#[tokio::test]
+async fn the_handshake_rate_is_paid_before_tls() {
+    let server = start(&channels("handshake_rate = { per_second = 1, burst = 2 }")).await;
+    for _ in 0..2 {
+        let tls = try_tls_connect(server.wss, &server.cert).await;
+        drop(tls.expect("within the burst"));
+    }
+    let refused = try_tls_connect(server.wss, &server.cert).await;
+    assert!(refused.is_err(), "the third TLS handshake is refused");
+    let stats = server.handle.stats();
+    assert_eq!(stats.enforced["rate_limit"], 1);
+    assert_eq!(stats.traffic.handshakes[&("rejected", "rate_limit")], 1);
+    assert_eq!(stats.traffic.handshakes[&("rejected", "tls")], 0);
+}
+
 #[tokio::test]
 async fn throttled_messages_all_arrive_in_order_only_later() {
     let server = start(&channels(

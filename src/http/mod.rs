@@ -5,7 +5,9 @@
 //! connection owner acts on it.
 //!
 //! Order: who the client is (the PROXY source, else `X-Forwarded-For` from
-//! a trusted proxy, else the peer) → handshake rate (429) → route (404) →
+//! a trusted proxy, else the peer) → handshake rate (429, unless the accept
+//! path already counted this client: it does for every client the socket
+//! identifies, before any TLS work) → route (404) →
 //! room name (400) → upgrade checks (405, 426, 400) → `Origin` (403) →
 //! subprotocol and permessage-deflate agreement. Capacity (full room,
 //! channel or client) is decided where the slot is taken, atomically with
@@ -45,6 +47,9 @@ pub(crate) struct Peer {
     /// The address came from a PROXY header: `X-Forwarded-For` is never
     /// consulted then.
     pub(crate) from_proxy_header: bool,
+    /// The client whose handshake the accept path already counted against
+    /// `handshake_rate`, so that admission does not count it twice.
+    pub(crate) counted: Option<ClientKey>,
 }
 
 /// An admitted request: everything its connection runs with, read from
@@ -104,10 +109,15 @@ pub(crate) fn admit<B>(
         false => peer.addr,
     };
     let client = ClientKey::new(client, config.admission.ipv6_prefix);
-    snapshot
-        .handshakes
-        .check(client)
-        .map_err(|retry_after| Rejection::RateLimited { retry_after })?;
+    if peer.counted != Some(client) {
+        snapshot
+            .handshakes
+            .check(client)
+            .map_err(|retry_after| Rejection::RateLimited {
+                retry_after,
+                answered: true,
+            })?;
+    }
     let (entry, room) = snapshot
         .route(request.uri().path())
         .ok_or(Rejection::NoChannel)?;

@@ -54,10 +54,13 @@ pub(crate) enum Rejection {
     ProxyHeader,
     /// The TLS handshake failed.
     Tls,
-    /// The handshake rate of the client was exceeded (429).
+    /// The client's `handshake_rate` was exceeded: on a TLS listener the
+    /// socket is closed before the TLS handshake; elsewhere answered 429.
     RateLimited {
         /// When the client may try again.
         retry_after: Duration,
+        /// Whether it is answered (no TLS stands between it and the client).
+        answered: bool,
     },
     /// No channel at this path (404).
     NoChannel,
@@ -85,7 +88,10 @@ impl Rejection {
             | Self::IpCap { answered: false }
             | Self::Timeout
             | Self::ProxyHeader
-            | Self::Tls => return None,
+            | Self::Tls
+            | Self::RateLimited {
+                answered: false, ..
+            } => return None,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoChannel => StatusCode::NOT_FOUND,
             Self::BadRoomName => StatusCode::BAD_REQUEST,
@@ -193,7 +199,7 @@ impl Rejection {
         );
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         match self {
-            Self::RateLimited { retry_after } => {
+            Self::RateLimited { retry_after, .. } => {
                 // Whole seconds, rounded up, at least one.
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
@@ -240,6 +246,7 @@ mod tests {
             (
                 Rejection::RateLimited {
                     retry_after: Duration::from_millis(1500),
+                    answered: true,
                 },
                 429,
                 "rate_limit",
@@ -275,6 +282,10 @@ mod tests {
             Rejection::Timeout,
             Rejection::ProxyHeader,
             Rejection::Tls,
+            Rejection::RateLimited {
+                retry_after: Duration::from_secs(1),
+                answered: false,
+            },
         ] {
             assert_eq!(rejection.status(), None, "{rejection:?}");
         }
@@ -287,6 +298,7 @@ mod tests {
         for (wait, expected) in [(0, "1"), (200, "1"), (1000, "1"), (1001, "2"), (2500, "3")] {
             let rejection = Rejection::RateLimited {
                 retry_after: Duration::from_millis(wait),
+                answered: true,
             };
             let response = rejection.into_response();
             assert_eq!(

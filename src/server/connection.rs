@@ -1,5 +1,6 @@
 //! The owner of one TCP connection, from accept to the spawned session:
-//! PROXY header, connection caps, TLS handshake and HTTP request, all
+//! PROXY header, handshake rate and connection caps for a client the socket
+//! identifies (before any TLS work), TLS handshake and HTTP request, all
 //! within `handshake_timeout`; then, for a request admission admitted, the
 //! acts: the client's slot, the channel join, the 101, the session.
 //!
@@ -44,6 +45,9 @@ pub(super) struct Role {
 /// holds, which move into the session on upgrade.
 struct Connection {
     peer: Peer,
+    /// Decided before the request was read (the handshake rate of a plain
+    /// listener's client): every request is answered with it.
+    refused: Option<Rejection>,
     slots: Mutex<Option<Slots>>,
 }
 
@@ -68,16 +72,13 @@ pub(super) async fn serve(
         .any(|cidr| cidr.contains(peer.ip()));
     let refuse = |rejection: Rejection| rejection.record(&state.counters);
 
-    let peer = if role.proxy_protocol {
+    let (addr, from_proxy_header) = if role.proxy_protocol {
         if !trusted {
             tracing::debug!("PROXY listener: peer is not in trusted_proxies");
             return refuse(Rejection::ProxyHeader);
         }
         match tokio::time::timeout_at(deadline, proxy::read_header(&mut stream)).await {
-            Ok(Ok(source)) => Peer {
-                addr: source.unwrap_or(peer.ip()),
-                from_proxy_header: true,
-            },
+            Ok(Ok(source)) => (source.unwrap_or(peer.ip()), true),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "bad PROXY header");
                 return refuse(Rejection::ProxyHeader);
@@ -85,22 +86,38 @@ pub(super) async fn serve(
             Err(_) => return refuse(Rejection::Timeout),
         }
     } else {
-        Peer {
-            addr: peer.ip(),
-            from_proxy_header: false,
+        (peer.ip(), false)
+    };
+    // A trusted proxy without PROXY header may name the client in
+    // X-Forwarded-For: only the request identifies it. Everyone else is
+    // known now, and pays the handshake rate before any TLS or HTTP work.
+    let identified = !trusted || from_proxy_header;
+    let admission = &config.admission;
+    let key = ClientKey::new(addr, admission.ipv6_prefix);
+    let mut refused = None;
+    if identified && let Err(retry_after) = snapshot.handshakes.check(key) {
+        let rejection = Rejection::RateLimited {
+            retry_after,
+            answered: !role.tls,
+        };
+        if role.tls {
+            return refuse(rejection);
         }
+        refused = Some(rejection);
+    }
+    let peer = Peer {
+        addr,
+        from_proxy_header,
+        counted: identified.then_some(key),
     };
 
-    let admission = &config.admission;
     let Some(global) = state.caps.acquire_global(admission.max_connections) else {
         return refuse(Rejection::GlobalCap);
     };
-    // A trusted proxy without PROXY header may name the client in
-    // X-Forwarded-For: its slot is taken once the request is read.
-    let client_slot = if trusted && !peer.from_proxy_header {
+    // A client named by X-Forwarded-For takes its slot once the request is read.
+    let client_slot = if !identified {
         None
     } else {
-        let key = ClientKey::new(peer.addr, admission.ipv6_prefix);
         match state
             .caps
             .acquire_client(key, admission.max_connections_per_ip)
@@ -111,6 +128,7 @@ pub(super) async fn serve(
     };
     let connection = Arc::new(Connection {
         peer,
+        refused,
         slots: Mutex::new(Some(Slots::new(global, client_slot))),
     });
 
@@ -175,8 +193,11 @@ impl Connection {
         state: &Arc<ServerState>,
     ) -> Response<Full<Bytes>> {
         let snapshot = state.snapshot.load_full();
-        let answer = admit(&snapshot, &request, self.peer)
-            .and_then(|admitted| self.upgrade(&mut request, admitted, state));
+        let answer = match self.refused {
+            Some(rejection) => Err(rejection),
+            None => admit(&snapshot, &request, self.peer),
+        }
+        .and_then(|admitted| self.upgrade(&mut request, admitted, state));
         match answer {
             Ok(response) => {
                 state.counters.traffic.record_handshake(Handshake::Accepted);

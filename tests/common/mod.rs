@@ -351,6 +351,17 @@ pub async fn eventually(
 
 /// A TLS connection to `addr` as "localhost", trusting only `cert`.
 pub async fn tls_connect(addr: SocketAddr, cert: &CertificateDer<'static>) -> TlsStream<TcpStream> {
+    try_tls_connect(addr, cert)
+        .await
+        .expect("TLS handshake with the test certificate")
+}
+
+/// A TLS handshake with `addr` as "localhost", trusting only `cert`; the
+/// error when the server closes or refuses it.
+pub async fn try_tls_connect(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -361,10 +372,12 @@ pub async fn tls_connect(addr: SocketAddr, cert: &CertificateDer<'static>) -> Tl
     .with_root_certificates(roots)
     .with_no_client_auth();
     let stream = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), stream)
-        .await
-        .expect("TLS handshake with the test certificate")
+    tokio::time::timeout(
+        PATIENCE,
+        TlsConnector::from(Arc::new(config)).connect("localhost".try_into().unwrap(), stream),
+    )
+    .await
+    .expect("the TLS handshake ends")
 }
 
 /// A parsed HTTP/1.1 response.
