@@ -134,11 +134,12 @@ impl Snapshot {
             .map(|entry| &*entry.config)
     }
 
-    /// Every channel's statistics, in configuration order.
-    pub(crate) fn channel_stats(&self) -> Vec<ChannelStats> {
+    /// Every channel's statistics, in configuration order; each room's
+    /// size only with `room_sizes`.
+    pub(crate) fn channel_stats(&self, room_sizes: bool) -> Vec<ChannelStats> {
         self.channels
             .iter()
-            .map(|entry| entry.live.stats(&entry.config))
+            .map(|entry| entry.live.stats(&entry.config, room_sizes))
             .collect()
     }
 }

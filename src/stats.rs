@@ -219,6 +219,10 @@ pub struct ChannelStats {
     pub kind: ChannelKind,
     /// Open connections on the channel.
     pub connections: usize,
-    /// For room channels, each open room and its member count.
+    /// Open rooms (room channels).
+    pub room_count: usize,
+    /// For room channels, each open room and its member count; empty where
+    /// only the totals were asked for (the metrics scrape, which must not
+    /// copy every room name).
     pub rooms: BTreeMap<String, usize>,
 }

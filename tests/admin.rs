@@ -941,3 +941,53 @@ fn journal_stream_falls_back_to_stderr_without_a_journal() {
     assert!(!logged.contains("journald"), "{logged}");
     assert!(logged.contains("unencrypted"), "{logged}");
 }
+
+/// Opens a connection to `to` from the loopback address `source`.
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("127.0.0.0/8 is loopback");
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the admin listener serves a request on `stream` (rather than
+/// closing it at accept).
+async fn is_served(mut stream: TcpStream) -> bool {
+    let request = "GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer or a close");
+    read.is_ok() && raw.starts_with(b"HTTP/1.1 200")
+}
+
+/// One peer holding idle admin connections gets at most its share; others
+/// are still served, and the peer gets its slots back as it closes them.
+#[tokio::test]
+async fn one_peer_cannot_take_every_admin_connection() {
+    let server = start("", true, CHANNELS).await;
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(connect_from([127, 0, 0, 1], server.admin).await);
+    }
+    assert!(
+        !is_served(connect_from([127, 0, 0, 1], server.admin).await).await,
+        "a 17th connection from the same peer is closed"
+    );
+    assert!(
+        is_served(connect_from([127, 0, 0, 2], server.admin).await).await,
+        "another peer is served"
+    );
+    drop(idle.pop());
+    // The server learns of the close when the connection's task ends.
+    let mut attempts = 0;
+    while !is_served(connect_from([127, 0, 0, 1], server.admin).await).await {
+        attempts += 1;
+        assert!(attempts < 1000, "the closed connection's slot came back");
+        tokio::task::yield_now().await;
+    }
+}

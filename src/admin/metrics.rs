@@ -69,7 +69,7 @@ impl fmt::Debug for ServerCollector {
 
 impl Collector for ServerCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
-        encode_stats(&self.handle.stats(), encoder)
+        encode_stats(&self.handle.totals(), encoder)
     }
 }
 
@@ -208,7 +208,7 @@ fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
             .channels
             .iter()
             .filter(|channel| channel.kind == crate::config::ChannelKind::Room)
-            .map(|channel| ([("channel", channel.name.as_str())], channel.rooms.len())),
+            .map(|channel| ([("channel", channel.name.as_str())], channel.room_count)),
     )?;
     gauge(
         e,
@@ -309,7 +309,8 @@ mod tests {
                 name: "chat".to_owned(),
                 kind: ChannelKind::Room,
                 connections: 2,
-                rooms: BTreeMap::from([("lobby".to_owned(), 2)]),
+                room_count: 1,
+                rooms: BTreeMap::new(),
             }],
             2,
             1,

@@ -27,7 +27,7 @@
 mod api;
 mod metrics;
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::HashMap, convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -56,6 +56,11 @@ use crate::server::{
 /// a scraper, health checks and a few publishing backends with keep-alive,
 /// small enough that a misbehaving client cannot hold many sockets.
 const MAX_CONNECTIONS: usize = 256;
+
+/// Admin connections one peer address holds at once: a scraper, a health
+/// checker or a backend needs a few; one misbehaving peer cannot take the
+/// whole [`MAX_CONNECTIONS`] and starve everybody's `/healthz`.
+const MAX_CONNECTIONS_PER_PEER: usize = 16;
 
 /// Time for a request's headers to arrive: generous for a local client,
 /// short enough that idle sockets do not pile up.
@@ -89,22 +94,43 @@ struct Admin {
 }
 
 /// Accepts until aborted. Connections live in a `JoinSet`, so they are
-/// aborted with the loop.
+/// aborted with the loop; each returns its peer's address, so that the
+/// loop alone keeps the per-peer counts (no lock).
 async fn accept_loop(socket: TcpListener, admin: Arc<Admin>) {
     let mut connections = JoinSet::new();
+    let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
     loop {
         tokio::select! {
             accepted = socket.accept() => match accepted {
                 Ok((_, peer)) if connections.len() >= MAX_CONNECTIONS => {
                     tracing::debug!(%peer, "admin connection refused: {MAX_CONNECTIONS} already open");
                 }
+                Ok((_, peer)) if per_peer.get(&peer.ip()) >= Some(&MAX_CONNECTIONS_PER_PEER) => {
+                    tracing::debug!(%peer, "admin connection refused: {MAX_CONNECTIONS_PER_PEER} already open from this address");
+                }
                 Ok((stream, peer)) => {
+                    *per_peer.entry(peer.ip()).or_default() += 1;
                     let span = tracing::debug_span!("admin", %peer);
-                    connections.spawn(serve_connection(stream, admin.clone()).instrument(span));
+                    let served = serve_connection(stream, admin.clone()).instrument(span);
+                    connections.spawn(async move {
+                        served.await;
+                        peer.ip()
+                    });
                 }
                 Err(error) => recover_from_accept_error(error).await,
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                // A panicked connection loses its address: counts stay
+                // conservative (too high) rather than unbounded.
+                if let Ok(ip) = ended
+                    && let Some(count) = per_peer.get_mut(&ip)
+                {
+                    *count -= 1;
+                    if *count == 0 {
+                        per_peer.remove(&ip);
+                    }
+                }
+            }
         }
     }
 }

@@ -241,13 +241,19 @@ impl Channel {
         recipients
     }
 
-    /// Connections and rooms now, under the name and kind `config` gives.
-    pub(crate) fn stats(&self, config: &ChannelConfig) -> ChannelStats {
+    /// Connections and rooms now, under the name and kind `config` gives;
+    /// each room's size only with `room_sizes`.
+    pub(crate) fn stats(&self, config: &ChannelConfig, room_sizes: bool) -> ChannelStats {
         ChannelStats {
             name: config.name.clone(),
             kind: config.kind,
             connections: self.members.len(),
-            rooms: self.rooms.sizes(),
+            room_count: self.rooms.len(),
+            rooms: if room_sizes {
+                self.rooms.sizes()
+            } else {
+                Default::default()
+            },
         }
     }
 }

@@ -72,6 +72,10 @@ impl Rooms {
         self.read().get(name).cloned()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+
     pub(crate) fn sizes(&self) -> BTreeMap<String, usize> {
         self.read()
             .iter()

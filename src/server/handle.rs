@@ -57,7 +57,13 @@ impl Handle {
 
     /// Connections per channel, rooms and their sizes, message counters.
     pub fn stats(&self) -> Stats {
-        self.state.stats()
+        self.state.stats(true)
+    }
+
+    /// The same without each room's size: what a metrics scrape reads on
+    /// every call, without copying every room name.
+    pub(crate) fn totals(&self) -> Stats {
+        self.state.stats(false)
     }
 
     /// The certificate served on TLS listeners (for fingerprints and for

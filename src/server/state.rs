@@ -61,12 +61,12 @@ impl ServerState {
         }
     }
 
-    /// Connections per channel, rooms and their sizes, counters: what
-    /// `Handle::stats` and the admin API report.
-    pub(crate) fn stats(&self) -> Stats {
+    /// Connections per channel, rooms (with each room's size only with
+    /// `room_sizes`), counters: what `Handle::stats` and the admin API report.
+    pub(crate) fn stats(&self, room_sizes: bool) -> Stats {
         let snapshot = self.snapshot.load();
         self.counters.snapshot(
-            snapshot.channel_stats(),
+            snapshot.channel_stats(room_sizes),
             self.caps.active(),
             self.caps.clients(),
             snapshot.handshakes.len(),
