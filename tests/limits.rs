@@ -452,3 +452,34 @@ async fn an_unanswered_close_is_dropped_after_close_timeout() {
         .unwrap()
         .unwrap();
 }
+
+/// The listen backlog is the system's maximum, not std's 128: a burst of
+/// simultaneous connects (a reconnect storm) finds room in the accept queue
+/// instead of losing SYNs to a one-second retransmission. `ss` reports a
+/// listening socket's backlog as its Send-Q.
+#[tokio::test]
+async fn listeners_ask_for_the_systems_largest_backlog() {
+    let config = wsedge::Config::from_toml_str(
+        "[server]\nplain = [\"127.0.0.1:0\"]\n\n[[channel]]\nname = \"echo\"\npath = \"/echo\"\nkind = \"echo\"\n",
+    )
+    .unwrap();
+    let listeners = wsedge::Listener::bind_all(&config).await.unwrap();
+    let port = listeners[0].local_addr().unwrap().port();
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ss = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let line = String::from_utf8(ss.stdout).unwrap();
+    let backlog: u32 = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("one listening socket in {line:?}"))
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, somaxconn.min(65_535), "{line}");
+}

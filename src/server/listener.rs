@@ -3,7 +3,7 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -18,6 +18,28 @@ use crate::{config::Config, reload::ListenerSpec, sync::lock};
 /// ENOBUFS): long enough for descriptors to be released, short enough not to
 /// notice.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The listen backlog asked for: more than any burst of simultaneous
+/// connects a server meets (a reconnect storm after a restart), so that no
+/// SYN is dropped and no client waits a second for its retransmission. The
+/// kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4),
+/// so the system's maximum is what we get; std's bind asks for only 128.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds `addr` for listening with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`,
+/// as std's bind sets it, so a restart does not wait for TIME_WAIT).
+fn listen(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let bound = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bound().map_err(|source| Error::Bind { addr, source })
+}
 
 /// A bound socket and how to serve it.
 #[derive(Debug)]
@@ -94,29 +116,17 @@ impl Listener {
     pub async fn bind_all(config: &Config) -> Result<Vec<Self>, Error> {
         let mut listeners = Vec::new();
         for spec in ListenerSpec::all(&config.server) {
-            listeners.push(Self::bind(spec).await?);
+            listeners.push(Self::bind(spec)?);
         }
         if let Some(admin) = &config.admin {
-            let socket = TcpListener::bind(admin.listen)
-                .await
-                .map_err(|source| Error::Bind {
-                    addr: admin.listen,
-                    source,
-                })?;
-            listeners.push(Self::admin(socket));
+            listeners.push(Self::admin(listen(admin.listen)?));
         }
         Ok(listeners)
     }
 
     /// Binds one configured listener.
-    pub(super) async fn bind(spec: ListenerSpec) -> Result<Self, Error> {
-        let socket = TcpListener::bind(spec.addr)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: spec.addr,
-                source,
-            })?;
-        Ok(Self::configured(socket, spec))
+    pub(super) fn bind(spec: ListenerSpec) -> Result<Self, Error> {
+        Ok(Self::configured(listen(spec.addr)?, spec))
     }
 
     /// A bound socket in the role a configuration entry gives it (a reload

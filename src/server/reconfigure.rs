@@ -48,7 +48,7 @@ impl ServerState {
             if plan.closed.iter().any(|closed| closed.addr == spec.addr) {
                 continue;
             }
-            opened.push(Listener::bind(*spec).await?);
+            opened.push(Listener::bind(*spec)?);
         }
         let snapshot = Arc::new(Snapshot::build(
             config,
