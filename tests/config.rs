@@ -394,6 +394,83 @@ subprotocols = ["chat.v1", "chat v2"]
         &["<string>:7:28: channel[0].subprotocols: \"chat v2\" is not a subprotocol token"],
     ),
     (
+        "admin address that is also a WebSocket listener",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[admin]
+listen = "127.0.0.1:8080"
+"#,
+        &["<string>:4:10: admin.listen: 127.0.0.1:8080 is also a WebSocket listener"],
+    ),
+    (
+        "default admin address that is also a WebSocket listener",
+        r#"[server]
+plain = ["127.0.0.1:9090"]
+
+[admin]
+"#,
+        &[
+            "<string>:4:1: admin.listen: 127.0.0.1:9090 (the default admin address) is also a WebSocket listener",
+        ],
+    ),
+    (
+        "bad [compression] value with no channel",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[compression]
+level = 12
+"#,
+        &["<string>:4:9: compression.level: 12 is not a zlib level"],
+    ),
+    (
+        "bad [compression] value reported once, not once per channel",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[compression]
+server_max_window_bits = 8
+[[channel]]
+name = "a"
+path = "/a"
+kind = "echo"
+[[channel]]
+name = "b"
+path = "/b"
+kind = "broadcast"
+"#,
+        &["<string>:4:26: compression.server_max_window_bits: 8 is not a window size"],
+    ),
+    (
+        "bad max_connections in [limits] reported once",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[limits]
+max_connections = 0
+"#,
+        &["<string>:4:19: limits.max_connections: 0 is out of range"],
+    ),
+    (
+        "unknown keywords list the valid words",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[limits]
+on_slow_consumer = "later"
+message_rate = { per_second = 5, on_exceed = "wait" }
+[[channel]]
+name = "news"
+path = "/news"
+kind = "broadcast"
+publish = "everyone"
+[channel.compression]
+mode = "fast"
+"#,
+        &[
+            "<string>:4:20: limits.on_slow_consumer: \"later\" is not a slow-consumer policy; use \"close\" (close with 1013) or \"drop\" (drop what does not fit)",
+            "<string>:5:46: limits.message_rate.on_exceed: \"wait\" is not a policy; use \"throttle\"",
+            "<string>:10:11: channel[0].publish: \"everyone\" is not a publish mode; use \"clients\" (clients and the API publish) or \"api\" (only the API publishes)",
+            "<string>:12:8: channel[0].compression.mode: \"fast\" is not a compression mode; use \"shared\"",
+        ],
+    ),
+    (
         // The column counts characters: "bücher.pem" is 11 bytes but 10
         // characters, so a byte offset would say 3:45.
         "column counts characters, not bytes",

@@ -1,15 +1,26 @@
 //! Configuration: the TOML file, its validation, and the validated types the
 //! rest of the server reads.
 //!
-//! Two layers, as in sozu and rathole: `raw` mirrors the file (unknown keys
-//! are errors, every value keeps its span), `validate` turns it into
-//! [`Config`] with real types and every default filled in, collecting all
-//! problems with file:line:column. `print-config` serializes the validated
-//! config back through the raw mirror.
+//! A file goes through three steps, as in sozu and rathole:
+//!
+//! 1. `raw` mirrors the file with serde: unknown keys are errors, every value
+//!    keeps its span, keywords are enums (`keyword`).
+//! 2. `validate` turns it into a [`Config`] with real types and every default
+//!    (from `defaults`) filled in, one module per table, collecting all
+//!    problems with file:line:column through a scoped `report`. It is pure:
+//!    the files the configuration names are not read yet.
+//! 3. `load` reads those files (certificates, the admin token) and reports a
+//!    file it cannot use at the key that named it.
+//!
+//! `print-config` serializes the validated config back through the raw mirror.
 
+mod defaults;
 mod error;
+mod keyword;
+mod load;
 mod print;
 mod raw;
+mod report;
 mod units;
 mod validate;
 
@@ -20,67 +31,24 @@ use std::{
     time::Duration,
 };
 
+use serde::{Deserialize, Serialize};
+
+pub use self::defaults::*;
 pub use self::error::{ConfigError, ConfigIssue};
-use self::{error::Issues, validate::Report};
+pub use self::load::{Loaded, Stage};
+use self::report::Report;
 pub use crate::http::{
     origin::{OriginPattern, OriginPolicy},
     route::PathPattern,
 };
 pub use crate::limits::cidr::Cidr;
-use crate::tls::Identity;
 
-/// How long a client has for the TLS handshake and its HTTP request: long
-/// enough for a slow mobile link, short enough that idle sockets do not pile up.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest message a client may send: ample for chat and JSON events.
-pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
-/// Bytes queued for one connection before it counts as a slow consumer.
-pub const DEFAULT_SEND_BUFFER: usize = 1024 * 1024;
-/// Over how long shutdown spreads its 1001 closes, so that clients do not
-/// all reconnect (elsewhere) in the same instant.
-pub const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(10);
-/// When shutdown hard-closes whatever is left; systemd's TimeoutStopSec must
-/// be longer.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Where the admin listener binds when `[admin]` gives no address: loopback,
-/// so metrics and the publish API are never public by accident.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-/// Connections the whole server holds at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Connections one client (IPv4 address or IPv6 prefix) holds at once: a
-/// household behind NAT with several tabs open, not a botnet node.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
-/// IPv6 prefix length that counts as one client: ISPs hand a /64 to one
-/// subscriber, who can pick any address inside it.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
-/// Handshakes per second per client, and the burst: enough for a page that
-/// opens a few sockets and reconnects, too few for a reconnect storm.
-pub const DEFAULT_HANDSHAKE_RATE: (u32, u32) = (20, 40);
-/// Messages per second per connection, and the burst.
-pub const DEFAULT_MESSAGE_RATE: (u32, u32) = (100, 200);
-/// How often the server pings: under the 30-60 s idle timeouts of common
-/// proxies and NAT boxes, so they keep the connection open.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
-/// Silence (no frame, no pong) after which a connection is dropped: two
-/// missed pings.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the close handshake may take before the socket is dropped.
-pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages smaller than this go out uncompressed: below a few hundred
-/// bytes deflate saves little and costs a compressor pass.
-pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 256;
-/// zlib's default level: most of level 9's ratio at a fraction of its cost.
-pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
-/// Rooms one room channel may hold at once.
-pub const DEFAULT_MAX_ROOMS: usize = 10_000;
-/// Members one room may hold at once.
-pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
-
-/// A validated configuration, with every default filled in.
+/// A validated configuration, with every default filled in and, at the
+/// [`Loaded`] stage (the default), the files it names read.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct Config<S: Stage = Loaded> {
     /// Listeners and TLS.
-    pub server: ServerSettings,
+    pub server: ServerSettings<S>,
     /// Server-wide admission limits, applied before a request is routed.
     pub admission: Admission,
     /// The global per-connection limits; each channel carries its effective copy.
@@ -88,20 +56,20 @@ pub struct Config {
     /// The channels, in file order.
     pub channels: Vec<ChannelConfig>,
     /// The admin listener, if `[admin]` is present.
-    pub admin: Option<AdminSettings>,
+    pub admin: Option<AdminSettings<S>>,
     warnings: Vec<ConfigIssue>,
 }
 
 /// The `[admin]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSettings {
+pub struct AdminSettings<S: Stage = Loaded> {
     /// Where health, metrics and the publish API are served (plain HTTP).
     pub listen: SocketAddr,
     /// The file the bearer token was read from; without one the publish and
     /// channels endpoints refuse every request.
     pub token_file: Option<PathBuf>,
-    /// The bearer token.
-    pub token: Option<AdminToken>,
+    /// The bearer token read from `token_file`.
+    pub token: Option<S::Token>,
 }
 
 /// The admin bearer token. Never shown by `Debug`; compared in constant time.
@@ -131,7 +99,7 @@ impl std::fmt::Debug for AdminToken {
 
 /// The `[server]` table.
 #[derive(Debug, Clone)]
-pub struct ServerSettings {
+pub struct ServerSettings<S: Stage = Loaded> {
     /// Addresses served with TLS (wss://).
     pub listen: Vec<SocketAddr>,
     /// Addresses served without TLS (ws://).
@@ -148,20 +116,20 @@ pub struct ServerSettings {
     /// Shutdown hard-closes whatever remains after this long.
     pub shutdown_timeout: Duration,
     /// Where the certificate comes from; required when `listen` is not empty.
-    pub tls: Option<TlsSettings>,
+    pub tls: Option<TlsSettings<S>>,
 }
 
 /// The `[server.tls]` table.
 #[derive(Debug, Clone)]
-pub enum TlsSettings {
-    /// PEM files, loaded and checked as a pair during validation.
+pub enum TlsSettings<S: Stage = Loaded> {
+    /// PEM files, loaded and checked as a pair after validation.
     Files {
         /// Certificate chain, leaf first.
         cert: PathBuf,
         /// Private key (PKCS#8, PKCS#1 or SEC1).
         key: PathBuf,
         /// The loaded chain and key.
-        identity: Identity,
+        identity: S::Identity,
     },
     /// Development mode: a certificate generated in memory at start-up.
     SelfSigned {
@@ -220,7 +188,8 @@ pub struct Rate {
 }
 
 /// What a per-connection rate does with a client that exceeds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnExceed {
     /// Stop reading until the rate allows: nothing is lost, TCP pushes back.
     Throttle,
@@ -229,7 +198,8 @@ pub enum OnExceed {
 }
 
 /// What happens to a connection that cannot keep up with its messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SlowConsumer {
     /// Close it with 1013.
     Close,
@@ -262,7 +232,8 @@ pub struct Compression {
 }
 
 /// How a channel compresses what it sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CompressionMode {
     /// Once per message for all subscribers (default for broadcast and room).
     Shared,
@@ -270,23 +241,9 @@ pub enum CompressionMode {
     Dedicated,
 }
 
-impl Default for Compression {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            mode: CompressionMode::Dedicated,
-            threshold: DEFAULT_COMPRESSION_THRESHOLD,
-            level: DEFAULT_COMPRESSION_LEVEL,
-            server_max_window_bits: 15,
-            client_max_window_bits: 15,
-            server_no_context_takeover: false,
-            client_no_context_takeover: false,
-        }
-    }
-}
-
 /// What a channel does with the messages it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Each message goes back to its sender.
     Echo,
@@ -297,18 +254,17 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    /// The name used in the configuration file.
+    /// The name used in the configuration file (serde's name for the
+    /// variant: the variants are listed in declaration order, without
+    /// explicit discriminants).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Echo => "echo",
-            Self::Broadcast => "broadcast",
-            Self::Room => "room",
-        }
+        keyword::words::<Self>()[self as usize]
     }
 }
 
 /// Who may publish on a broadcast or room channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Publish {
     /// Connected clients and the publish API.
     Clients,
@@ -345,7 +301,7 @@ pub struct ChannelConfig {
 }
 
 impl Config {
-    /// Reads and validates a configuration file. Relative certificate paths
+    /// Reads, validates and loads a configuration file. Relative paths in it
     /// are resolved against the file's directory.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
@@ -353,42 +309,42 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let base_dir = path.parent().unwrap_or(Path::new(""));
         Self::parse(&text, &path.display().to_string(), base_dir)
     }
 
-    /// Validates a configuration given as TOML text. Relative certificate
-    /// paths are resolved against the current directory.
+    /// Validates and loads a configuration given as TOML text. Relative
+    /// paths in it are resolved against the current directory.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         Self::parse(text, "<string>", Path::new(""))
     }
 
+    /// Parses, validates (collecting every problem) and loads the files the
+    /// text names (reporting those it cannot use, too).
     fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut report = Report {
-            errors: Issues::new(file, text),
-            warnings: Issues::new(file, text),
-        };
-        let raw: raw::RawConfig = match toml::from_str(text) {
-            Ok(raw) => raw,
+        let mut report = Report::new(file, text);
+        let config = match toml::from_str::<raw::RawConfig>(text) {
+            Ok(raw) => {
+                // The one look at the environment: validation itself is pure.
+                let base_dir = absolute_dir(base_dir);
+                let validated = validate::validate(raw, &base_dir, &mut report.root());
+                Some(load::load(validated, &mut report.root()))
+            }
             Err(error) => {
-                report.errors.push(
+                report.root().error(
                     error.span().unwrap_or(0..0),
                     "toml",
                     error.message().trim().to_owned(),
                 );
-                return Err(ConfigError::Invalid {
-                    issues: report.errors.into_vec(),
-                });
+                None
             }
         };
-        let mut config = validate::validate(raw, base_dir, &mut report);
-        if !report.errors.is_empty() {
-            return Err(ConfigError::Invalid {
-                issues: report.errors.into_vec(),
-            });
+        let has_errors = report.has_errors();
+        let (errors, warnings) = report.into_issues();
+        match config {
+            Some(config) if !has_errors => Ok(Self { warnings, ..config }),
+            _ => Err(ConfigError::Invalid { issues: errors }),
         }
-        config.warnings = report.warnings.into_vec();
-        Ok(config)
     }
 
     /// Things that are allowed but probably not intended, such as a plain
@@ -401,4 +357,15 @@ impl Config {
     pub fn to_toml_string(&self) -> String {
         print::to_toml_string(self)
     }
+}
+
+/// `dir` as an absolute path (the current directory for an empty one), so
+/// that the paths printed by print-config load from anywhere.
+fn absolute_dir(dir: &Path) -> PathBuf {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
 }

@@ -1,13 +1,15 @@
 //! The effective configuration written back as TOML, for `print-config`.
 //!
 //! It goes through the same raw mirror that parses the file, so what is
-//! printed parses again to the same configuration.
+//! printed parses again to the same configuration, and keywords are written
+//! by serde, in the one spelling that the parser reads.
 
 use toml::Spanned;
 
 use super::{
-    Admission, ChannelConfig, ChannelKind, Compression, CompressionMode, Config, Limits, OnExceed,
-    OriginPolicy, Publish, Rate, SlowConsumer, TlsSettings,
+    Admission, ChannelConfig, ChannelKind, Compression, Config, Limits, OriginPolicy, Rate,
+    TlsSettings,
+    keyword::Word,
     raw::{
         Field, RawAdmin, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer,
         RawTls,
@@ -104,19 +106,13 @@ fn raw_limits(limits: &Limits) -> RawLimits {
         handshake_rate: None,
         max_payload: field(units::format_size(limits.max_payload)),
         send_buffer: field(units::format_size(limits.send_buffer)),
-        on_slow_consumer: field(
-            match limits.on_slow_consumer {
-                SlowConsumer::Close => "close",
-                SlowConsumer::Drop => "drop",
-            }
-            .to_owned(),
-        ),
+        on_slow_consumer: field(Word::Known(limits.on_slow_consumer)),
         message_rate: field(count_rate(&limits.message_rate)),
         byte_rate: limits.byte_rate.as_ref().and_then(|rate| {
             field(RawRate {
                 per_second: field(units::format_size(rate.per_second.get() as usize)),
                 burst: field(units::format_size(rate.burst.get() as usize)),
-                on_exceed: on_exceed(rate.on_exceed),
+                on_exceed: field(Word::Known(rate.on_exceed)),
             })
         }),
         ping_interval: field(units::format_duration(limits.ping_interval)),
@@ -129,18 +125,8 @@ fn count_rate(rate: &Rate) -> RawRate<i64> {
     RawRate {
         per_second: field(rate.per_second.get().into()),
         burst: field(rate.burst.get().into()),
-        on_exceed: on_exceed(rate.on_exceed),
+        on_exceed: field(Word::Known(rate.on_exceed)),
     }
-}
-
-fn on_exceed(mode: OnExceed) -> Field<String> {
-    field(
-        match mode {
-            OnExceed::Throttle => "throttle",
-            OnExceed::Close => "close",
-        }
-        .to_owned(),
-    )
 }
 
 fn raw_channel(channel: &ChannelConfig) -> RawChannel {
@@ -156,18 +142,14 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
             field(*allow_missing),
         ),
     };
-    let publish = match channel.publish {
-        Publish::Clients => "clients",
-        Publish::Api => "api",
-    };
     RawChannel {
         name: field(channel.name.clone()),
         path: field(channel.path.to_string()),
-        kind: field(channel.kind.as_str().to_owned()),
+        kind: field(Word::Known(channel.kind)),
         origins: field(origins),
         allow_missing_origin,
         publish: if fanout {
-            field(publish.to_owned())
+            field(Word::Known(channel.publish))
         } else {
             None
         },
@@ -195,13 +177,7 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
 fn raw_compression(compression: &Compression) -> RawCompression {
     RawCompression {
         enabled: field(compression.enabled),
-        mode: field(
-            match compression.mode {
-                CompressionMode::Shared => "shared",
-                CompressionMode::Dedicated => "dedicated",
-            }
-            .to_owned(),
-        ),
+        mode: field(Word::Known(compression.mode)),
         threshold: field(units::format_size(compression.threshold)),
         level: field(compression.level.into()),
         server_max_window_bits: field(compression.server_max_window_bits.into()),

@@ -1,13 +1,17 @@
 //! The serde mirror of the TOML file: every table denies unknown keys and
 //! every value keeps its span, so that validation can point at file:line:column.
 //!
-//! Values that need checking beyond their TOML type (kinds, units, addresses)
-//! are read as strings here and judged in `validate`, which collects every
+//! Keywords are their enums, read by serde as a [`Word`] so that an unknown
+//! one is reported with the others instead of failing the whole file. Values
+//! that need checking beyond their TOML type (units, addresses, paths) are
+//! read as strings here and judged in `validate`, which collects every
 //! problem instead of stopping at the first. The same types serialize the
 //! effective configuration for `print-config`.
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::{ChannelKind, CompressionMode, OnExceed, Publish, SlowConsumer, keyword::Word};
 
 /// An optional value that remembers where it was written.
 pub(crate) type Field<T> = Option<Spanned<T>>;
@@ -73,7 +77,7 @@ pub(crate) struct RawLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_buffer: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_slow_consumer: Field<String>,
+    pub on_slow_consumer: Field<Word<SlowConsumer>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_interval: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +102,7 @@ pub(crate) struct RawRate<T> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Field<T>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_exceed: Field<String>,
+    pub on_exceed: Field<Word<OnExceed>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -109,13 +113,13 @@ pub(crate) struct RawChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Field<String>,
+    pub kind: Field<Word<ChannelKind>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origins: Field<Vec<Spanned<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_missing_origin: Field<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publish: Field<String>,
+    pub publish: Field<Word<Publish>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo_to_sender: Field<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +151,7 @@ pub(crate) struct RawCompression {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Field<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Field<String>,
+    pub mode: Field<Word<CompressionMode>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,149 @@
+//! The files a configuration names (the `[server.tls]` certificate and key,
+//! the `[admin]` token), read in a step of their own after validation.
+//!
+//! Validation is pure: it yields a [`Config<Unread>`](super::Config) in which
+//! each file-backed value is the place in the text that named the file.
+//! [`load`] reads the files and yields the [`Config`](super::Config) the
+//! server runs, reporting a file it cannot use at the key that named it.
+//! Every reload goes through both steps again, so renewed certificates and a
+//! rotated token are picked up.
+
+use std::{fmt, ops::Range};
+
+use super::{AdminSettings, AdminToken, Config, ServerSettings, TlsSettings, report::Scope};
+use crate::tls::{Identity, TlsError};
+
+/// How far a configuration has come: validated with its files unread
+/// (`Unread`, inside the crate), or with their contents loaded ([`Loaded`],
+/// what [`Config::from_file`](super::Config::from_file) returns).
+pub trait Stage: sealed::Sealed + Clone + fmt::Debug + PartialEq + Eq {
+    /// What `[server.tls]` holds for its `cert` and `key` files.
+    type Identity: Clone + fmt::Debug;
+    /// What `[admin]` holds for its `token_file`.
+    type Token: Clone + fmt::Debug + PartialEq + Eq;
+}
+
+mod sealed {
+    /// Only this module's stages exist.
+    pub trait Sealed {}
+}
+
+/// Files read: the certificate and key as an [`Identity`], the token as an
+/// [`AdminToken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded;
+
+impl sealed::Sealed for Loaded {}
+
+impl Stage for Loaded {
+    type Identity = Identity;
+    type Token = AdminToken;
+}
+
+/// Validated, files unread: each file-backed value is where the file was
+/// named, so that [`load`] can report a file it cannot use there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unread;
+
+impl sealed::Sealed for Unread {}
+
+impl Stage for Unread {
+    type Identity = PemSpans;
+    type Token = Range<usize>;
+}
+
+/// Where the `cert` and `key` values were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PemSpans {
+    pub(crate) cert: Range<usize>,
+    pub(crate) key: Range<usize>,
+}
+
+/// Reads the files `config` names. A file that cannot be used is reported in
+/// `root` and its table left out; the caller discards a configuration with
+/// errors.
+pub(super) fn load(config: Config<Unread>, root: &mut Scope<'_, '_>) -> Config {
+    let Config {
+        server,
+        admission,
+        limits,
+        channels,
+        admin,
+        warnings,
+    } = config;
+    let tls = server
+        .tls
+        .and_then(|tls| identity(tls, &mut root.table("server.tls")));
+    let server = ServerSettings {
+        listen: server.listen,
+        plain: server.plain,
+        proxy_protocol: server.proxy_protocol,
+        trusted_proxies: server.trusted_proxies,
+        handshake_timeout: server.handshake_timeout,
+        drain_window: server.drain_window,
+        shutdown_timeout: server.shutdown_timeout,
+        tls,
+    };
+    let admin = admin.and_then(|admin| token(admin, &mut root.table("admin")));
+    Config {
+        server,
+        admission,
+        limits,
+        channels,
+        admin,
+        warnings,
+    }
+}
+
+/// Loads the certificate chain and key, checked as a pair.
+fn identity(tls: TlsSettings<Unread>, scope: &mut Scope<'_, '_>) -> Option<TlsSettings> {
+    match tls {
+        TlsSettings::SelfSigned { names } => Some(TlsSettings::SelfSigned { names }),
+        TlsSettings::Files {
+            cert,
+            key,
+            identity: spans,
+        } => match Identity::from_pem_files(&cert, &key) {
+            Ok(identity) => Some(TlsSettings::Files {
+                cert,
+                key,
+                identity,
+            }),
+            Err(error) => {
+                let (span, name) = match error {
+                    TlsError::Key { .. } => (spans.key, "key"),
+                    _ => (spans.cert, "cert"),
+                };
+                scope.error(span, name, error.to_string());
+                None
+            }
+        },
+    }
+}
+
+/// Reads the bearer token, surrounding whitespace trimmed.
+fn token(admin: AdminSettings<Unread>, scope: &mut Scope<'_, '_>) -> Option<AdminSettings> {
+    let token = match (&admin.token_file, admin.token) {
+        (Some(file), Some(span)) => match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim().is_empty() => Some(AdminToken(text.trim().to_owned())),
+            Ok(_) => {
+                scope.error(span, "token_file", format!("{} is empty; put a long random token in it (for example `openssl rand -hex 32`)", file.display()));
+                return None;
+            }
+            Err(error) => {
+                scope.error(
+                    span,
+                    "token_file",
+                    format!("cannot read {}: {error}", file.display()),
+                );
+                return None;
+            }
+        },
+        _ => None,
+    };
+    Some(AdminSettings {
+        listen: admin.listen,
+        token_file: admin.token_file,
+        token,
+    })
+}

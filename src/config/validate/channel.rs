@@ -1,0 +1,256 @@
+//! `[[channel]]`: each channel's route, kind, origins, publishers and room
+//! caps, with its `[channel.limits]` and `[channel.compression]`; and what
+//! the channels must not share (names, overlapping paths).
+
+use std::{collections::HashMap, ops::Range};
+
+use toml::Spanned;
+
+use super::{compression::Overrides, fields, limits};
+use crate::config::{
+    ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS, Limits, OriginPattern,
+    OriginPolicy, PathPattern, defaults, keyword, raw::RawChannel, report::Scope,
+};
+
+/// Validates every `[[channel]]` table; `scope` is the whole file's, each
+/// channel reports under `channel[index]`. Channels with an unusable name,
+/// path or kind are left out (and reported).
+pub(super) fn validate_all(
+    raw: Vec<Spanned<RawChannel>>,
+    limits: &Limits,
+    compression: &Overrides,
+    scope: &mut Scope<'_, '_>,
+) -> Vec<ChannelConfig> {
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut accepted: Vec<ChannelConfig> = Vec::new();
+    for (index, entry) in raw.into_iter().enumerate() {
+        let span = entry.span();
+        let mut scope = scope.entry("channel", index);
+        let Some(channel) = validate(entry.into_inner(), &span, limits, compression, &mut scope)
+        else {
+            continue;
+        };
+        if let Some(first) = names.insert(channel.name.clone(), index) {
+            scope.error(
+                span.clone(),
+                "name",
+                format!(
+                    "channel name {:?} is already used by channel[{first}]; names must be unique",
+                    channel.name
+                ),
+            );
+        }
+        if let Some(other) = accepted
+            .iter()
+            .find(|other| other.path.overlaps(&channel.path))
+        {
+            scope.error(span, "path", format!("path {} overlaps {} of channel {:?}: a request could match both; make them differ in a literal segment", channel.path, other.path, other.name));
+        }
+        accepted.push(channel);
+    }
+    accepted
+}
+
+/// Validates one `[[channel]]` table written at `span`; `None` when a
+/// required key is unusable.
+fn validate(
+    raw: RawChannel,
+    span: &Range<usize>,
+    global_limits: &Limits,
+    global_compression: &Overrides,
+    scope: &mut Scope<'_, '_>,
+) -> Option<ChannelConfig> {
+    fields::require(
+        raw.name.as_ref(),
+        span,
+        "name",
+        "every channel needs a unique name such as \"chat\"",
+        scope,
+    );
+    fields::require(
+        raw.path.as_ref(),
+        span,
+        "path",
+        "such as \"/news\", or \"/chat/{room}\" for rooms",
+        scope,
+    );
+    fields::require(
+        raw.kind.as_ref(),
+        span,
+        "kind",
+        &keyword::choices::<ChannelKind>(),
+        scope,
+    );
+
+    let name = raw.name.as_ref().and_then(|name| {
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !valid {
+            scope.error(
+                name.span(),
+                "name",
+                format!(
+                    "{:?} is not a channel name; use letters, digits, '_', '.' and '-'",
+                    name.get_ref()
+                ),
+            );
+        }
+        valid.then(|| name.get_ref().clone())
+    });
+    let kind = fields::keyword(raw.kind.as_ref(), "kind", scope);
+    let path = raw.path.as_ref().and_then(|path| match PathPattern::parse(path.get_ref()) {
+        Ok(pattern) => {
+            match (kind, pattern.is_template()) {
+                (Some(ChannelKind::Room), false) => scope.error(path.span(), "path", format!("room channels need a template with a {{room}} segment, such as \"{}/{{room}}\"", path.get_ref().trim_end_matches('/'))),
+                (Some(ChannelKind::Echo | ChannelKind::Broadcast), true) => scope.error(path.span(), "path", "only room channels may use a {room} segment; use kind = \"room\" or a literal path"),
+                _ => {}
+            }
+            Some(pattern)
+        }
+        Err(message) => {
+            scope.error(path.span(), "path", message);
+            None
+        }
+    });
+
+    let origins = origin_policy(&raw, scope);
+    if kind == Some(ChannelKind::Echo) {
+        let fanout_only = [
+            ("publish", raw.publish.as_ref().map(Spanned::span)),
+            (
+                "echo_to_sender",
+                raw.echo_to_sender.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (name, span) in fanout_only {
+            if let Some(span) = span {
+                scope.error(span, name, format!("`{name}` applies to broadcast and room channels only; remove it from this echo channel"));
+            }
+        }
+    }
+    let publish = fields::keyword(raw.publish.as_ref(), "publish", scope)
+        .unwrap_or_else(|| defaults::publish(kind));
+    let subprotocols = subprotocols(raw.subprotocols.as_ref(), scope);
+    let max_members = room_cap(
+        raw.max_members.as_ref(),
+        "max_members",
+        DEFAULT_MAX_MEMBERS,
+        kind,
+        scope,
+    );
+    let max_rooms = room_cap(
+        raw.max_rooms.as_ref(),
+        "max_rooms",
+        DEFAULT_MAX_ROOMS,
+        kind,
+        scope,
+    );
+    let limits = limits::channel(
+        raw.limits.as_ref(),
+        global_limits,
+        &mut scope.table("limits"),
+    );
+    let compression =
+        super::compression::table(raw.compression.as_ref(), &mut scope.table("compression"))
+            .resolve(global_compression, kind);
+
+    Some(ChannelConfig {
+        name: name?,
+        path: path?,
+        kind: kind?,
+        origins,
+        publish,
+        echo_to_sender: raw.echo_to_sender.is_some_and(Spanned::into_inner),
+        subprotocols,
+        max_members,
+        max_rooms,
+        limits,
+        compression,
+    })
+}
+
+fn origin_policy(raw: &RawChannel, scope: &mut Scope<'_, '_>) -> OriginPolicy {
+    let Some(list) = raw.origins.as_ref() else {
+        return OriginPolicy::Any;
+    };
+    let allow_missing = raw
+        .allow_missing_origin
+        .as_ref()
+        .is_some_and(|a| *a.get_ref());
+    let entries = list.get_ref();
+    if entries.is_empty() {
+        scope.error(list.span(), "origins", "an empty list would refuse every browser; omit `origins` to allow any origin, or list the allowed ones");
+        return OriginPolicy::Any;
+    }
+    if entries.iter().any(|e| e.get_ref() == "*") {
+        if entries.len() > 1 {
+            scope.error(
+                list.span(),
+                "origins",
+                "\"*\" already allows every origin; remove the other entries or remove \"*\"",
+            );
+        }
+        return OriginPolicy::Any;
+    }
+    let patterns = entries
+        .iter()
+        .filter_map(|entry| {
+            OriginPattern::parse(entry.get_ref())
+                .map_err(|message| scope.error(entry.span(), "origins", message))
+                .ok()
+        })
+        .collect();
+    OriginPolicy::Only {
+        patterns,
+        allow_missing,
+    }
+}
+
+fn subprotocols(
+    field: Option<&Spanned<Vec<Spanned<String>>>>,
+    scope: &mut Scope<'_, '_>,
+) -> Vec<String> {
+    let Some(list) = field else { return Vec::new() };
+    let mut accepted: Vec<String> = Vec::new();
+    for entry in list.get_ref() {
+        let name = entry.get_ref();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            scope.error(entry.span(), "subprotocols", format!("{name:?} is not a subprotocol token; use letters, digits and !#$%&'*+-.^_`|~ such as \"chat.v1\""));
+        } else if accepted.contains(name) {
+            scope.error(
+                entry.span(),
+                "subprotocols",
+                format!("{name:?} is listed twice"),
+            );
+        } else {
+            accepted.push(name.clone());
+        }
+    }
+    accepted
+}
+
+/// An HTTP token character (RFC 9110 section 5.6.2).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `max_members` or `max_rooms`: room channels only.
+fn room_cap(
+    field: Option<&Spanned<i64>>,
+    name: &str,
+    default: usize,
+    kind: Option<ChannelKind>,
+    scope: &mut Scope<'_, '_>,
+) -> usize {
+    if let (Some(value), true) = (field, kind.is_some_and(|k| k != ChannelKind::Room)) {
+        scope.error(
+            value.span(),
+            name,
+            format!("`{name}` applies to room channels only; remove it or use kind = \"room\""),
+        );
+    }
+    fields::count(field, name, default, 1..=usize::MAX, scope)
+}

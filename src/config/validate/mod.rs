@@ -1,0 +1,49 @@
+//! Turns the raw TOML mirror into a validated [`Config`], one module per
+//! table, collecting every problem with its location instead of stopping at
+//! the first.
+//!
+//! Validation is pure: it reads no file and no environment. Paths are
+//! resolved against a base directory the caller made absolute, and the files
+//! they name are read afterwards, by the load step.
+//!
+//! Each table's module exposes one function that takes the table's raw
+//! mirror, whatever it depends on from tables validated before it, and the
+//! [`Scope`] of its key path, and returns the table's validated settings; it
+//! reports every problem relative to that scope, and returns a usable value
+//! (defaults in place of bad values) so that later tables are checked too.
+//! A new table is a new module here, its raw mirror in `raw`, its field in
+//! [`Config`], and one line in [`validate`].
+
+mod admin;
+mod channel;
+mod compression;
+mod fields;
+mod limits;
+mod server;
+mod tls;
+
+use std::path::Path;
+
+use super::{Config, load::Unread, raw::RawConfig, report::Scope};
+
+/// Validates `raw`; relative paths are resolved against `base_dir`, which is
+/// absolute.
+pub(super) fn validate(
+    raw: RawConfig,
+    base_dir: &Path,
+    root: &mut Scope<'_, '_>,
+) -> Config<Unread> {
+    let server = server::validate(raw.server, base_dir, &mut root.table("server"));
+    let (admission, limits) = limits::global(raw.limits.as_ref(), &mut root.table("limits"));
+    let compression = compression::table(raw.compression.as_ref(), &mut root.table("compression"));
+    let channels = channel::validate_all(raw.channels, &limits, &compression, root);
+    let admin = admin::validate(raw.admin, &server, base_dir, &mut root.table("admin"));
+    Config {
+        server,
+        admission,
+        limits,
+        channels,
+        admin,
+        warnings: Vec::new(),
+    }
+}
