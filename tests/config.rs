@@ -11,7 +11,7 @@ use std::{
 use rustls_pki_types::pem::PemObject;
 use wsedge::{
     Config, ConfigError,
-    config::{ChannelKind, TlsSettings},
+    config::{Admission, ChannelKind, Compression, Limits, TlsSettings},
 };
 
 /// Invalid configurations: `(name, toml, expected_fragments)`.
@@ -927,4 +927,31 @@ fn example_config_round_trips_through_to_toml_string() {
     ] {
         assert!(printed.contains(key), "missing {key:?} in:\n{printed}");
     }
+}
+
+#[test]
+fn printed_defaults_parse_back_to_the_same_settings() {
+    let config = Config::from_toml_str(
+        "[server]\nplain = [\"127.0.0.1:8080\"]\n\n[[channel]]\nname = \"e\"\npath = \"/e\"\nkind = \"echo\"\n\n[[channel]]\nname = \"c\"\npath = \"/c/{room}\"\nkind = \"room\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.to_toml_string();
+    let reparsed = Config::from_toml_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert_eq!(reparsed.admission, config.admission, "{printed}");
+    assert_eq!(reparsed.limits, config.limits, "{printed}");
+    assert_eq!(reparsed.channels, config.channels, "{printed}");
+}
+
+#[test]
+fn example_config_writes_out_the_defaults() {
+    let config = Config::from_file(example_path()).unwrap_or_else(|e| panic!("{e}"));
+    // The example's [limits] and [compression] tables show each default.
+    assert_eq!(config.admission, Admission::default());
+    assert_eq!(config.limits, Limits::default());
+    let echo = &config.channels[0];
+    assert_eq!(
+        (echo.kind, &echo.limits),
+        (ChannelKind::Echo, &Limits::default())
+    );
+    assert_eq!(echo.compression, Compression::default());
 }
