@@ -74,6 +74,34 @@ async fn one_ip_gets_exactly_its_cap_and_the_established_keep_echoing() {
     assert_eq!((stats.connections, stats.clients), (50, 1));
 }
 
+/// Users behind a carrier-grade NAT or a corporate proxy share one address:
+/// the default limits admit a crowd of them at once, from a standing start.
+#[tokio::test]
+async fn the_defaults_admit_a_crowd_behind_one_address() {
+    // Well over the former defaults (64 connections and a burst of 40
+    // handshakes per address), and a small crowd for one CGNAT address.
+    const CROWD: usize = 500;
+    let server = start(&channels("")).await;
+    let attempts = (0..CROWD).map(|_| server.ws_request_raw("/echo"));
+    let mut established: Vec<Ws> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| result.unwrap_or_else(|e| panic!("client {i} was refused: {e}")))
+        .collect();
+    for (i, ws) in established.iter_mut().enumerate() {
+        let text = format!("client {i}");
+        send_text(ws, &text).await;
+        assert_eq!(next_data(ws).await, Message::text(text));
+    }
+    let stats = server.handle.stats();
+    assert_eq!((stats.connections, stats.clients), (CROWD, 1));
+    assert_eq!(
+        (stats.enforced["ip_cap"], stats.enforced["rate_limit"]),
+        (0, 0)
+    );
+}
+
 #[tokio::test]
 async fn the_global_cap_counts_every_client() {
     let server = start(&channels("max_connections = 3")).await;

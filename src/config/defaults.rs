@@ -36,15 +36,30 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// Connections the whole server holds at once: what bounds memory and file
 /// descriptors as a whole, whoever the clients are.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Connections one client (IPv4 address or IPv6 prefix) holds at once: a
-/// household behind NAT with several tabs open, not a botnet node.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Connections one client (an IPv4 address or an IPv6 prefix) holds at once.
+///
+/// One IPv4 address is often many users: a mobile carrier's NAT puts
+/// thousands of subscribers behind one address, a corporate proxy a whole
+/// office. A cap in the tens refuses them, so the default only keeps one
+/// address from taking more than a tenth of the default global cap, which is
+/// what protects the server. (A NAT address cannot hold much more towards one
+/// server port anyway: it has about 64,000 source ports.) An endpoint whose
+/// clients do not share addresses should lower it.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 10_000;
 /// IPv6 prefix length that counts as one client: ISPs hand a /64 to one
 /// subscriber, who can pick any address inside it.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
-/// Handshakes per second per client, and the burst: enough for a page that
-/// opens a few sockets and reconnects, too few for a reconnect storm.
-pub const DEFAULT_HANDSHAKE_RATE: Rate = Rate::constant(20, 40, DEFAULT_ON_EXCEED);
+/// Handshakes per second per client, and the burst.
+///
+/// Sized for the users behind one busy NAT address reconnecting after a
+/// restart: the burst lets two thousand of them back at once, and the rate
+/// refills a full per-address cap ([`DEFAULT_MAX_CONNECTIONS_PER_IP`]) in
+/// about ten seconds, the spread that reconnect back-off with jitter gives.
+/// It also lets a conformance suite (hundreds of connections in a row from
+/// one machine) run unrefused. The thousand TLS handshakes a second one
+/// address may complete at this rate cost about a tenth of a core with an
+/// ECDSA certificate and under half a core with RSA-2048.
+pub const DEFAULT_HANDSHAKE_RATE: Rate = Rate::constant(1_000, 2_000, DEFAULT_ON_EXCEED);
 /// Messages per second per connection, and the burst: far above what a chat
 /// or a dashboard sends, far below what a flood loop sends.
 pub const DEFAULT_MESSAGE_RATE: Rate = Rate::constant(100, 200, DEFAULT_ON_EXCEED);
