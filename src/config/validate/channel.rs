@@ -6,7 +6,10 @@ use std::{collections::HashMap, ops::Range};
 
 use toml::Spanned;
 
-use super::{compression::Overrides, fields, limits};
+use super::{
+    compression::{self, Overrides},
+    fields, limits,
+};
 use crate::config::{
     ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS, Limits, OriginPattern,
     OriginPolicy, PathPattern, defaults, keyword, raw::RawChannel, report::Scope,
@@ -153,9 +156,8 @@ fn validate(
         global_limits,
         &mut scope.table("limits"),
     );
-    let compression =
-        super::compression::table(raw.compression.as_ref(), &mut scope.table("compression"))
-            .resolve(global_compression, kind);
+    let compression = compression::table(raw.compression.as_ref(), &mut scope.table("compression"))
+        .resolve(global_compression, kind);
 
     Some(ChannelConfig {
         name: name?,
