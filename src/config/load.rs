@@ -16,6 +16,9 @@ use crate::tls::{Identity, TlsError};
 /// How far a configuration has come: validated with its files unread
 /// (`Unread`, inside the crate), or with their contents loaded ([`Loaded`],
 /// what [`Config::from_file`](super::Config::from_file) returns).
+///
+/// Each file-backed value is one associated type: where it was named at the
+/// `Unread` stage, what was read at the `Loaded` one.
 pub trait Stage: sealed::Sealed + Clone + fmt::Debug + PartialEq + Eq {
     /// What `[server.tls]` holds for its `cert` and `key` files.
     type Identity: Clone + fmt::Debug;

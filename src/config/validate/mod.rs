@@ -11,8 +11,14 @@
 //! [`Scope`] of its key path, and returns the table's validated settings; it
 //! reports every problem relative to that scope, and returns a usable value
 //! (defaults in place of bad values) so that later tables are checked too.
-//! A new table is a new module here, its raw mirror in `raw`, its field in
-//! [`Config`], and one line in [`validate`].
+//!
+//! A new table, say `[auth]`, is:
+//! - its mirror (`RawAuth`) in `raw`, and its field in `RawConfig`;
+//! - a module here, `auth.rs`, with `validate(raw, .., scope) -> AuthSettings`
+//!   (shared value readers are in `fields`);
+//! - one line in [`validate`], and its field in [`Config`];
+//! - its keys written back in `print`, and, if it names files, their reading
+//!   in `load`.
 
 mod admin;
 mod channel;
