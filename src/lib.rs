@@ -76,10 +76,12 @@ mod sync;
 mod tls;
 mod ws;
 
-pub use channel::PublishError;
+pub use channel::{ConnectionInfo, PublishError};
 pub use config::{Config, ConfigError};
 pub use message::{Message, MessageKind};
 pub use reload::ReloadReport;
-pub use server::{Error, Handle, Listener, ReloadError, Server};
+pub use server::{
+    DisconnectError, Error, Handle, Listener, MAX_PRESENCE_PAGE, PresencePage, ReloadError, Server,
+};
 pub use stats::{ChannelStats, Stats, Traffic};
 pub use tls::{Identity, TlsError};

@@ -4,6 +4,8 @@
 
 /// Close codes (RFC 6455 section 7.4.1, and the IANA registry for 1012-1014).
 pub(crate) mod close {
+    /// The purpose of the connection was fulfilled.
+    pub(crate) const NORMAL: u16 = 1000;
     /// The server is going away: shutdown, reload removed the channel, idle.
     pub(crate) const GOING_AWAY: u16 = 1001;
     /// The peer broke the framing rules.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
-    channel::Channel,
+    channel::{Channel, Users},
     config::{ChannelConfig, Config, TlsSettings},
     limits::rate::HandshakeLimiter,
     reload::ConfigDiff,
@@ -54,6 +54,7 @@ impl Snapshot {
     pub(crate) fn build(
         config: Config,
         counters: &Arc<Counters>,
+        users: &Arc<Users>,
         previous: Option<(&Snapshot, &ConfigDiff)>,
     ) -> Result<Self, TlsError> {
         let plan = previous.map(|(_, plan)| plan);
@@ -90,7 +91,7 @@ impl Snapshot {
                     .filter(|_| kept)
                     .and_then(|previous| previous.channel(&wanted.name))
                     .map(|entry| entry.live.clone())
-                    .unwrap_or_else(|| Arc::new(Channel::new(counters.clone())));
+                    .unwrap_or_else(|| Arc::new(Channel::new(counters.clone(), users.clone())));
                 ChannelEntry {
                     config: Arc::new(wanted.clone()),
                     live,

@@ -125,19 +125,21 @@ impl Counters {
         self.enforced[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(
-        &self,
-        channels: Vec<ChannelStats>,
-        connections: usize,
-        clients: usize,
-        handshake_clients: usize,
-    ) -> Stats {
+    /// The statistics: these counters, with the live `gauges` and `channels`.
+    pub(crate) fn snapshot(&self, channels: Vec<ChannelStats>, gauges: Gauges) -> Stats {
         let traffic = self.traffic.snapshot();
+        let Gauges {
+            connections,
+            clients,
+            handshake_clients,
+            users,
+        } = gauges;
         Stats {
             channels,
             connections,
             clients,
             handshake_clients,
+            users,
             // The totals of the per-kind counts, counted once on the hot path.
             messages_received: traffic.messages_received.values().sum(),
             messages_delivered: traffic.messages_sent.values().sum(),
@@ -163,6 +165,15 @@ impl Counters {
     }
 }
 
+/// What is open now, read from the live state rather than counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gauges {
+    pub(crate) connections: usize,
+    pub(crate) clients: usize,
+    pub(crate) handshake_clients: usize,
+    pub(crate) users: usize,
+}
+
 /// A point-in-time view of the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -174,6 +185,8 @@ pub struct Stats {
     pub clients: usize,
     /// Clients the handshake rate limiter currently remembers (pruned periodically).
     pub handshake_clients: usize,
+    /// Distinct authenticated users with a connection on this node.
+    pub users: usize,
     /// Data messages received from clients.
     pub messages_received: u64,
     /// Messages queued for clients (one per recipient).

@@ -163,7 +163,8 @@ fn refused(error: &PublishError) -> Reply {
         PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         PublishError::NotPublishable(_)
         | PublishError::RoomMismatch { .. }
-        | PublishError::BadRoomName => StatusCode::BAD_REQUEST,
+        | PublishError::BadRoomName
+        | PublishError::NotJson => StatusCode::BAD_REQUEST,
         PublishError::ClientsMayNotPublish => StatusCode::FORBIDDEN,
     };
     text(status, &error.to_string())
@@ -183,6 +184,7 @@ pub(super) fn channels(stats: &Stats) -> Value {
         "connections": stats.connections,
         "clients": stats.clients,
         "handshake_clients": stats.handshake_clients,
+        "users": stats.users,
         "messages_received": stats.messages_received,
         "messages_delivered": stats.messages_delivered,
         "messages_dropped": stats.messages_dropped,

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `wsedge_connections_active` | gauge | |
 //! | `wsedge_clients_active` | gauge | |
+//! | `wsedge_users_active` | gauge | |
 //! | `wsedge_connections_accepted_total` | counter | |
 //! | `wsedge_handshakes_total` | counter | `result`, `reason` |
 //! | `wsedge_disconnects_total` | counter | `code`, `initiator` |
@@ -89,6 +90,12 @@ fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
         "wsedge_clients_active",
         "Distinct clients (IPv4 addresses or IPv6 prefixes) holding connections.",
         stats.clients,
+    )?;
+    gauge(
+        e,
+        "wsedge_users_active",
+        "Distinct authenticated users with a connection on this node.",
+        stats.users,
     )?;
     counter(
         e,
@@ -312,9 +319,11 @@ mod tests {
                 room_count: 1,
                 rooms: BTreeMap::new(),
             }],
-            2,
-            1,
-            0,
+            crate::stats::Gauges {
+                connections: 2,
+                clients: 1,
+                ..Default::default()
+            },
         );
         stats.last_reload_successful = true;
         stats

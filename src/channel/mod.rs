@@ -1,24 +1,40 @@
 //! Channels: who receives a message. An echo channel returns it to its
 //! sender, a broadcast channel sends it to every subscriber, a room channel
-//! to every member of the sender's room.
+//! to every member of the sender's room, a hub channel to the members of
+//! the rooms its connections join in band (`hub`). The node's user index
+//! (`users`) reaches a user's connections on every channel.
 //!
 //! A [`Channel`] outlives configuration snapshots (a later reload carries it
-//! over by name); a [`Membership`] is one connection's place in it and
-//! leaves on drop, on every path.
+//! over by name); a [`Membership`] is one connection's place in it (and its
+//! rooms, and the user index) and leaves on drop, on every path.
 
+mod hub;
 mod members;
+mod notices;
 mod rooms;
+mod users;
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::SystemTime,
 };
 
 use bytes::Bytes;
 
+pub use self::users::ConnectionInfo;
 use self::{
-    members::{ConnectionId, Member, Members, queue},
+    hub::protocol::PresenceEvent,
+    members::{Member, Members, Presence, queue},
+    notices::Notices,
     rooms::{Room, Rooms},
+    users::UserConnection,
+};
+pub(crate) use self::{
+    members::{ConnectionId, UserId, UserPage},
+    users::{ChannelKey, Users},
 };
 use crate::{
     config::{ChannelConfig, ChannelKind, Publish},
@@ -79,6 +95,9 @@ pub enum PublishError {
     /// The room name is not one a client could join.
     #[error("{}", ROOM_NAME_RULE)]
     BadRoomName,
+    /// A hub channel delivers JSON: the message is not.
+    #[error("a hub channel delivers JSON: send a JSON text body")]
+    NotJson,
     /// A client tried to publish on a channel where only the API may.
     #[error("clients may not publish on this channel")]
     ClientsMayNotPublish,
@@ -91,22 +110,35 @@ pub enum PublishError {
 /// A later reload carries the channel over by name.
 pub(crate) struct Channel {
     counters: Arc<Counters>,
-    /// Every connection on the channel, whatever its room.
+    /// The node's user index, shared by every channel.
+    users: Arc<Users>,
+    /// Every connection on the channel, whatever its rooms.
     members: Members,
     rooms: Rooms,
     closing: AtomicBool,
     /// Shared-mode compressors, reused across fan-outs.
     compressors: SharedCompressors,
+    /// Presence notices waiting to be coalesced and sent.
+    notices: Notices,
+}
+
+/// Who is joining, and how it takes its messages.
+pub(crate) struct Joiner {
+    pub(crate) outbox: Outbox,
+    pub(crate) encoding: Encoding,
+    pub(crate) user: Option<UserId>,
 }
 
 impl Channel {
-    pub(crate) fn new(counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(counters: Arc<Counters>, users: Arc<Users>) -> Self {
         Self {
             counters,
+            users,
             members: Members::default(),
             rooms: Rooms::default(),
             closing: AtomicBool::new(false),
             compressors: SharedCompressors::default(),
+            notices: Notices::default(),
         }
     }
 
@@ -124,34 +156,49 @@ impl Channel {
         self: &Arc<Self>,
         config: &ChannelConfig,
         room: Option<&str>,
-        outbox: Outbox,
-        encoding: Encoding,
+        joiner: Joiner,
     ) -> Result<Membership, JoinError> {
         let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let Joiner {
+            outbox,
+            encoding,
+            user,
+        } = joiner;
         let member = Member {
             outbox: outbox.clone(),
             encoding,
+            user: user.clone(),
         };
-        if !self
-            .members
+        self.members
             .insert_below(id, member.clone(), config.limits.max_connections)
-        {
-            return Err(JoinError::ChannelFull);
-        }
-        // From here on the membership's drop undoes the inserts.
+            .ok_or(JoinError::ChannelFull)?;
+        // From here on the membership's drop undoes what was done.
         let mut membership = Membership {
             channel: self.clone(),
-            room: None,
             id,
             outbox,
             encoding,
+            user,
+            rooms: Vec::new(),
+            presence_events: config.presence_events,
+            indexed: false,
         };
         if let Some(name) = room {
-            membership.room =
-                Some(
-                    self.rooms
-                        .join(name, id, member, config.max_rooms, config.max_members)?,
-                );
+            membership.enter(config, name)?;
+        }
+        if let Some(user) = &membership.user {
+            self.users.add(
+                user,
+                id,
+                UserConnection {
+                    channel: ChannelKey::of(self),
+                    channel_name: Arc::from(config.name.as_str()),
+                    room: room.map(Arc::from),
+                    since: SystemTime::now(),
+                    member,
+                },
+            );
+            membership.indexed = true;
         }
         // Checked after the inserts so that a concurrent `close_all` either
         // sees this member or makes this check fail.
@@ -175,7 +222,10 @@ impl Channel {
         self.members.outboxes()
     }
 
-    /// Publishes from the API: to every subscriber, or every member of `room`.
+    /// Publishes from the API: to every subscriber, or every member of
+    /// `room`. On a hub channel the message is delivered in the hub's shape
+    /// (`{"type":"message","room":...,"from":null,"payload":...}`), so its
+    /// text must be JSON.
     pub(crate) fn publish(
         &self,
         config: &ChannelConfig,
@@ -189,6 +239,11 @@ impl Channel {
                 limit: config.limits.max_payload,
             });
         }
+        let in_room = |name: &str, kind, payload| {
+            self.rooms.get(name).map_or(0, |room| {
+                self.fan_out(config, &room.members, kind, payload, None)
+            })
+        };
         match (config.kind, room) {
             (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
             (ChannelKind::Broadcast, None) => Ok(self.fan_out(
@@ -198,19 +253,18 @@ impl Channel {
                 message.payload().clone(),
                 None,
             )),
-            (ChannelKind::Room, Some(name)) => Ok(self.rooms.get(name).map_or(0, |room| {
-                self.fan_out(
-                    config,
-                    &room.members,
-                    message.kind(),
-                    message.payload().clone(),
-                    None,
-                )
-            })),
-            (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room, None) => {
+            (ChannelKind::Room, Some(name)) => {
+                Ok(in_room(name, message.kind(), message.payload().clone()))
+            }
+            (ChannelKind::Hub, Some(name)) => {
+                let payload = hub::api_payload(message).ok_or(PublishError::NotJson)?;
+                let text = hub::protocol::room_message(name, None, payload);
+                Ok(in_room(name, MessageKind::Text, Bytes::from(text)))
+            }
+            (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room | ChannelKind::Hub, None) => {
                 Err(PublishError::RoomMismatch {
                     channel: channel(),
-                    needs_room: config.kind == ChannelKind::Room,
+                    needs_room: config.kind.has_rooms(),
                 })
             }
         }
@@ -227,18 +281,40 @@ impl Channel {
         except: Option<ConnectionId>,
     ) -> usize {
         let size = payload.len();
-        let delivery = Delivery::new(
-            kind,
-            payload,
-            config.compression,
-            &self.compressors,
-            &self.counters,
-        );
+        let delivery = self.delivery(config, kind, payload);
         let recipients = members.deliver(&delivery, except, &self.counters);
         self.counters
             .traffic
             .record_sent(config.kind, recipients, size);
         recipients
+    }
+
+    /// One message on its way to this channel's connections.
+    fn delivery(&self, config: &ChannelConfig, kind: MessageKind, payload: Bytes) -> Delivery<'_> {
+        Delivery::new(
+            kind,
+            payload,
+            config.compression,
+            &self.compressors,
+            &self.counters,
+        )
+    }
+
+    /// Connections, distinct users and a page of user ids, on the whole
+    /// channel or in one room (`None` for a room that does not exist).
+    pub(crate) fn users(
+        &self,
+        room: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Option<UserPage> {
+        match room {
+            None => Some(self.members.users(after, limit)),
+            Some(name) => self
+                .rooms
+                .get(name)
+                .map(|room| room.members.users(after, limit)),
+        }
     }
 
     /// Connections and rooms now, under the name and kind `config` gives;
@@ -258,14 +334,22 @@ impl Channel {
     }
 }
 
-/// One connection's place in a channel (and room). Dropping it leaves; the
-/// last member to leave a room removes the room.
+/// One connection's place in a channel, its rooms and the user index.
+/// Dropping it leaves all of them; the last member to leave a room removes
+/// the room.
 pub(crate) struct Membership {
     channel: Arc<Channel>,
-    room: Option<Arc<Room>>,
     id: ConnectionId,
     outbox: Outbox,
     encoding: Encoding,
+    user: Option<UserId>,
+    /// A room channel's room, or the rooms a hub connection joined.
+    rooms: Vec<Arc<Room>>,
+    /// Whether joins and leaves are told to the room (as the channel said
+    /// when this connection joined).
+    presence_events: bool,
+    /// Registered in the user index.
+    indexed: bool,
 }
 
 impl Membership {
@@ -284,11 +368,61 @@ impl Membership {
         &self.channel.counters
     }
 
+    fn member(&self) -> Member {
+        Member {
+            outbox: self.outbox.clone(),
+            encoding: self.encoding,
+            user: self.user.clone(),
+        }
+    }
+
+    /// Joins room `name` (creating it within `max_rooms`); tells the room
+    /// when this is its user's first connection there.
+    fn enter(&mut self, config: &ChannelConfig, name: &str) -> Result<(), JoinError> {
+        let channel = &self.channel;
+        let (room, presence) = channel.rooms.join(
+            name,
+            self.id,
+            self.member(),
+            config.max_rooms,
+            config.max_members,
+        )?;
+        if let (Presence::Arrived, Some(user), true) = (presence, &self.user, self.presence_events)
+        {
+            channel
+                .notices
+                .record(channel, &room, user, PresenceEvent::Join);
+        }
+        self.rooms.push(room);
+        Ok(())
+    }
+
+    /// Leaves room `name` if it is in it; returns whether it was.
+    fn exit(&mut self, name: &str) -> bool {
+        let Some(index) = self.rooms.iter().position(|room| room.name() == name) else {
+            return false;
+        };
+        let room = self.rooms.swap_remove(index);
+        self.leave(&room);
+        true
+    }
+
+    fn leave(&self, room: &Arc<Room>) {
+        let channel = &self.channel;
+        let presence = channel.rooms.leave(room, self.id);
+        if let (Presence::Departed, Some(user), true) = (presence, &self.user, self.presence_events)
+        {
+            channel
+                .notices
+                .record(channel, room, user, PresenceEvent::Leave);
+        }
+    }
+
     /// Handles a message from this connection's client under the channel's
     /// current `config`: encodes it once and queues the same bytes for every
     /// recipient.
     pub(crate) fn dispatch(
-        &self,
+        &mut self,
         config: &ChannelConfig,
         kind: MessageKind,
         payload: Bytes,
@@ -299,32 +433,39 @@ impl Membership {
         if config.kind != ChannelKind::Echo && config.publish == Publish::Api {
             return Err(PublishError::ClientsMayNotPublish);
         }
-        if config.kind == ChannelKind::Echo {
-            // The writer frames it, compressing with this connection's own
-            // compressor if there is one.
-            if queue(
-                &self.outbox,
-                Outgoing::Message(kind, payload),
-                &channel.counters,
-            ) {
-                channel.counters.traffic.record_sent(config.kind, 1, size);
+        match config.kind {
+            ChannelKind::Echo => {
+                // The writer frames it, compressing with this connection's
+                // own compressor if there is one.
+                if queue(
+                    &self.outbox,
+                    Outgoing::Message(kind, payload),
+                    &channel.counters,
+                ) {
+                    channel.counters.traffic.record_sent(config.kind, 1, size);
+                }
             }
-            return Ok(());
+            ChannelKind::Hub => hub::dispatch(self, config, kind, &payload),
+            ChannelKind::Broadcast | ChannelKind::Room => {
+                let except = (!config.echo_to_sender).then_some(self.id);
+                let members = self
+                    .rooms
+                    .first()
+                    .map_or(&channel.members, |room| &room.members);
+                channel.fan_out(config, members, kind, payload, except);
+            }
         }
-        let except = (!config.echo_to_sender).then_some(self.id);
-        let members = self
-            .room
-            .as_ref()
-            .map_or(&channel.members, |room| &room.members);
-        channel.fan_out(config, members, kind, payload, except);
         Ok(())
     }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        if let Some(room) = &self.room {
-            self.channel.rooms.leave(room, self.id);
+        for room in std::mem::take(&mut self.rooms) {
+            self.leave(&room);
+        }
+        if let (Some(user), true) = (&self.user, self.indexed) {
+            self.channel.users.remove(user, self.id);
         }
         self.channel.members.remove(self.id);
     }

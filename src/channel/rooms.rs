@@ -11,13 +11,19 @@ use std::{
 
 use super::{
     JoinError,
-    members::{ConnectionId, Member, Members},
+    members::{ConnectionId, Member, Members, Presence},
 };
 
 /// One room.
 pub(crate) struct Room {
     name: String,
     pub(crate) members: Members,
+}
+
+impl Room {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// A channel's rooms by name.
@@ -35,6 +41,8 @@ impl Rooms {
         crate::sync::write(&self.rooms)
     }
 
+    /// Adds a member to the room `name`, creating it if there are fewer than
+    /// `max_rooms`; returns the room and what the join did to its users.
     pub(crate) fn join(
         &self,
         name: &str,
@@ -42,10 +50,9 @@ impl Rooms {
         member: Member,
         max_rooms: usize,
         max_members: usize,
-    ) -> Result<Arc<Room>, JoinError> {
+    ) -> Result<(Arc<Room>, Presence), JoinError> {
         let mut rooms = self.write();
         let room = match rooms.get(name) {
-            Some(room) if room.members.len() >= max_members => return Err(JoinError::RoomFull),
             Some(room) => room.clone(),
             None if rooms.len() >= max_rooms => return Err(JoinError::TooManyRooms),
             None => {
@@ -57,15 +64,23 @@ impl Rooms {
                 room
             }
         };
-        room.members.insert(id, member);
-        Ok(room)
+        // A new room has no members: only an existing one can be full.
+        let presence = room
+            .members
+            .insert_below(id, member, max_members)
+            .ok_or(JoinError::RoomFull)?;
+        Ok((room, presence))
     }
 
-    pub(crate) fn leave(&self, room: &Room, id: ConnectionId) {
+    /// Removes a member; the last one removes the room. Returns what the
+    /// leave did to the room's users.
+    pub(crate) fn leave(&self, room: &Room, id: ConnectionId) -> Presence {
         let mut rooms = self.write();
-        if room.members.remove(id) == 0 {
+        let (left, presence) = room.members.remove(id);
+        if left == 0 {
             rooms.remove(&room.name);
         }
+        presence
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Room>> {

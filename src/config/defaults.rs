@@ -104,13 +104,16 @@ pub const DEFAULT_NO_CONTEXT_TAKEOVER: bool = false;
 pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 /// Members one room may hold at once: bounds the fan-out cost of one room.
 pub const DEFAULT_MAX_MEMBERS: usize = 10_000;
+/// Rooms one hub connection may be in at once: a chat client's open
+/// conversations, with room to spare; bounds what one connection costs.
+pub const DEFAULT_MAX_ROOMS_PER_CONNECTION: usize = 100;
 
 /// Who publishes on a channel that does not say: room members talk to each
 /// other; a broadcast channel is fed by the backend. (Echo channels have no
 /// publishers; an unknown kind has been reported already.)
 pub(crate) fn publish(kind: Option<ChannelKind>) -> Publish {
     match kind {
-        Some(ChannelKind::Room) => Publish::Clients,
+        Some(ChannelKind::Room | ChannelKind::Hub) => Publish::Clients,
         _ => Publish::Api,
     }
 }

@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn words_are_the_serde_names_in_declaration_order() {
-        assert_eq!(words::<ChannelKind>(), ["echo", "broadcast", "room"]);
+        assert_eq!(words::<ChannelKind>(), ["echo", "broadcast", "room", "hub"]);
         assert_eq!(words::<OnExceed>(), ["throttle", "close"]);
     }
 
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(word, Word::Unknown("fanout".to_owned()));
         assert_eq!(
             unknown::<ChannelKind>("fanout"),
-            r#""fanout" is not a channel kind; use "echo", "broadcast" or "room""#
+            r#""fanout" is not a channel kind; use "echo", "broadcast", "room" or "hub""#
         );
         assert_eq!(
             unknown::<SlowConsumer>("later"),
@@ -229,7 +229,12 @@ mod tests {
 
     #[test]
     fn as_str_is_the_serde_word() {
-        for kind in [ChannelKind::Echo, ChannelKind::Broadcast, ChannelKind::Room] {
+        for kind in [
+            ChannelKind::Echo,
+            ChannelKind::Broadcast,
+            ChannelKind::Room,
+            ChannelKind::Hub,
+        ] {
             assert_eq!(
                 toml::Value::try_from(kind).unwrap().as_str(),
                 Some(kind.as_str())

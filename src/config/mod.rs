@@ -251,6 +251,16 @@ pub enum ChannelKind {
     Broadcast,
     /// Each message goes to every member of the sender's room.
     Room,
+    /// One connection joins many rooms, and messages users directly, over
+    /// a JSON protocol.
+    Hub,
+}
+
+impl ChannelKind {
+    /// Whether the channel has rooms (from the path, or joined in band).
+    pub fn has_rooms(self) -> bool {
+        matches!(self, Self::Room | Self::Hub)
+    }
 }
 
 impl ChannelKind {
@@ -290,10 +300,15 @@ pub struct ChannelConfig {
     /// Subprotocols the server accepts, in no particular order: the first one
     /// the client offers that is listed here is selected.
     pub subprotocols: Vec<String>,
-    /// Largest number of members in one room (room channels).
+    /// Largest number of members in one room (room and hub channels).
     pub max_members: usize,
-    /// Largest number of rooms at once (room channels).
+    /// Largest number of rooms at once (room and hub channels).
     pub max_rooms: usize,
+    /// Rooms one connection may be in at once (hub channels).
+    pub max_rooms_per_connection: usize,
+    /// Tell a room's members when a user's first connection joins and its
+    /// last leaves (room and hub channels).
+    pub presence_events: bool,
     /// Effective limits: the global ones with this channel's overrides.
     pub limits: Limits,
     /// Effective permessage-deflate settings.

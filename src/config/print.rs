@@ -131,7 +131,8 @@ fn count_rate(rate: &Rate) -> RawRate<i64> {
 
 fn raw_channel(channel: &ChannelConfig) -> RawChannel {
     let fanout = channel.kind != ChannelKind::Echo;
-    let room = channel.kind == ChannelKind::Room;
+    let room = channel.kind.has_rooms();
+    let hub = channel.kind == ChannelKind::Hub;
     let (origins, allow_missing_origin) = match &channel.origins {
         OriginPolicy::Any => (list(["*".to_owned()].into_iter()), None),
         OriginPolicy::Only {
@@ -166,6 +167,16 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
         },
         max_rooms: if room {
             field(channel.max_rooms as i64)
+        } else {
+            None
+        },
+        max_rooms_per_connection: if hub {
+            field(channel.max_rooms_per_connection as i64)
+        } else {
+            None
+        },
+        presence_events: if room {
+            field(channel.presence_events)
         } else {
             None
         },

@@ -129,6 +129,10 @@ pub(crate) struct RawChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rooms: Field<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms_per_connection: Field<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_events: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<RawCompression>,

@@ -26,7 +26,7 @@ use tokio::{
 
 use super::{proxy, state::ServerState};
 use crate::{
-    channel::JoinError,
+    channel::{JoinError, Joiner},
     http::{Admitted, BadUpgrade, Peer, Rejection, admit},
     limits::{ClientKey, caps::Slots},
     stats::{Handshake, Metered},
@@ -240,8 +240,11 @@ impl Connection {
             .join(
                 &admitted.config,
                 admitted.room.as_deref(),
-                outbox.clone(),
-                admitted.encoding,
+                Joiner {
+                    outbox: outbox.clone(),
+                    encoding: admitted.encoding,
+                    user: None,
+                },
             )
             .map_err(|error| match error {
                 JoinError::RoomFull => Rejection::RoomFull,

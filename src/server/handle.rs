@@ -5,13 +5,15 @@ use std::{path::Path, sync::Arc};
 
 use super::{Error, ReloadError, state::ServerState};
 use crate::{
-    channel::{Channel, PublishError},
-    config::{AdminSettings, ChannelConfig, ChannelKind, Config},
+    channel::{Channel, ChannelKey, ConnectionInfo, PublishError},
+    config::{AdminSettings, ChannelConfig, ChannelKind, Compression, Config},
     http::route::is_valid_room_name,
     message::Message,
+    protocol::close,
     reload::ReloadReport,
     stats::Stats,
     tls::Identity,
+    ws::encoder::{Delivery, SharedCompressors},
 };
 
 /// Controls a [`Server`](super::Server) from outside: cheap to clone, usable
@@ -53,6 +55,102 @@ impl Handle {
             channel: entry.live.clone(),
             room: room.map(str::to_owned),
         })
+    }
+
+    /// Publishes `message` to every connection of `user` on this node, on
+    /// every channel or only on `channel`. Returns how many connections it
+    /// was queued for (frames go out uncompressed: a user's connections
+    /// negotiated different things).
+    pub fn publish_to_user(
+        &self,
+        user: &str,
+        channel: Option<&str>,
+        message: Message,
+    ) -> Result<usize, PublishError> {
+        let key = match channel {
+            Some(name) => {
+                let snapshot = self.state.snapshot.load();
+                let entry = snapshot
+                    .channel(name)
+                    .ok_or_else(|| PublishError::UnknownChannel(name.to_owned()))?;
+                Some(ChannelKey::of(&entry.live))
+            }
+            None => None,
+        };
+        let compressors = SharedCompressors::default();
+        let plain = Compression {
+            enabled: false,
+            ..Compression::default()
+        };
+        let delivery = Delivery::new(
+            message.kind(),
+            message.payload().clone(),
+            plain,
+            &compressors,
+            &self.state.counters,
+        );
+        Ok(self
+            .state
+            .users
+            .deliver(user, key, &delivery, &self.state.counters))
+    }
+
+    /// Closes every connection of `user` on this node but `except` ("log
+    /// out my other devices") with `code` and `reason`. The code is one an
+    /// application may send: 1000, 1001, 1008 or 3000-4999; the reason at
+    /// most 123 bytes. Returns how many connections it started closing.
+    pub fn disconnect_user(
+        &self,
+        user: &str,
+        except: Option<u64>,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize, DisconnectError> {
+        if !is_application_close_code(code) {
+            return Err(DisconnectError::Code(code));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(DisconnectError::ReasonTooLong(reason.len()));
+        }
+        Ok(self.state.users.disconnect(user, except, code, reason))
+    }
+
+    /// `user`'s connections on this node (channel, room, id, since when),
+    /// oldest first.
+    pub fn user_connections(&self, user: &str) -> Vec<ConnectionInfo> {
+        self.state.users.connections(user)
+    }
+
+    /// Who is on a broadcast channel (`room` = `None`) or in one room of a
+    /// room or hub channel: connections and distinct users now, and up to
+    /// `limit` user ids after `after`, in id order. A room that does not
+    /// exist is empty.
+    pub fn presence(
+        &self,
+        channel: &str,
+        room: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresencePage, PublishError> {
+        let snapshot = self.state.snapshot.load();
+        let entry = snapshot
+            .channel(channel)
+            .ok_or_else(|| PublishError::UnknownChannel(channel.to_owned()))?;
+        if entry.config.kind.has_rooms() != room.is_some() {
+            return Err(PublishError::RoomMismatch {
+                channel: channel.to_owned(),
+                needs_room: entry.config.kind.has_rooms(),
+            });
+        }
+        let page = entry.live.users(room, after, limit.min(MAX_PRESENCE_PAGE));
+        Ok(
+            page.map_or_else(PresencePage::default, |page| PresencePage {
+                connections: page.connections,
+                users: page.users,
+                list: page.list.iter().map(|user| user.to_string()).collect(),
+                next: page.next.map(|user| user.to_string()),
+            }),
+        )
     }
 
     /// Connections per channel, rooms and their sizes, message counters.
@@ -117,6 +215,46 @@ impl Handle {
     pub fn generation(&self) -> u64 {
         self.state.counters.generation()
     }
+}
+
+/// Largest page of user ids [`Handle::presence`] returns.
+pub const MAX_PRESENCE_PAGE: usize = 1000;
+
+/// Longest close reason: a close frame's payload is at most 125 bytes, two
+/// of which are the code (RFC 6455 section 5.5).
+const MAX_CLOSE_REASON: usize = 123;
+
+/// Whether an application may close with `code`: normal, going away, policy,
+/// or the registered (3000-3999) and private (4000-4999) ranges.
+fn is_application_close_code(code: u16) -> bool {
+    matches!(
+        code,
+        close::NORMAL | close::GOING_AWAY | close::POLICY_VIOLATION | 3000..=4999
+    )
+}
+
+/// Why [`Handle::disconnect_user`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisconnectError {
+    /// Not a code an application may close with.
+    #[error("close code {0} is not one to disconnect with; use 1000, 1001, 1008 or 3000-4999")]
+    Code(u16),
+    /// The reason does not fit in a close frame.
+    #[error("the close reason is {0} bytes; at most 123 fit in a close frame")]
+    ReasonTooLong(usize),
+}
+
+/// Who is on a channel or in a room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresencePage {
+    /// Connections now.
+    pub connections: usize,
+    /// Distinct users among them (connections without identity are not users).
+    pub users: usize,
+    /// A page of user ids, in id order.
+    pub list: Vec<String>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
 }
 
 /// A resolved publish target: a channel (and room) under the policy that

@@ -22,10 +22,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use self::state::ServerState;
 pub use self::{
     error::{Error, ReloadError},
-    handle::Handle,
+    handle::{DisconnectError, Handle, MAX_PRESENCE_PAGE, PresencePage},
     listener::Listener,
 };
-use crate::{config::Config, snapshot::Snapshot, stats::Counters};
+use crate::{channel::Users, config::Config, snapshot::Snapshot, stats::Counters};
 
 /// How often the handshake limiter forgets clients whose bucket is full
 /// again: often enough to bound memory under a scan from many addresses,
@@ -42,10 +42,11 @@ impl Server {
     /// (generating the development certificate if asked to). Binds nothing.
     pub fn new(config: Config) -> Result<Self, Error> {
         let counters = Arc::new(Counters::default());
-        let snapshot = Snapshot::build(config, &counters, None)?;
+        let users = Arc::new(Users::default());
+        let snapshot = Snapshot::build(config, &counters, &users, None)?;
         counters.record_reload(true);
         Ok(Self {
-            state: Arc::new(ServerState::new(snapshot, counters)),
+            state: Arc::new(ServerState::new(snapshot, counters, users)),
         })
     }
 

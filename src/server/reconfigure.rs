@@ -53,6 +53,7 @@ impl ServerState {
         let snapshot = Arc::new(Snapshot::build(
             config,
             &self.counters,
+            &self.users,
             Some((&old, &plan)),
         )?);
         if snapshot.acceptor.is_none()

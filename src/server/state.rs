@@ -11,10 +11,11 @@ use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    channel::Users,
     limits::caps::ConnectionCaps,
     reload::ListenerSpec,
     snapshot::Snapshot,
-    stats::{Counters, Stats},
+    stats::{Counters, Gauges, Stats},
 };
 
 /// Shared by the accept loops, the connections, the sessions (through the
@@ -30,6 +31,8 @@ pub(crate) struct ServerState {
     /// Cancelled at `shutdown_timeout`: sessions still open are dropped.
     pub(crate) hard_stop: CancellationToken,
     pub(crate) counters: Arc<Counters>,
+    /// Every authenticated connection by user; outlives snapshots.
+    pub(crate) users: Arc<Users>,
     /// Connection counts for the caps; outlives snapshots.
     pub(crate) caps: Arc<ConnectionCaps>,
     /// The accept loops of the listeners bound from the configuration, so
@@ -48,13 +51,14 @@ pub(super) struct AcceptLoop {
 }
 
 impl ServerState {
-    pub(super) fn new(snapshot: Snapshot, counters: Arc<Counters>) -> Self {
+    pub(super) fn new(snapshot: Snapshot, counters: Arc<Counters>, users: Arc<Users>) -> Self {
         Self {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             counters,
+            users,
             caps: Arc::default(),
             listeners: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
@@ -65,11 +69,13 @@ impl ServerState {
     /// `room_sizes`), counters: what `Handle::stats` and the admin API report.
     pub(crate) fn stats(&self, room_sizes: bool) -> Stats {
         let snapshot = self.snapshot.load();
-        self.counters.snapshot(
-            snapshot.channel_stats(room_sizes),
-            self.caps.active(),
-            self.caps.clients(),
-            snapshot.handshakes.len(),
-        )
+        let gauges = Gauges {
+            connections: self.caps.active(),
+            clients: self.caps.clients(),
+            handshake_clients: snapshot.handshakes.len(),
+            users: self.users.len(),
+        };
+        self.counters
+            .snapshot(snapshot.channel_stats(room_sizes), gauges)
     }
 }

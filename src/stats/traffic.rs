@@ -134,13 +134,19 @@ fn close_code_index(code: Option<u16>) -> usize {
     }
 }
 
-const KINDS: [ChannelKind; 3] = [ChannelKind::Echo, ChannelKind::Broadcast, ChannelKind::Room];
+const KINDS: [ChannelKind; 4] = [
+    ChannelKind::Echo,
+    ChannelKind::Broadcast,
+    ChannelKind::Room,
+    ChannelKind::Hub,
+];
 
 fn kind_index(kind: ChannelKind) -> usize {
     match kind {
         ChannelKind::Echo => 0,
         ChannelKind::Broadcast => 1,
         ChannelKind::Room => 2,
+        ChannelKind::Hub => 3,
     }
 }
 

@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(first.as_ptr(), second.as_ptr(), "one buffer for both");
         assert_eq!(first[0] & crate::protocol::frame::RSV1, 0x40);
         let _ = delivery.item_for(Encoding::Shared { window_bits: 15 });
-        assert_eq!(counters.snapshot(vec![], 0, 0, 0).compressions, 2);
+        assert_eq!(
+            counters.snapshot(vec![], Default::default()).compressions,
+            2
+        );
     }
 
     #[test]

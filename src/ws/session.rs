@@ -69,7 +69,7 @@ impl Session {
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
         let (mut read, write) = tokio::io::split(io);
         let Session {
-            membership,
+            mut membership,
             outbox,
             receiver,
             slots,
@@ -79,11 +79,12 @@ impl Session {
             policy,
             hard_stop,
         } = self;
+        let counters = membership.counters().clone();
         let encoder = WriterEncoder::new(
             deflate.as_ref(),
             membership.encoding(),
             &compression,
-            membership.counters().clone(),
+            counters.clone(),
         );
         // The writer is a task of its own: a fan-out delivery wakes only the
         // writer, not the reader's chain of futures as well. It hands the
@@ -104,7 +105,7 @@ impl Session {
                 guard,
                 &inbound,
                 inflater,
-                &membership,
+                &mut membership,
                 &policy,
                 &outbox,
                 &limits,
@@ -126,7 +127,7 @@ impl Session {
                     written
                 }
                 () = &mut watching => {
-                    membership.counters().record(Reason::Idle);
+                    counters.record(Reason::Idle);
                     outbox.close(close::GOING_AWAY, "idle timeout");
                     let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
                     None
@@ -146,8 +147,7 @@ impl Session {
         };
         // Leave the channel and give the slots back before the peer can see
         // the connection end, so that `stats()` agrees with what it sees.
-        let traffic = &membership.counters().traffic;
-        traffic.record_disconnect(outbox.closed_by());
+        counters.traffic.record_disconnect(outbox.closed_by());
         drop((membership, outbox, slots));
         if let Some((mut write, true)) = finished {
             tokio::select! {
@@ -184,12 +184,13 @@ async fn read_messages<R: AsyncRead + Unpin>(
     mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
     mut inflater: Option<Inflater>,
-    membership: &Membership,
+    membership: &mut Membership,
     policy: &ArcSwap<Snapshot>,
     outbox: &Outbox,
     limits: &Limits,
 ) {
-    let counters = membership.counters();
+    let counters = membership.counters().clone();
+    let counters = &counters;
     // fastwebsockets gives each reader an 8 KiB buffer up front. Most
     // connections of a fan-out server are silent: they pay for it only once
     // their client sends something.

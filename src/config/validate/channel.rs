@@ -11,8 +11,9 @@ use super::{
     fields, limits,
 };
 use crate::config::{
-    ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS, Limits, OriginPattern,
-    OriginPolicy, PathPattern, defaults, keyword, raw::RawChannel, report::Scope,
+    ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS,
+    DEFAULT_MAX_ROOMS_PER_CONNECTION, Limits, OriginPattern, OriginPolicy, PathPattern, defaults,
+    keyword, raw::RawChannel, report::Scope,
 };
 
 /// Validates every `[[channel]]` table; `scope` is the whole file's, each
@@ -108,7 +109,7 @@ fn validate(
         Ok(pattern) => {
             match (kind, pattern.is_template()) {
                 (Some(ChannelKind::Room), false) => scope.error(path.span(), "path", format!("room channels need a template with a {{room}} segment, such as \"{}/{{room}}\"", path.get_ref().trim_end_matches('/'))),
-                (Some(ChannelKind::Echo | ChannelKind::Broadcast), true) => scope.error(path.span(), "path", "only room channels may use a {room} segment; use kind = \"room\" or a literal path"),
+                (Some(ChannelKind::Echo | ChannelKind::Broadcast | ChannelKind::Hub), true) => scope.error(path.span(), "path", "only room channels may use a {room} segment (hub connections join rooms in band); use kind = \"room\" or a literal path"),
                 _ => {}
             }
             Some(pattern)
@@ -151,6 +152,27 @@ fn validate(
         kind,
         scope,
     );
+    let field = raw.max_rooms_per_connection.as_ref();
+    if let (Some(value), true) = (field, kind.is_some_and(|k| k != ChannelKind::Hub)) {
+        scope.error(value.span(), "max_rooms_per_connection", "`max_rooms_per_connection` applies to hub channels only; remove it or use kind = \"hub\"");
+    }
+    let max_rooms_per_connection = fields::count(
+        field,
+        "max_rooms_per_connection",
+        DEFAULT_MAX_ROOMS_PER_CONNECTION,
+        1..=usize::MAX,
+        scope,
+    );
+    if let (Some(value), true) = (
+        raw.presence_events.as_ref(),
+        kind.is_some_and(|k| !k.has_rooms()),
+    ) {
+        scope.error(
+            value.span(),
+            "presence_events",
+            "`presence_events` applies to room and hub channels only; remove it",
+        );
+    }
     let limits = limits::channel(
         raw.limits.as_ref(),
         global_limits,
@@ -169,6 +191,8 @@ fn validate(
         subprotocols,
         max_members,
         max_rooms,
+        max_rooms_per_connection,
+        presence_events: raw.presence_events.is_some_and(Spanned::into_inner),
         limits,
         compression,
     })
@@ -247,11 +271,13 @@ fn room_cap(
     kind: Option<ChannelKind>,
     scope: &mut Scope<'_, '_>,
 ) -> usize {
-    if let (Some(value), true) = (field, kind.is_some_and(|k| k != ChannelKind::Room)) {
+    if let (Some(value), true) = (field, kind.is_some_and(|k| !k.has_rooms())) {
         scope.error(
             value.span(),
             name,
-            format!("`{name}` applies to room channels only; remove it or use kind = \"room\""),
+            format!(
+                "`{name}` applies to room and hub channels only; remove it or use kind = \"room\""
+            ),
         );
     }
     fields::count(field, name, default, 1..=usize::MAX, scope)
