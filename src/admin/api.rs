@@ -111,7 +111,25 @@ pub(super) async fn publish(handle: &Handle, request: Request<Incoming>) -> Repl
         Ok(target) => target,
         Err(error) => return refused(&error),
     };
-    let limit = target.max_payload();
+    let message = match read_message(&request.headers, body, target.max_payload()).await {
+        Ok(message) => message,
+        Err(answer) => return answer,
+    };
+    match target.publish(&message) {
+        Ok(delivered) => reply(StatusCode::OK, json!({ "delivered": delivered })),
+        Err(error) => refused(&error),
+    }
+}
+
+/// Reads a publish body of at most `limit` bytes as a message: text for a
+/// `text/*` content type (which must then be UTF-8), binary otherwise. A
+/// body announced larger than the limit is refused before it is read, and
+/// one that grows past it is never buffered whole.
+pub(super) async fn read_message(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Message, Reply> {
     let too_large = || {
         let why = format!("the body exceeds the channel's max_payload of {limit} bytes");
         text(StatusCode::PAYLOAD_TOO_LARGE, &why)
@@ -121,43 +139,37 @@ pub(super) async fn publish(handle: &Handle, request: Request<Incoming>) -> Repl
         .exact()
         .is_some_and(|size| size > limit as u64)
     {
-        return too_large();
+        return Err(too_large());
     }
-    let text_body = is_text(request.headers.get(header::CONTENT_TYPE));
+    let text_body = is_text(headers.get(header::CONTENT_TYPE));
     let body = Limited::new(body, limit);
     let body = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => return too_large(),
-        Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "could not read the body"),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => return Err(too_large()),
+        Ok(Err(_)) => return Err(text(StatusCode::BAD_REQUEST, "could not read the body")),
         Err(_) => {
-            return text(
+            return Err(text(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive in time",
-            );
+            ));
         }
     };
-    let message = if text_body {
-        match String::from_utf8(Vec::from(body)) {
-            Ok(text) => Message::text(text),
-            Err(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "a text/* body must be UTF-8; send other content types as binary",
-                );
-            }
-        }
-    } else {
-        Message::binary(body)
-    };
-    match target.publish(&message) {
-        Ok(delivered) => reply(StatusCode::OK, json!({ "delivered": delivered })),
-        Err(error) => refused(&error),
+    if !text_body {
+        return Ok(Message::binary(body));
     }
+    String::from_utf8(Vec::from(body))
+        .map(Message::text)
+        .map_err(|_| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "a text/* body must be UTF-8; send other content types as binary",
+            )
+        })
 }
 
 /// The answer to a publish the channel refused: the status its reason
 /// calls for, and the error's own text.
-fn refused(error: &PublishError) -> Reply {
+pub(super) fn refused(error: &PublishError) -> Reply {
     let status = match error {
         PublishError::UnknownChannel(_) => StatusCode::NOT_FOUND,
         PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -9,6 +9,7 @@
 //! | `/metrics` | GET, HEAD | no | OpenMetrics text (see `metrics`) |
 //! | `/channels` | GET, HEAD | yes | JSON statistics |
 //! | `/publish/{channel}[/{room}]` | POST | yes | JSON `{"delivered": n}`; 404 unknown channel, 413 over `max_payload` |
+//! | `/users/{user}/...`, `/presence/...` | see `users` | yes | publish to, disconnect and list a user's connections; who is on a channel or in a room |
 //!
 //! Other methods get 405 with `Allow`, other paths 404, a missing or wrong
 //! token 401 with `WWW-Authenticate: Bearer`. The token is read from the
@@ -26,6 +27,7 @@
 
 mod api;
 mod metrics;
+mod users;
 
 use std::{collections::HashMap, convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
@@ -169,6 +171,16 @@ impl Admin {
                 Method::POST => api::publish(&self.handle, request).await,
                 _ => method_not_allowed("POST"),
             };
+        }
+        if path.starts_with("/users/") || path.starts_with("/presence/") {
+            let admin = self.handle.admin_settings();
+            let token = admin.as_ref().and_then(|a| a.token.as_ref());
+            if let Err(why) = api::authorize(request.headers(), token) {
+                return api::unauthorized(why);
+            }
+            return users::route(&self.handle, request)
+                .await
+                .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "no admin endpoint at this path"));
         }
         if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/channels") {
             return text(StatusCode::NOT_FOUND, "no admin endpoint at this path");

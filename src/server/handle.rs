@@ -180,6 +180,12 @@ impl Handle {
         self.state.shutdown.is_cancelled()
     }
 
+    /// The server-wide `max_payload`: the bound of a message published to a
+    /// user, whose connections may be on channels with other limits.
+    pub(crate) fn default_max_payload(&self) -> usize {
+        self.state.snapshot.load().config.limits.max_payload
+    }
+
     /// The `[admin]` settings now running (the token follows reloads).
     pub(crate) fn admin_settings(&self) -> Option<AdminSettings> {
         self.state.snapshot.load().config.admin.clone()
