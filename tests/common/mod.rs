@@ -515,3 +515,127 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// The bearer token of the admin listener [`start_with_admin`] starts.
+pub const ADMIN_TOKEN: &str = "test-admin-token-9c4e";
+
+/// A server with one plain WebSocket listener and the admin listener.
+pub struct AdminServer {
+    pub handle: Handle,
+    pub ws: SocketAddr,
+    pub admin: SocketAddr,
+    pub task: JoinHandle<Result<(), wsedge::Error>>,
+    /// Holds the admin token file.
+    pub dir: tempfile::TempDir,
+}
+
+/// The text of `config.example.toml`, the configuration the README runs.
+pub fn example_config() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Starts a server from a whole configuration file's text with an `[admin]`
+/// table appended (its token file holds [`ADMIN_TOKEN`]). The addresses the
+/// text names are not bound: a plain listener and the admin listener on
+/// 127.0.0.1 port 0 serve instead, so that tests run beside a server
+/// started from the same file.
+pub async fn start_with_admin(config_text: &str) -> AdminServer {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let toml = format!(
+        "{config_text}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    );
+    let config = Config::from_toml_str(&toml)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n---\n{toml}"));
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (ws, admin_addr) = (plain.local_addr().unwrap(), admin.local_addr().unwrap());
+    let server = Server::new(config).expect("server builds");
+    let handle = server.handle();
+    let listeners = vec![Listener::plain(plain), Listener::admin(admin)];
+    let task = tokio::spawn(server.serve(listeners, std::future::pending()));
+    AdminServer {
+        handle,
+        ws,
+        admin: admin_addr,
+        task,
+        dir,
+    }
+}
+
+impl AdminServer {
+    /// A ws:// client on `path`.
+    pub async fn ws(&self, path: &str) -> Ws {
+        let stream = TcpStream::connect(self.ws).await.unwrap();
+        let request = format!("ws://{}{path}", self.ws)
+            .into_client_request()
+            .unwrap();
+        let (ws, _) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
+                .await
+                .expect("handshake answered")
+                .unwrap_or_else(|e| panic!("ws connect to {path} failed: {e}"));
+        ws
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> HttpAnswer {
+        http(self.admin, &format!("GET {path} HTTP/1.1"), b"").await
+    }
+
+    /// Publishes `text` as a text message through the admin API to `target`
+    /// (`channel` or `channel/room`) and returns how many connections it
+    /// was queued for.
+    pub async fn publish_text(&self, target: &str, text: &str) -> u64 {
+        let answer = http(
+            self.admin,
+            &format!(
+                "POST /publish/{target} HTTP/1.1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: text/plain; charset=utf-8"
+            ),
+            text.as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "publish to {target}: {answer:?}");
+        let delivered: serde_json::Value = serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("publish answer is not JSON ({e}): {answer:?}"));
+        delivered["delivered"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no \"delivered\" count: {answer:?}"))
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line)
+/// with `Host`, `Connection: close` and, for a body, `Content-Length`, then
+/// `body`, and reads the answer until the server closes the connection.
+pub async fn http(addr: SocketAddr, head: &str, body: &[u8]) -> HttpAnswer {
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let mut request =
+        format!("{head}\r\nHost: localhost\r\nConnection: close\r\n{length}\r\n").into_bytes();
+    request.extend_from_slice(body);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers and closes within PATIENCE")
+        .expect("the answer is readable");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&raw)));
+    let mut answer = HttpAnswer::parse_head(&raw[..end]);
+    assert_ne!(
+        answer.header("transfer-encoding"),
+        Some("chunked"),
+        "a chunked answer; this helper reads plain bodies"
+    );
+    answer.body = String::from_utf8_lossy(&raw[end + 4..]).into_owned();
+    answer
+}
