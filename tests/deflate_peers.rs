@@ -18,13 +18,16 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    path::{Path, PathBuf},
+    io::Read,
+    path::Path,
     process::{Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{
+    peers::{chromium, node_ws, peers_dir, python},
+    *,
+};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
@@ -88,66 +91,6 @@ const OP_PONG: u8 = 0xA;
 // ---------------------------------------------------------------------------
 // External peers
 // ---------------------------------------------------------------------------
-
-fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
-}
-
-/// Whether `what` is installed: `program args` runs and exits 0. If not: under CI a
-/// failure, elsewhere a loud note and `false` (the test returns early).
-fn installed(what: &str, program: &Path, args: &[&str]) -> bool {
-    let ok = Command::new(program)
-        .args(args)
-        .current_dir(peers_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if ok {
-        return true;
-    }
-    let message = format!(
-        "{what} is not installed (`{} {}` failed): run tests/peers/install.sh",
-        program.display(),
-        args.join(" ")
-    );
-    assert!(!in_ci(), "{message}");
-    // Straight to the process's stderr: libtest would swallow `eprintln!`
-    // of a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n**********\n** NOTE: skipping this test: {message}\n**********"
-    );
-    false
-}
-
-fn python() -> Option<PathBuf> {
-    let python = peers_dir().join(".venv/bin/python");
-    installed("Python websockets", &python, &["-c", "import websockets"]).then_some(python)
-}
-
-fn node_ws() -> Option<PathBuf> {
-    let node = PathBuf::from("node");
-    installed("Node ws", &node, &["-e", "require.resolve('ws')"]).then_some(node)
-}
-
-fn chromium() -> Option<PathBuf> {
-    let node = node_ws()?;
-    if !installed(
-        "playwright-core",
-        &node,
-        &["-e", "require.resolve('playwright-core')"],
-    ) || !installed("Chromium", Path::new("/usr/bin/chromium"), &["--version"])
-    {
-        return None;
-    }
-    Some(node)
-}
 
 /// What a peer process printed and how it ended.
 struct PeerRun {

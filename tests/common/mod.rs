@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod peers;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};

@@ -1,0 +1,216 @@
+//! The demo app in `examples/demo/` in headless Chromium (playwright-core,
+//! `tests/peers/chromium_demo.mjs`), against a real server running
+//! `config.example.toml` with an admin listener: two pages chat with each
+//! other in a room, ticker lines published through the admin API reach both,
+//! and when a reload removes the ticker's channel (close 1001) and a second
+//! one restores it, both pages reconnect by themselves and receive the next
+//! line while their chat connection stays up. The page is screenshotted
+//! along the way (the README shows one such screenshot, docs/demo.png).
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use common::{AdminServer, eventually, example_config, peers};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout},
+};
+
+/// Bound for each step the browser reports; a step includes Chromium's
+/// start, or a reconnection after 1001 (at most the client's 5 s window).
+const STEP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Ticker lines published before the chat; the last one is what the pages
+/// are asked to show.
+const TICKER_LINES: [&str; 3] = [
+    "09:30:00  ACME       100.00  ▲ 0.00%",
+    "09:30:02  GLOBX       42.17  ▲ 0.40%",
+    "09:30:04  INITECH     73.41  ▼ 0.12%",
+];
+
+/// The browser script as a child process in its own process group, so that
+/// a failing test also ends the Chromium it started.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// Everything it printed so far, for failure messages.
+    transcript: String,
+}
+
+impl Browser {
+    fn start(node: &Path, screenshot: &Path, ws_base: &str) -> Self {
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
+        let mut child = tokio::process::Command::new(node)
+            .arg("chromium_demo.mjs")
+            .arg(&demo)
+            .arg(ws_base)
+            .arg(screenshot)
+            .current_dir(peers::peers_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node chromium_demo.mjs: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Self {
+            child,
+            stdin,
+            stdout,
+            transcript: String::new(),
+        }
+    }
+
+    /// Reads lines until one equals `expected`; panics on FAIL, on the end
+    /// of the output, or after [`STEP_TIMEOUT`].
+    async fn expect(&mut self, expected: &str) {
+        let read = async {
+            while let Some(line) = self.stdout.next_line().await.expect("readable stdout") {
+                println!("browser: {line}");
+                self.transcript.push_str(&line);
+                self.transcript.push('\n');
+                if line.starts_with("FAIL:") || line == expected {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        let line = tokio::time::timeout(STEP_TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {expected} within {STEP_TIMEOUT:?}:\n{}",
+                    self.transcript
+                )
+            });
+        assert_eq!(
+            line.as_deref(),
+            Some(expected),
+            "the browser script failed:\n{}",
+            self.transcript
+        );
+    }
+
+    async fn tell(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("the browser script reads its stdin");
+    }
+
+    async fn finish(mut self) {
+        self.expect("OK").await;
+        let status = tokio::time::timeout(STEP_TIMEOUT, self.child.wait())
+            .await
+            .expect("the browser script exits after OK")
+            .unwrap();
+        assert!(status.success(), "{status}:\n{}", self.transcript);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // Not reaped yet, so the group id is still ours.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// config.example.toml without its `news` channel.
+fn without_news(config: &str) -> String {
+    let start = config
+        .find("[[channel]]\nname = \"news\"")
+        .expect("config.example.toml declares the news channel");
+    let end = start
+        + 1
+        + config[start + 1..]
+            .find("[[channel]]")
+            .expect("a channel follows news");
+    format!("{}{}", &config[..start], &config[end..])
+}
+
+fn news_connections(stats: &wsedge::Stats) -> Option<usize> {
+    stats
+        .channels
+        .iter()
+        .find(|channel| channel.name == "news")
+        .map(|channel| channel.connections)
+}
+
+/// Reloads the server with `text` plus the admin table `start_with_admin` added.
+async fn reload(server: &AdminServer, text: &str) {
+    let admin = format!(
+        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        server.dir.path().join("admin.token").display().to_string()
+    );
+    let config = wsedge::Config::from_toml_str(&format!("{text}{admin}"))
+        .unwrap_or_else(|e| panic!("reload config is invalid: {e}"));
+    server.handle.reload(config).await.expect("reload applies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_chat_and_the_ticker_survives_a_1001() {
+    let Some(node) = peers::chromium() else {
+        return;
+    };
+    let example = example_config();
+    let server = common::start_with_admin(&example).await;
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut browser = Browser::start(&node, &screenshot, &format!("ws://{}", server.ws));
+
+    browser.expect("READY").await;
+    for line in TICKER_LINES {
+        assert_eq!(
+            server.publish_text("news", line).await,
+            2,
+            "both pages on /news"
+        );
+    }
+    browser
+        .tell(&format!("TICKER {}", TICKER_LINES[TICKER_LINES.len() - 1]))
+        .await;
+    browser.expect("CHATTED").await;
+
+    // A reload that removes /news closes its connections with 1001; the
+    // pages' attempts meanwhile get 404. The next reload restores it.
+    reload(&server, &without_news(&example)).await;
+    eventually(&server.handle, |stats| {
+        stats.traffic.disconnects.get(&("1001", "server")) == Some(&2)
+    })
+    .await;
+    reload(&server, &example).await;
+    eventually(&server.handle, |stats| news_connections(stats) == Some(2)).await;
+    let after = "09:31:00  ACME       100.25  ▲ 0.25%";
+    assert_eq!(server.publish_text("news", after).await, 2);
+    browser.tell(&format!("TICKER {after}")).await;
+    browser.finish().await;
+    let png = std::fs::read(&screenshot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} is not a screenshot of a page ({} bytes)",
+        screenshot.display(),
+        png.len()
+    );
+
+    // Two joins and two chat lines, and nothing more: a chat that had
+    // reconnected would have sent its join again. The pages never publish
+    // on /news.
+    let stats = eventually(&server.handle, |stats| stats.connections == 0).await;
+    assert_eq!(stats.traffic.messages_received["room"], 4, "{stats:#?}");
+    assert_eq!(
+        stats.traffic.messages_received["broadcast"], 0,
+        "{stats:#?}"
+    );
+}
