@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs the third-party WebSocket peers that tests/deflate_peers.rs runs
-# against the server: Python's `websockets` (in tests/peers/.venv), Node's
-# `ws` and `playwright-core` (in tests/peers/node_modules) and Debian's
-# headless Chromium. Idempotent: what is already there is kept, so a second
+# Installs the third-party peers and tools the tests run against the
+# server: Python's `websockets` (in tests/peers/.venv), Node's `ws` and
+# `playwright-core` (in tests/peers/node_modules), Debian's headless
+# Chromium and iproute2's `ss`. Idempotent: what is already there is kept, so a second
 # run takes seconds. .ci/run calls it before `cargo test`.
 set -euo pipefail
 
@@ -26,18 +26,33 @@ step "node ws and playwright-core in tests/peers/node_modules"
 npm install --no-audit --no-fund
 node -e "for (const p of ['ws', 'playwright-core']) console.log(p, JSON.parse(require('fs').readFileSync('node_modules/' + p + '/package.json')).version)"
 
-step "chromium"
-if [[ ! -x /usr/bin/chromium ]]; then
-    if [[ $(id -u) -eq 0 ]]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update
-        apt-get install -y chromium
-    else
-        echo "NOTE: /usr/bin/chromium is missing and this is not root: run as root, or 'apt-get install chromium'." >&2
-        echo "      The Chromium test is skipped locally and fails under CI." >&2
+# Debian packages the tests need, installed only when their command is
+# missing (one `apt-get update` for all of them).
+apt_updated=0
+apt_install() {
+    local package=$1 command=$2
+    step "$package ($command)"
+    if command -v "$command" >/dev/null 2>&1; then
+        return
     fi
-fi
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "NOTE: $command is missing and this is not root: run as root, or 'apt-get install $package'." >&2
+        echo "      The tests that need it are skipped locally and fail under CI." >&2
+        return
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ((!apt_updated)); then
+        apt-get update
+        apt_updated=1
+    fi
+    apt-get install -y "$package"
+}
+
+# Headless Chromium for the browser tests.
+apt_install chromium /usr/bin/chromium
 if [[ -x /usr/bin/chromium ]]; then
     /usr/bin/chromium --version 2>/dev/null || true
 fi
+# `ss`, which reads a listening socket's backlog (tests/limits.rs).
+apt_install iproute2 ss
 step "done"
