@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party peers and tools the tests run against the
-# server: Python's `websockets` (in tests/peers/.venv), Node's `ws` and
-# `playwright-core` (in tests/peers/node_modules), Debian's headless
+# server: Python's `websockets` and PyJWT with `cryptography` (the auth
+# tests' independent token signer, sign_jwt.py) in tests/peers/.venv, Node's
+# `ws` and `playwright-core` (in tests/peers/node_modules), Debian's headless
 # Chromium and iproute2's `ss`. Idempotent: what is already there is kept, so a second
 # run takes seconds. .ci/run calls it before `cargo test`.
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Exact versions, so that every machine tests against the same peers.
 WEBSOCKETS_VERSION=17.4
+PYJWT_VERSION=2.15.1
+CRYPTOGRAPHY_VERSION=50.0.2
 
 step() { echo "== peers: $*"; }
 
@@ -21,6 +24,12 @@ if ! .venv/bin/python -c "import sys, websockets; sys.exit(websockets.__version_
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "websockets==${WEBSOCKETS_VERSION}"
 fi
 .venv/bin/python -c "import websockets; print('websockets', websockets.__version__)"
+
+step "python PyJWT ${PYJWT_VERSION} and cryptography ${CRYPTOGRAPHY_VERSION} in tests/peers/.venv"
+if ! .venv/bin/python -c "import sys, jwt, cryptography; sys.exit(jwt.__version__ != '${PYJWT_VERSION}' or cryptography.__version__ != '${CRYPTOGRAPHY_VERSION}')" 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "pyjwt==${PYJWT_VERSION}" "cryptography==${CRYPTOGRAPHY_VERSION}"
+fi
+.venv/bin/python -c "import jwt, cryptography; print('pyjwt', jwt.__version__, 'cryptography', cryptography.__version__)"
 
 step "node ws and playwright-core in tests/peers/node_modules"
 npm install --no-audit --no-fund
