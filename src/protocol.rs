@@ -22,6 +22,11 @@ pub(crate) mod close {
     pub(crate) const TOO_BIG: u16 = 1009;
     /// The client cannot keep up (or the server is overloaded): try again later.
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
+    /// The connection's credentials expired without an in-band refresh. In
+    /// the private-use range (4000-4999), mirroring HTTP's 401.
+    // The session sends it once it is wired to `auth`; until then only docs name it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) const TOKEN_EXPIRED: u16 = 4401;
 }
 
 /// Frame header bits and sizes (RFC 6455 section 5.2).
