@@ -72,6 +72,7 @@ pub(super) fn load(config: Config<Unread>, root: &mut Scope<'_, '_>) -> Config {
         limits,
         channels,
         admin,
+        auth,
         warnings,
     } = config;
     let tls = server
@@ -94,6 +95,7 @@ pub(super) fn load(config: Config<Unread>, root: &mut Scope<'_, '_>) -> Config {
         limits,
         channels,
         admin,
+        auth,
         warnings,
     }
 }

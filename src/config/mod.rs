@@ -42,6 +42,7 @@ pub use crate::http::{
     route::PathPattern,
 };
 pub use crate::limits::cidr::Cidr;
+use crate::auth::{AuthSettings, permissions::Rooms};
 
 /// A validated configuration, with every default filled in and, at the
 /// [`Loaded`] stage (the default), the files it names read.
@@ -57,6 +58,8 @@ pub struct Config<S: Stage = Loaded> {
     pub channels: Vec<ChannelConfig>,
     /// The admin listener, if `[admin]` is present.
     pub admin: Option<AdminSettings<S>>,
+    /// Token verification and the connect webhook, if `[auth]` is present.
+    pub(crate) auth: Option<AuthSettings>,
     warnings: Vec<ConfigIssue>,
 }
 
@@ -313,6 +316,37 @@ pub struct ChannelConfig {
     pub limits: Limits,
     /// Effective permessage-deflate settings.
     pub compression: Compression,
+    /// Whether a connection needs an identity, and whose rooms are whose.
+    pub(crate) auth: ChannelAuth,
+}
+
+/// How a channel treats identities (`auth` and `rooms` of a `[[channel]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelAuth {
+    pub(crate) mode: AuthMode,
+    pub(crate) rooms: Rooms,
+}
+
+impl ChannelAuth {
+    /// A channel that needs no identity and whose rooms anyone may join.
+    pub(crate) const OPEN: Self = Self {
+        mode: AuthMode::None,
+        rooms: Rooms::Shared,
+    };
+}
+
+/// Whether a channel's connections must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // until `[[channel]] auth` is parsed
+pub(crate) enum AuthMode {
+    /// Without a valid identity the handshake is answered 401 (or the
+    /// connection waits for its first message, where that is a source).
+    Required,
+    /// Credentials are verified when present (a bad one is refused);
+    /// without any, the connection is anonymous.
+    Optional,
+    /// Credentials are not looked at.
+    None,
 }
 
 impl Config {

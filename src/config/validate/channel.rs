@@ -11,7 +11,7 @@ use super::{
     fields, limits,
 };
 use crate::config::{
-    ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS,
+    ChannelAuth, ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS,
     DEFAULT_MAX_ROOMS_PER_CONNECTION, Limits, OriginPattern, OriginPolicy, PathPattern, defaults,
     keyword, raw::RawChannel, report::Scope,
 };
@@ -193,6 +193,7 @@ fn validate(
         max_rooms,
         max_rooms_per_connection,
         presence_events: raw.presence_events.is_some_and(Spanned::into_inner),
+        auth: ChannelAuth::OPEN,
         limits,
         compression,
     })

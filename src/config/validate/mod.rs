@@ -50,6 +50,7 @@ pub(super) fn validate(
         limits,
         channels,
         admin,
+        auth: None,
         warnings: Vec::new(),
     }
 }
