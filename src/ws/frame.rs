@@ -62,6 +62,15 @@ impl Header {
     }
 }
 
+/// The length of a server frame header for a payload of `payload_len` bytes.
+pub(crate) fn header_len(payload_len: usize) -> usize {
+    match payload_len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => MAX_SERVER_HEADER_LEN,
+    }
+}
+
 fn put_header(frame: &mut impl BufMut, opcode: OpCode, len: usize, compressed: bool) {
     frame.put_u8(FIN | if compressed { RSV1 } else { 0 } | opcode as u8);
     match len {
@@ -118,6 +127,7 @@ mod tests {
                 &frame[..frame.len() - len],
                 "length {len}"
             );
+            assert_eq!(header_len(len), header.remaining().len(), "length {len}");
         }
     }
 

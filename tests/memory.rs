@@ -1,0 +1,152 @@
+//! What a connection can make the server hold in memory, measured as the
+//! resident set of this process (the servers under test run in it):
+//! `send_buffer` bounds a client that floods tiny messages and never reads,
+//! whatever the message size.
+//!
+//! RSS is one number per process and the tests of one binary run in
+//! parallel threads, so this binary has a single test whose scenarios run
+//! one after another.
+
+mod common;
+
+use common::*;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpSocket, TcpStream},
+};
+
+/// The default `send_buffer`: what one connection may hold queued.
+const SEND_BUFFER: &str = "1MiB";
+/// "A few times `send_buffer`": room for the queue itself, allocator slack
+/// and the read buffers of the flood, far below what an unbounded queue
+/// reaches (tens of megabytes at ~50 bytes per queued item).
+const MAX_GROWTH: u64 = 8 << 20;
+/// Frames a flood may send before the test gives up on a 1013.
+const MAX_FLOOD_FRAMES: usize = 10_000_000;
+/// Frames written per `write_all`: the flood's own buffer, built once.
+const FRAMES_PER_WRITE: usize = 4096;
+
+fn channels() -> String {
+    format!(
+        r#"
+[limits]
+send_buffer = "{SEND_BUFFER}"
+close_timeout = "2s"
+handshake_rate = {{ per_second = 1000, burst = 1000 }}
+# The flood is the point: no rate stands in its way.
+message_rate = {{ per_second = 100000000, burst = 100000000 }}
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+
+[[channel]]
+name = "chat"
+path = "/chat/{{room}}"
+kind = "room"
+"#
+    )
+}
+
+/// This process's resident set, from `/proc/self/status`.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .expect("a VmRSS line in kB");
+    kib * 1024
+}
+
+/// A raw connection upgraded on `path` whose tiny receive window fills at
+/// once: a client that stopped reading.
+async fn non_reader(server: &TestServer, path: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.ws).await.unwrap();
+    upgrade(&mut stream, path).await;
+    stream
+}
+
+/// Writes `frame` over and over on `flooder` until the server has closed a
+/// slow consumer, sampling RSS as it goes. Returns the frames sent and the
+/// largest RSS growth seen; fails once the growth passes [`MAX_GROWTH`].
+async fn flood_until_slow_consumer(
+    server: &TestServer,
+    flooder: &mut TcpStream,
+    frame: &[u8],
+    scenario: &str,
+) -> (usize, u64) {
+    let chunk = frame.repeat(FRAMES_PER_WRITE);
+    let closed = || server.handle.stats().enforced["slow_consumer"];
+    let closed_before = closed();
+    let baseline = rss();
+    let mut growth = 0;
+    let mut sent = 0;
+    while closed() == closed_before {
+        assert!(
+            sent < MAX_FLOOD_FRAMES,
+            "{scenario}: {sent} frames and no 1013"
+        );
+        tokio::time::timeout(PATIENCE, flooder.write_all(&chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{scenario}: the server stopped reading"))
+            .unwrap_or_else(|e| panic!("{scenario}: the flood failed after {sent} frames: {e}"));
+        sent += FRAMES_PER_WRITE;
+        growth = growth.max(rss().saturating_sub(baseline));
+        assert!(
+            growth < MAX_GROWTH,
+            "{scenario}: RSS grew by {} KiB after {sent} frames and the connection is still open",
+            growth >> 10
+        );
+    }
+    (sent, growth)
+}
+
+/// An echo client that never reads floods empty frames: each echo is a
+/// 2-byte frame, and the queue must still stop at `send_buffer`.
+async fn empty_frames_on_an_echo_channel(server: &TestServer) {
+    let mut stream = non_reader(server, "/echo").await;
+    let (sent, growth) = flood_until_slow_consumer(
+        server,
+        &mut stream,
+        &client_frame(0x82, 0, &[]),
+        "echo, empty frames",
+    )
+    .await;
+    println!(
+        "echo, empty frames: closed after {sent} frames, RSS growth {} KiB",
+        growth >> 10
+    );
+    assert_eq!(read_close_code(&mut stream).await, Some(1013));
+}
+
+/// A room member that stopped reading while another member floods 1-byte
+/// messages: each reaches it as a 3-byte frame.
+async fn tiny_messages_to_a_stalled_room_member(server: &TestServer) {
+    let mut stalled = non_reader(server, "/chat/flood").await;
+    let mut flooder = server.raw_ws("/chat/flood").await;
+    let (sent, growth) = flood_until_slow_consumer(
+        server,
+        &mut flooder,
+        &client_frame(0x81, 1, b"x"),
+        "room, 1-byte messages",
+    )
+    .await;
+    println!(
+        "room, 1-byte messages: closed after {sent} frames, RSS growth {} KiB",
+        growth >> 10
+    );
+    assert_eq!(read_close_code(&mut stalled).await, Some(1013));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_per_connection_is_bounded() {
+    let server = start(&channels()).await;
+    empty_frames_on_an_echo_channel(&server).await;
+    eventually(&server.handle, |stats| stats.connections == 0).await;
+    tiny_messages_to_a_stalled_room_member(&server).await;
+}
