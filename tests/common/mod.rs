@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod deflate;
 pub mod peers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -296,6 +297,26 @@ pub fn client_frame(first_byte: u8, announced_len: u64, payload: &[u8]) -> Vec<u
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
+}
+
+/// Reads one server frame: its first header byte (FIN, RSV and opcode bits)
+/// and its payload; `None` if the connection ends first.
+pub async fn read_server_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let read = async {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7F {
+            126 => u64::from(stream.read_u16().await.ok()?),
+            127 => stream.read_u64().await.ok()?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).ok()?];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some((head[0], payload))
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a frame or the end within PATIENCE")
 }
 
 /// Reads server frames until a close frame and returns its status code

@@ -15,6 +15,9 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// Output growth step while compressing or inflating.
 const CHUNK: usize = 16 * 1024;
+/// The smallest output buffer an inflate starts with: deflate's smallest
+/// messages grow several times over, so twice the input is often short.
+const MIN_OUTPUT: usize = 64;
 
 /// One direction's compressor.
 pub(crate) struct Deflater {
@@ -106,7 +109,11 @@ impl Inflater {
         payload: &[u8],
         limit: usize,
     ) -> Result<Vec<u8>, InflateError> {
-        let mut out = Vec::with_capacity((payload.len() * 2).clamp(64, limit + 1));
+        // Never more than one byte past the limit, which may be tiny.
+        let capacity = (payload.len() * 2)
+            .max(MIN_OUTPUT)
+            .min(limit.saturating_add(1));
+        let mut out = Vec::with_capacity(capacity);
         let mut ended = false;
         let mut result = Ok(());
         for input in [payload, &SYNC_TRAILER[..]] {
