@@ -125,12 +125,16 @@ fn is_path_char(c: char) -> bool {
 
 /// What a refusal says about a bad room name, wherever one is refused.
 pub(crate) const ROOM_NAME_RULE: &str =
-    "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'";
+    "room names are 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-', and do not start with '.'";
 
 /// Whether `name` is an acceptable room name: 1 to 64 characters of
-/// `[A-Za-z0-9_.-]`.
+/// `[A-Za-z0-9_.-]`, not starting with a dot. `.` and `..` are path
+/// segments that proxies and clients normalise away (`/chat/..` reaches the
+/// server as `/`, or as another channel's path), and a leading dot is
+/// refused with them so that no room name can be one.
 pub fn is_valid_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME_LEN).contains(&name.len())
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
@@ -222,10 +226,31 @@ mod tests {
 
     #[test]
     fn validates_room_names() {
-        for name in ["a", "lobby", "Room_1.2-3", &"x".repeat(64)] {
+        for name in [
+            "a",
+            "lobby",
+            "Room_1.2-3",
+            "a.",
+            "a..b",
+            "-",
+            &"x".repeat(64),
+        ] {
             assert!(is_valid_room_name(name), "{name}");
         }
-        for name in ["", "a b", "ü", "a/b", "%41", &"x".repeat(65)] {
+        for name in [
+            "",
+            ".",
+            "..",
+            "...",
+            ".hidden",
+            "..a",
+            "a b",
+            "ü",
+            "a/b",
+            "%41",
+            "%2e%2e",
+            &"x".repeat(65),
+        ] {
             assert!(!is_valid_room_name(name), "{name}");
         }
     }
