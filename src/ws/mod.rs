@@ -7,5 +7,6 @@ pub(crate) mod encoder;
 pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;
+pub(crate) mod receive;
 pub(crate) mod session;
 pub(crate) mod writer;

@@ -12,8 +12,7 @@ use std::{convert::Infallible, future::ready, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
-use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -23,21 +22,18 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
 use super::{
-    deflate::{
-        codec::{InflateError, Inflater},
-        negotiate::Agreement,
-    },
+    deflate::negotiate::Agreement,
     encoder::WriterEncoder,
     frame,
-    guard::{FrameGuard, FrameTracker, Inbound, MessageMeta, Violation},
+    guard::{FrameGuard, FrameTracker, Inbound},
     outbox::{Outbox, OutboxReceiver, Outgoing},
+    receive::{Assembler, Failure, close_for},
     writer,
 };
 use crate::{
     channel::{Membership, PublishError},
     config::{Compression, Limits},
     limits::{caps::Slots, rate::MessageLimiter},
-    message::MessageKind,
     protocol::close,
     snapshot::Snapshot,
     stats::{Counters, Reason},
@@ -99,12 +95,10 @@ impl Session {
         let exchange = async {
             let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
             let guard = FrameGuard::new(&mut read, tracker, &inbound);
-            let inflater =
-                deflate.map(|agreement| Inflater::new(agreement.client_no_context_takeover));
             let reading = read_messages(
                 guard,
                 &inbound,
-                inflater,
+                deflate,
                 &mut membership,
                 &policy,
                 &outbox,
@@ -183,7 +177,7 @@ async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 async fn read_messages<R: AsyncRead + Unpin>(
     mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
-    mut inflater: Option<Inflater>,
+    deflate: Option<Agreement>,
     membership: &mut Membership,
     policy: &ArcSwap<Snapshot>,
     outbox: &Outbox,
@@ -208,50 +202,66 @@ async fn read_messages<R: AsyncRead + Unpin>(
     reader.set_max_message_size(
         super::guard::compressed_bound(limits.max_payload as u64) as usize + 1,
     );
-    let mut reader = FragmentCollectorRead::new(reader);
-    // fastwebsockets answers pings and closes through this callback; the
-    // answers go through the same outbox so that the writer keeps one order.
+    // Pings come to us, to be counted against the message rate.
+    reader.set_auto_pong(false);
+    let mut assembler = Assembler::new(
+        limits.max_payload,
+        deflate.map(|agreement| agreement.client_no_context_takeover),
+    );
+    // fastwebsockets answers closes through this callback; the answer goes
+    // through the outbox so that the writer keeps one order.
     let mut reply = |frame: Frame<'_>| {
-        let encoded = frame::encode(frame.opcode, &frame.payload);
-        if frame.opcode == OpCode::Close {
-            outbox.close_with(encoded);
-        } else {
-            let _ = outbox.send(Outgoing::Wire(encoded));
-        }
+        outbox.close_with(frame::encode(frame.opcode, &frame.payload));
         ready(Ok::<(), Infallible>(()))
+    };
+    let closing = |failure: Failure| {
+        counters.record(failure.counted);
+        outbox.close(failure.code, failure.reason);
     };
     loop {
         let frame = match reader.read_frame(&mut reply).await {
             Ok(frame) => frame,
             Err(error) => return fail(&error, counters, outbox),
         };
-        match frame.opcode {
-            OpCode::Binary => {}
+        // The guard turned the first frame of every data message into
+        // binary and recorded what it was; messages come out in the order
+        // their headers went in.
+        let start = match frame.opcode {
+            OpCode::Binary => Some(
+                inbound
+                    .next_message()
+                    .expect("the guard records every data message before it is read"),
+            ),
+            OpCode::Continuation => None,
             OpCode::Close => return,
-            _ => continue,
-        }
-        // The guard turned every data message into binary and recorded what
-        // it was; messages come out in the order their headers went in.
-        let meta = inbound
-            .next_message()
-            .expect("the guard records every data message before it is read");
-        let message = match decode(frame.payload, meta, inflater.as_mut(), limits.max_payload) {
-            Ok(message) => message,
-            Err((code, reason, counted)) => {
-                counters.record(counted);
-                outbox.close(code, reason);
-                return;
+            OpCode::Ping => {
+                // A ping costs a pong, as a message costs its echo: both
+                // spend the same budget.
+                if outbox.is_closing() {
+                    continue;
+                }
+                if let Err(failure) = admit(&limiter, frame.payload.len()).await {
+                    return closing(failure);
+                }
+                let pong = frame::encode(OpCode::Pong, &frame.payload);
+                let _ = outbox.send(Outgoing::Wire(pong));
+                continue;
             }
+            OpCode::Pong => continue,
+            // The guard rewrote every text opcode.
+            OpCode::Text => return closing(Failure::PROTOCOL),
+        };
+        let (kind, payload) = match assembler.push(start, frame.fin, frame.payload) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(failure) => return closing(failure),
         };
         if outbox.is_closing() {
             // After our close frame only the peer's close matters.
             continue;
         }
-        let (kind, payload) = message;
-        if limiter.admit(payload.len()).await.is_err() {
-            counters.record(Reason::RateLimit);
-            outbox.close(close::POLICY_VIOLATION, "rate limit");
-            return;
+        if let Err(failure) = admit(&limiter, payload.len()).await {
+            return closing(failure);
         }
         let snapshot = policy.load();
         // A channel a reload removed is closing its connections: what they
@@ -269,49 +279,10 @@ async fn read_messages<R: AsyncRead + Unpin>(
     }
 }
 
-/// A close code, its reason and the counter it bumps.
-type Failure = (u16, &'static str, Reason);
-
-/// Restores a message as the client sent it: inflated if it was compressed,
-/// and checked as UTF-8 if it was text.
-fn decode(
-    payload: Payload<'_>,
-    meta: MessageMeta,
-    inflater: Option<&mut Inflater>,
-    max_payload: usize,
-) -> Result<(MessageKind, Bytes), Failure> {
-    let payload = match (meta.compressed, inflater) {
-        (true, Some(inflater)) => match inflater.inflate(&payload, max_payload) {
-            Ok(inflated) => Bytes::from(inflated),
-            Err(InflateError::TooBig) => {
-                return Err((close::TOO_BIG, "message too big", Reason::TooBig));
-            }
-            Err(InflateError::Corrupt) => {
-                return Err((
-                    close::INVALID_PAYLOAD,
-                    "invalid compressed data",
-                    Reason::Protocol,
-                ));
-            }
-        },
-        _ => into_bytes(payload),
-    };
-    if !meta.text {
-        return Ok((MessageKind::Binary, payload));
-    }
-    match simdutf8::basic::from_utf8(&payload) {
-        Ok(_) => Ok((MessageKind::Text, payload)),
-        Err(_) => Err((close::INVALID_PAYLOAD, "invalid UTF-8", Reason::Protocol)),
-    }
-}
-
-/// The payload as shared bytes, without a copy where fastwebsockets owns it.
-fn into_bytes(payload: Payload<'_>) -> Bytes {
-    match payload {
-        Payload::Bytes(bytes) => bytes.freeze(),
-        Payload::Owned(vec) => Bytes::from(vec),
-        borrowed => Bytes::copy_from_slice(&borrowed),
-    }
+/// Spends the rate budgets on one message (or ping) of `len` bytes, waiting
+/// if the channel throttles.
+async fn admit(limiter: &MessageLimiter, len: usize) -> Result<(), Failure> {
+    limiter.admit(len).await.map_err(|_| Failure::RATE_LIMIT)
 }
 
 /// Pings every `ping_interval`; returns when nothing has been received for
@@ -335,32 +306,9 @@ async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
 
 /// Closes with the code a read error calls for, if the peer can still hear it.
 fn fail(error: &WebSocketError, counters: &Counters, outbox: &Outbox) {
-    if let Some((code, reason, counted)) = close_for(error) {
-        counters.record(counted);
-        tracing::debug!(code, %error, "closing on a protocol error");
-        outbox.close(code, reason);
-    }
-}
-
-/// The close code, reason and counter for a read error, or `None` when the
-/// connection is simply gone (nothing can be sent).
-fn close_for(error: &WebSocketError) -> Option<Failure> {
-    let counted = |code| {
-        if code == close::TOO_BIG {
-            Reason::TooBig
-        } else {
-            Reason::Protocol
-        }
-    };
-    match error {
-        WebSocketError::IoError(io) => {
-            Violation::find(io).map(|v| (v.code, v.reason, counted(v.code)))
-        }
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
-        WebSocketError::InvalidUTF8 => {
-            Some((close::INVALID_PAYLOAD, "invalid UTF-8", Reason::Protocol))
-        }
-        WebSocketError::FrameTooLarge => Some((close::TOO_BIG, "message too big", Reason::TooBig)),
-        _ => Some((close::PROTOCOL_ERROR, "protocol error", Reason::Protocol)),
+    if let Some(failure) = close_for(error) {
+        counters.record(failure.counted);
+        tracing::debug!(code = failure.code, %error, "closing on a protocol error");
+        outbox.close(failure.code, failure.reason);
     }
 }

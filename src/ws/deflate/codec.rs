@@ -11,6 +11,8 @@
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use crate::protocol::window_bits;
+
 /// The empty stored block a sync flush ends with; stripped on the wire.
 const SYNC_TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 /// Output growth step while compressing or inflating.
@@ -86,10 +88,14 @@ pub(crate) enum InflateError {
     Corrupt,
 }
 
-/// One direction's decompressor.
+/// One direction's decompressor. It inflates a message piece by piece, as
+/// its fragments arrive, into the caller's buffer.
 pub(crate) struct Inflater {
     decompress: Decompress,
     reset_each_message: bool,
+    /// The current message ended its deflate stream with a final block:
+    /// any byte after it is corrupt.
+    ended: bool,
 }
 
 impl Inflater {
@@ -97,81 +103,139 @@ impl Inflater {
     /// compressed with; `reset_each_message` for no-context-takeover.
     pub(crate) fn new(reset_each_message: bool) -> Self {
         Self {
-            decompress: Decompress::new_with_window_bits(false, 15),
+            decompress: Decompress::new_with_window_bits(false, window_bits::MAX),
             reset_each_message,
+            ended: false,
         }
     }
 
-    /// Inflates one message payload (trailer stripped), refusing to produce
-    /// more than `limit` bytes.
+    /// Inflates one whole message payload (trailer stripped), refusing to
+    /// produce more than `limit` bytes.
     pub(crate) fn inflate(
         &mut self,
         payload: &[u8],
         limit: usize,
     ) -> Result<Vec<u8>, InflateError> {
-        // Never more than one byte past the limit, which may be tiny.
-        let capacity = (payload.len() * 2)
-            .max(MIN_OUTPUT)
-            .min(limit.saturating_add(1));
-        let mut out = Vec::with_capacity(capacity);
-        let mut ended = false;
-        let mut result = Ok(());
-        for input in [payload, &SYNC_TRAILER[..]] {
-            if ended || result.is_err() {
-                break;
-            }
-            (ended, result) = match self.inflate_into(input, &mut out, limit) {
-                Ok(ended) => (ended, Ok(())),
-                Err(error) => (false, Err(error)),
-            };
-        }
-        // A final block (allowed, if unusual) or an error ends the stream:
-        // the next message starts afresh.
-        if self.reset_each_message || ended || result.is_err() {
-            self.decompress.reset(false);
-        }
-        result.map(|()| out)
+        let mut out = Vec::with_capacity(first_capacity(payload.len(), limit));
+        self.inflate_part(payload, &mut out, limit)?;
+        self.finish(&mut out, limit)?;
+        Ok(out)
     }
 
-    /// Feeds `input` completely; returns whether the deflate stream ended.
+    /// Inflates the next piece of a message's payload onto `out`, which may
+    /// not grow past `limit` bytes. On an error the message is over and the
+    /// inflater is ready for a fresh stream.
+    pub(crate) fn inflate_part(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), InflateError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        let result = if self.ended {
+            // Bytes after a final block are not deflate data.
+            Err(InflateError::Corrupt)
+        } else {
+            self.inflate_into(input, out, limit)
+        };
+        self.settle(result)
+    }
+
+    /// Ends the message: inflates the trailer the sender stripped, and resets
+    /// the stream if the message ended it or no context is kept.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        let result = if self.ended {
+            Ok(())
+        } else {
+            self.inflate_into(&SYNC_TRAILER, out, limit)
+        };
+        let result = self.settle(result);
+        if result.is_ok() && (self.reset_each_message || self.ended) {
+            self.reset();
+        }
+        result
+    }
+
+    /// A final block (allowed, if unusual) or an error ends the stream: the
+    /// next message starts afresh.
+    fn settle(&mut self, result: Result<(), InflateError>) -> Result<(), InflateError> {
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn reset(&mut self) {
+        self.decompress.reset(false);
+        self.ended = false;
+    }
+
+    /// Feeds `input` completely, noting whether the deflate stream ended;
+    /// input left over after its end is corrupt.
     fn inflate_into(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<bool, InflateError> {
+    ) -> Result<(), InflateError> {
         let start_in = self.decompress.total_in();
+        let consumed = |decompress: &Decompress| (decompress.total_in() - start_in) as usize;
         loop {
             if out.len() == out.capacity() {
                 // One byte past the limit is enough to know it is too big.
-                let room = (limit + 1).saturating_sub(out.len()).min(CHUNK);
+                let room = limit.saturating_add(1).saturating_sub(out.len());
                 if room == 0 {
                     return Err(InflateError::TooBig);
                 }
-                out.reserve_exact(room);
+                // Doubling, from a first guess at the size.
+                let step = out.len().max(first_capacity(input.len(), limit));
+                out.reserve_exact(step.min(room));
             }
-            let consumed = (self.decompress.total_in() - start_in) as usize;
+            let before = consumed(&self.decompress);
             let produced = out.len();
             let status = self
                 .decompress
-                .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
+                .decompress_vec(&input[before..], out, FlushDecompress::Sync)
                 .map_err(|_| InflateError::Corrupt)?;
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
+            let all_in = consumed(&self.decompress) == input.len();
             if status == Status::StreamEnd {
-                return Ok(true);
+                self.ended = true;
+                return if all_in {
+                    Ok(())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
             }
-            let all_in = (self.decompress.total_in() - start_in) as usize == input.len();
-            let stalled = (self.decompress.total_in() - start_in) as usize == consumed
-                && out.len() == produced;
             // Done once the input is consumed and zlib stopped with output
-            // room to spare; no progress with room to spare is done too.
-            if (all_in || stalled) && out.len() < out.capacity() {
-                return Ok(false);
+            // room to spare.
+            if all_in && out.len() < out.capacity() {
+                return Ok(());
+            }
+            // Input zlib will not take although it has room to write: not
+            // deflate data.
+            if consumed(&self.decompress) == before
+                && out.len() == produced
+                && out.len() < out.capacity()
+            {
+                return Err(InflateError::Corrupt);
             }
         }
     }
+}
+
+/// The first output buffer for inflating `input_len` bytes: twice the input,
+/// at least [`MIN_OUTPUT`], never more than one byte past the limit (which
+/// may be tiny).
+fn first_capacity(input_len: usize, limit: usize) -> usize {
+    input_len
+        .saturating_mul(2)
+        .max(MIN_OUTPUT)
+        .min(limit.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -255,6 +319,66 @@ mod tests {
                 .map(|v| v.len()),
             Ok(16 << 20)
         );
+    }
+
+    #[test]
+    fn a_message_inflates_the_same_in_any_pieces() {
+        let payload = sample(50_000);
+        let compressed = Deflater::new(6, 15, false).compress(&payload);
+        for piece in [1, 7, 1000, compressed.len()] {
+            let mut inflater = Inflater::new(false);
+            let mut out = Vec::new();
+            for part in compressed.chunks(piece) {
+                inflater.inflate_part(part, &mut out, 1 << 20).unwrap();
+            }
+            inflater.finish(&mut out, 1 << 20).unwrap();
+            assert_eq!(out, payload, "pieces of {piece}");
+        }
+    }
+
+    /// `payload` as one final stored block (BFINAL set): a whole deflate stream.
+    fn final_stored_block(payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u16;
+        let mut block = vec![0x01];
+        block.extend_from_slice(&len.to_le_bytes());
+        block.extend_from_slice(&(!len).to_le_bytes());
+        block.extend_from_slice(payload);
+        block
+    }
+
+    #[test]
+    fn a_final_block_ends_the_message_and_bytes_after_it_are_corrupt() {
+        let mut inflater = Inflater::new(false);
+        let whole = final_stored_block(b"hello");
+        assert_eq!(inflater.inflate(&whole, 100), Ok(b"hello".to_vec()));
+        // The stream ended: the next message starts a fresh one.
+        let next = Deflater::new(6, 15, false).compress(b"again");
+        assert_eq!(inflater.inflate(&next, 100), Ok(b"again".to_vec()));
+        // Trailing bytes in the same piece, or in a later fragment.
+        let trailing = [&whole[..], b"junk"].concat();
+        assert_eq!(inflater.inflate(&trailing, 100), Err(InflateError::Corrupt));
+        let mut out = Vec::new();
+        assert_eq!(inflater.inflate_part(&whole, &mut out, 100), Ok(()));
+        assert_eq!(
+            inflater.inflate_part(&[0x00], &mut out, 100),
+            Err(InflateError::Corrupt)
+        );
+        // And the inflater recovers for a fresh stream.
+        assert_eq!(inflater.inflate(&next, 100), Ok(b"again".to_vec()));
+    }
+
+    #[test]
+    fn tiny_limits_neither_panic_nor_pass_too_much() {
+        let compressed = Deflater::new(6, 15, true).compress(b"abcabcabc");
+        for limit in 0..12 {
+            let result = Inflater::new(true).inflate(&compressed, limit);
+            if limit < 9 {
+                assert_eq!(result, Err(InflateError::TooBig), "limit {limit}");
+            } else {
+                assert_eq!(result, Ok(b"abcabcabc".to_vec()), "limit {limit}");
+            }
+        }
+        assert_eq!(Inflater::new(true).inflate(&[0x00], 0), Ok(Vec::new()));
     }
 
     #[test]
