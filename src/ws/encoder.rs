@@ -14,9 +14,10 @@
 use std::{cell::OnceCell, sync::Arc};
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::{
-    deflate::{codec::Deflater, negotiate::Agreement},
+    deflate::{codec::Deflater, dedicated::DedicatedCompressor, negotiate::Agreement},
     frame,
     outbox::Outgoing,
 };
@@ -163,11 +164,28 @@ impl<'c> Delivery<'c> {
 /// with the connection's own compressor in dedicated mode, else as a small
 /// header in front of the shared payload.
 pub(crate) struct WriterEncoder {
-    /// The connection's own compressor (dedicated mode), if negotiated.
-    deflater: Option<Deflater>,
+    /// The connection's own compressor (dedicated mode), if negotiated:
+    /// built on first use, released when idle.
+    compressor: Option<DedicatedCompressor>,
     /// Messages smaller than this are not compressed.
     threshold: usize,
     counters: Arc<Counters>,
+}
+
+impl WriterEncoder {
+    /// When the connection's compressor is due for release, if one is held.
+    pub(crate) fn release_at(&self) -> Option<Instant> {
+        self.compressor
+            .as_ref()
+            .and_then(DedicatedCompressor::release_at)
+    }
+
+    /// Releases the connection's compressor if it has been idle long enough.
+    pub(crate) fn release_if_idle(&mut self) {
+        if let Some(compressor) = &mut self.compressor {
+            compressor.release_if_idle();
+        }
+    }
 }
 
 /// One message framed for the wire.
@@ -190,17 +208,17 @@ impl WriterEncoder {
         settings: &Compression,
         counters: Arc<Counters>,
     ) -> Self {
-        let deflater = deflate
+        let compressor = deflate
             .filter(|_| encoding == Encoding::Dedicated)
             .map(|agreement| {
-                Deflater::new(
+                DedicatedCompressor::new(
                     settings.level,
                     agreement.server_max_window_bits,
                     agreement.server_no_context_takeover,
                 )
             });
         Self {
-            deflater,
+            compressor,
             threshold: settings.threshold,
             counters,
         }
@@ -209,12 +227,12 @@ impl WriterEncoder {
     /// An encoder with the given compressor (or none), for writer tests.
     #[cfg(test)]
     pub(crate) fn with(
-        deflater: Option<Deflater>,
+        compressor: Option<DedicatedCompressor>,
         threshold: usize,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
-            deflater,
+            compressor,
             threshold,
             counters,
         }
@@ -222,9 +240,9 @@ impl WriterEncoder {
 
     /// Frames one message.
     pub(crate) fn encode(&mut self, kind: MessageKind, payload: Bytes) -> Framed {
-        match &mut self.deflater {
-            Some(deflater) if payload.len() >= self.threshold => {
-                let compressed = deflater.compress(&payload);
+        match &mut self.compressor {
+            Some(compressor) if payload.len() >= self.threshold => {
+                let compressed = compressor.compress(&payload);
                 self.counters
                     .record_compression(payload.len(), compressed.len());
                 Framed::Whole(frame::encode_message(kind, &compressed, true))

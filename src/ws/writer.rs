@@ -31,7 +31,18 @@ pub(crate) async fn run<W: AsyncWrite + Unpin>(
     let mut batch = VecDeque::new();
     let mut wire = VecDeque::new();
     loop {
-        let (charged, last) = outbox.next_batch(&mut batch).await;
+        let (charged, last) = match encoder.release_at() {
+            // `next_batch` takes items only when it completes: losing the
+            // race to the timer loses nothing.
+            Some(at) => tokio::select! {
+                next = outbox.next_batch(&mut batch) => next,
+                () = tokio::time::sleep_until(at) => {
+                    encoder.release_if_idle();
+                    continue;
+                }
+            },
+            None => outbox.next_batch(&mut batch).await,
+        };
         for item in batch.drain(..) {
             push_chunks(item, &mut encoder, &mut wire);
         }
@@ -166,8 +177,8 @@ mod tests {
             .unwrap();
         outbox.finish();
         let mut written = Vec::new();
-        let deflater = crate::ws::deflate::codec::Deflater::new(6, 15, false);
-        let encoder = WriterEncoder::with(Some(deflater), 100, counters.clone());
+        let compressor = crate::ws::deflate::dedicated::DedicatedCompressor::new(6, 15, false);
+        let encoder = WriterEncoder::with(Some(compressor), 100, counters.clone());
         run(receiver, &mut written, encoder).await.unwrap();
         assert_eq!(&written[..6], b"\x82\x04tiny");
         assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");

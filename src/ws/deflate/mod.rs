@@ -3,4 +3,5 @@
 //! opcode rewriting, compressed-size bounds) lives in `ws::guard`.
 
 pub(crate) mod codec;
+pub(crate) mod dedicated;
 pub(crate) mod negotiate;
