@@ -99,6 +99,15 @@ pub(crate) fn close(code: u16, reason: &str) -> Bytes {
     encode(OpCode::Close, &payload)
 }
 
+/// The status code of an encoded server close frame, `None` for a close
+/// without one. A close frame's payload is at most 125 bytes, so its header
+/// is the 2-byte form and the code, if any, follows it.
+pub(crate) fn close_code(frame: &[u8]) -> Option<u16> {
+    frame
+        .get(2..4)
+        .map(|code| u16::from_be_bytes([code[0], code[1]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +137,22 @@ mod tests {
                 "length {len}"
             );
             assert_eq!(header_len(len), header.remaining().len(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn close_codes_are_read_back() {
+        let cases: [(Bytes, Option<u16>); 5] = [
+            (close(1000, "bye"), Some(1000)),
+            (close(1013, ""), Some(1013)),
+            (close(4999, &"x".repeat(200)), Some(4999)),
+            // The echo of a client's close without a code.
+            (encode(OpCode::Close, b""), None),
+            // The echo of a client's close with a code and reason.
+            (encode(OpCode::Close, b"\x03\xE9going"), Some(1001)),
+        ];
+        for (frame, code) in cases {
+            assert_eq!(close_code(&frame), code, "{frame:?}");
         }
     }
 

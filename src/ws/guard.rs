@@ -18,8 +18,8 @@
 //! opcodes become binary, so that fastwebsockets never validates UTF-8 of
 //! compressed bytes nor truncates a fragmented text that ends mid-character.
 //! For each message it records `MessageMeta` (text? compressed?) in a FIFO
-//! that the session pops as it receives messages; UTF-8 is validated there,
-//! after inflating. Read-ahead is harmless: a message's meta is recorded when
+//! that the session pops as it receives messages; `ws::receive` inflates and
+//! validates UTF-8 as the fragments arrive. Read-ahead is harmless: a message's meta is recorded when
 //! its first header passes, always before fastwebsockets can return it.
 //!
 //! Bytes before a violating frame are still delivered; the error comes on the
@@ -396,5 +396,249 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
             this.pending = Some(violation);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    /// A masked client frame with first byte `first`, announcing `len`
+    /// bytes and carrying `payload` (which may be shorter).
+    fn frame(first: u8, len: u64, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![first];
+        match len {
+            0..=125 => bytes.push(0x80 | len as u8),
+            126..=0xFFFF => {
+                bytes.push(0x80 | 126);
+                bytes.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                bytes.push(0x80 | 127);
+                bytes.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(&MASK);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        bytes
+    }
+
+    fn whole(first: u8, payload: &[u8]) -> Vec<u8> {
+        frame(first, payload.len() as u64, payload)
+    }
+
+    const TEXT: MessageMeta = MessageMeta {
+        text: true,
+        compressed: false,
+    };
+    const BINARY: MessageMeta = MessageMeta {
+        text: false,
+        compressed: false,
+    };
+    const COMPRESSED_TEXT: MessageMeta = MessageMeta {
+        text: true,
+        compressed: true,
+    };
+
+    /// What feeding a stream produced: the bytes as rewritten, the metas,
+    /// and the violation with the offset its frame starts at.
+    type Outcome = (Vec<u8>, Vec<MessageMeta>, Option<(usize, Violation)>);
+
+    /// Feeds `stream` in pieces of `piece` bytes, as reads would deliver
+    /// it, stopping at the first violation. Its offset is from the start of
+    /// the stream: where the violating frame starts, or where the read that
+    /// found it starts if the frame began in an earlier one.
+    fn feed(tracker: &mut FrameTracker, stream: &[u8], piece: usize) -> Outcome {
+        let mut out = stream.to_vec();
+        let mut metas = VecDeque::new();
+        let mut at = 0;
+        for chunk in out.chunks_mut(piece) {
+            let len = chunk.len();
+            if let Err((offset, violation)) = tracker.feed(chunk, &mut metas) {
+                return (out, metas.into(), Some((at + offset, violation)));
+            }
+            at += len;
+        }
+        (out, metas.into(), None)
+    }
+
+    fn protocol(reason: &'static str) -> Violation {
+        Violation::protocol(reason)
+    }
+
+    #[test]
+    fn first_headers_are_rewritten_and_metas_recorded() {
+        // (what the client sends, deflate negotiated, the first byte
+        // fastwebsockets sees, the meta recorded)
+        let cases = [
+            (0x81, false, 0x82, Some(TEXT)),
+            (0x82, false, 0x82, Some(BINARY)),
+            // RSV1 marks compression only when deflate was agreed; without
+            // it the bit is left for fastwebsockets to refuse.
+            (0xC1, true, 0x82, Some(COMPRESSED_TEXT)),
+            (0xC1, false, 0xC2, Some(TEXT)),
+            // Control and reserved opcodes pass unchanged, with no meta.
+            (0x89, true, 0x89, None),
+            (0x8A, false, 0x8A, None),
+            (0x88, false, 0x88, None),
+            (0x83, false, 0x83, None),
+        ];
+        for (first, deflate, seen, meta) in cases {
+            let mut tracker = FrameTracker::new(100, deflate);
+            let (out, metas, violation) = feed(&mut tracker, &whole(first, b"hi"), usize::MAX);
+            assert_eq!(violation, None, "{first:#x}");
+            assert_eq!(out[0], seen, "{first:#x}, deflate {deflate}");
+            assert_eq!(&out[1..], &whole(first, b"hi")[1..], "only the first byte");
+            assert_eq!(metas, meta.into_iter().collect::<Vec<_>>(), "{first:#x}");
+        }
+    }
+
+    #[test]
+    fn continuations_and_interleaved_control_frames_pass_unchanged() {
+        let stream = [
+            whole(0x01, b"he"),
+            whole(0x89, b"ping"),
+            whole(0x00, b"ll"),
+            whole(0x8A, b""),
+            whole(0x80, b"o"),
+            whole(0x82, b"next"),
+        ]
+        .concat();
+        let (out, metas, violation) = feed(&mut FrameTracker::new(100, false), &stream, usize::MAX);
+        assert_eq!(violation, None);
+        assert_eq!(metas, vec![TEXT, BINARY]);
+        let mut expected = stream.clone();
+        expected[0] = 0x02;
+        assert_eq!(out, expected, "only the first frame's opcode changes");
+    }
+
+    #[test]
+    fn violations_and_where_their_frame_starts() {
+        let ok = whole(0x81, b"fine");
+        let at = ok.len();
+        // (deflate, max_payload, the offending bytes after a good frame,
+        // the violation)
+        let cases: Vec<(bool, usize, Vec<u8>, Violation)> = vec![
+            (
+                false,
+                100,
+                vec![0x81, 0x02, b'h', b'i'],
+                protocol("client frames must be masked"),
+            ),
+            (
+                false,
+                100,
+                frame(0x89, 126, &[0; 126]),
+                protocol("control frame longer than 125 bytes"),
+            ),
+            (
+                true,
+                100,
+                whole(0xC9, b""),
+                protocol("RSV1 on a control frame"),
+            ),
+            (
+                false,
+                100,
+                whole(0x80, b"x"),
+                protocol("continuation frame outside a fragmented message"),
+            ),
+            (
+                false,
+                100,
+                [whole(0x01, b"a"), whole(0x81, b"b")].concat(),
+                protocol("new message inside a fragmented message"),
+            ),
+            (
+                true,
+                100,
+                [whole(0x41, b"a"), whole(0xC0, b"b")].concat(),
+                protocol("RSV1 on a continuation frame"),
+            ),
+            (false, 100, frame(0x82, 101, &[]), Violation::TOO_BIG),
+            (false, 100, frame(0x82, 1 << 40, &[]), Violation::TOO_BIG),
+            (
+                false,
+                100,
+                [whole(0x02, &[0; 60]), frame(0x80, 41, &[])].concat(),
+                Violation::TOO_BIG,
+            ),
+            // Compressed messages may exceed max_payload on the wire, by
+            // deflate's worst case, and no more.
+            (
+                true,
+                100,
+                frame(0xC2, compressed_bound(100) + 1, &[]),
+                Violation::TOO_BIG,
+            ),
+        ];
+        for (deflate, max_payload, bad, violation) in cases {
+            let stream = [&ok[..], &bad[..]].concat();
+            for piece in [1, 2, 3, 7, usize::MAX] {
+                let mut tracker = FrameTracker::new(max_payload, deflate);
+                let (_, metas, found) = feed(&mut tracker, &stream, piece);
+                let (offset, found) = found.unwrap_or_else(|| panic!("{violation}: none found"));
+                assert_eq!(found, violation, "pieces of {piece}");
+                assert!(offset >= at, "{violation}: the good frame passes");
+                assert_eq!(metas[0], TEXT, "{violation}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_may_use_deflate_overhead() {
+        let mut tracker = FrameTracker::new(100, true);
+        let stream = frame(0xC2, compressed_bound(100), &[]);
+        let (_, metas, violation) = feed(&mut tracker, &stream, usize::MAX);
+        assert_eq!(violation, None);
+        assert_eq!(metas.len(), 1);
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_rewrite_and_metas() {
+        let stream = [
+            whole(0x81, b"one"),
+            frame(0x02, 300, &[7; 300]),
+            whole(0x89, b""),
+            frame(0x80, 70_000, &[8; 70_000]),
+            whole(0xC1, b"x"),
+            whole(0x88, &1000u16.to_be_bytes()),
+        ]
+        .concat();
+        let whole_read = feed(&mut FrameTracker::new(1 << 20, true), &stream, usize::MAX);
+        assert_eq!(whole_read.2, None);
+        assert_eq!(whole_read.1, vec![TEXT, BINARY, COMPRESSED_TEXT]);
+        for piece in [1, 2, 5, 13, 4096] {
+            let pieces = feed(&mut FrameTracker::new(1 << 20, true), &stream, piece);
+            assert_eq!(pieces, whole_read, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn the_offset_is_the_violating_frames_first_byte_in_this_read() {
+        let ok = whole(0x82, b"fine");
+        let bad = whole(0x80, b"x");
+        let mut data = [&ok[..], &bad[..]].concat();
+        let mut metas = VecDeque::new();
+        let result = FrameTracker::new(100, false).feed(&mut data, &mut metas);
+        assert_eq!(
+            result,
+            Err((
+                ok.len(),
+                protocol("continuation frame outside a fragmented message")
+            ))
+        );
+        // A header split across reads reports 0: it began in an earlier one.
+        let mut tracker = FrameTracker::new(100, false);
+        assert_eq!(tracker.feed(&mut bad.clone()[..1], &mut metas), Ok(()));
+        assert_eq!(
+            tracker.feed(&mut bad.clone()[1..], &mut metas),
+            Err((
+                0,
+                protocol("continuation frame outside a fragmented message")
+            ))
+        );
     }
 }

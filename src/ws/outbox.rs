@@ -228,12 +228,7 @@ impl Outbox {
 
 impl State {
     fn push_close(&mut self, close_frame: Bytes, initiator: Initiator) {
-        // A server frame with a payload under 126 bytes: a 2-byte header,
-        // then the code if there is one.
-        let code = close_frame
-            .get(2..4)
-            .map(|code| u16::from_be_bytes([code[0], code[1]]));
-        self.closed_by = Some((initiator, code));
+        self.closed_by = Some((initiator, frame::close_code(&close_frame)));
         let item = Outgoing::Wire(close_frame);
         self.bytes += item.cost();
         self.items.push_back(item);

@@ -244,3 +244,297 @@ fn into_bytes(payload: Payload<'_>) -> Bytes {
         borrowed => Bytes::copy_from_slice(&borrowed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::ws::deflate::codec::Deflater;
+
+    const TEXT: MessageMeta = MessageMeta {
+        text: true,
+        compressed: false,
+    };
+    const BINARY: MessageMeta = MessageMeta {
+        text: false,
+        compressed: false,
+    };
+    const DEFLATED_TEXT: MessageMeta = MessageMeta {
+        text: true,
+        compressed: true,
+    };
+    const DEFLATED_BINARY: MessageMeta = MessageMeta {
+        text: false,
+        compressed: true,
+    };
+
+    /// One frame as the session hands it over: the meta if it starts a
+    /// message, FIN, and the payload.
+    type In = (Option<MessageMeta>, bool, Vec<u8>);
+
+    fn start(meta: MessageMeta, fin: bool, payload: &[u8]) -> In {
+        (Some(meta), fin, payload.to_vec())
+    }
+
+    fn more(fin: bool, payload: &[u8]) -> In {
+        (None, fin, payload.to_vec())
+    }
+
+    /// What one frame produced.
+    type Out = Result<Option<Message>, Failure>;
+
+    /// What each of `frames` produced, in order.
+    fn run(assembler: &mut Assembler, frames: &[In]) -> Vec<Out> {
+        frames
+            .iter()
+            .map(|(meta, fin, payload)| assembler.push(*meta, *fin, Payload::Borrowed(payload)))
+            .collect()
+    }
+
+    fn text(payload: &[u8]) -> Out {
+        Ok(Some((MessageKind::Text, Bytes::copy_from_slice(payload))))
+    }
+
+    fn binary(payload: &[u8]) -> Out {
+        Ok(Some((MessageKind::Binary, Bytes::copy_from_slice(payload))))
+    }
+
+    const PENDING: Out = Ok(None);
+
+    fn deflate(payload: &[u8]) -> Vec<u8> {
+        Deflater::new(6, 15, true).compress(payload).to_vec()
+    }
+
+    #[test]
+    fn frames_become_messages_or_failures() {
+        let abc = deflate(b"abcabcabc");
+        let (abc_head, abc_tail) = abc.split_at(abc.len() / 2);
+        let bad_text = deflate(b"ok \xFF");
+        // A final stored block ("hi"), then junk.
+        let final_block = [0x01, 0x02, 0x00, 0xFD, 0xFF, b'h', b'i'];
+        let cases: Vec<(&str, Vec<In>, Vec<Out>)> = vec![
+            (
+                "one text frame",
+                vec![start(TEXT, true, b"hello")],
+                vec![text(b"hello")],
+            ),
+            (
+                "text in fragments, control frames aside",
+                vec![
+                    start(TEXT, false, b"he"),
+                    more(false, b""),
+                    more(true, b"llo"),
+                ],
+                vec![PENDING, PENDING, text(b"hello")],
+            ),
+            (
+                "binary is never checked",
+                vec![start(BINARY, true, b"\xFF\xFE")],
+                vec![binary(b"\xFF\xFE")],
+            ),
+            (
+                "invalid UTF-8 in one frame",
+                vec![start(TEXT, true, b"a\xFF")],
+                vec![Err(Failure::INVALID_UTF8)],
+            ),
+            (
+                "invalid UTF-8 fails at its fragment",
+                vec![start(TEXT, false, b"ok"), more(false, b"a\xFFb")],
+                vec![PENDING, Err(Failure::INVALID_UTF8)],
+            ),
+            (
+                "a character split between fragments",
+                vec![start(TEXT, false, b"a\xC3"), more(true, b"\xA9b")],
+                vec![PENDING, text("aéb".as_bytes())],
+            ),
+            (
+                "a lead byte followed by a non-continuation",
+                vec![start(TEXT, false, b"\xC3"), more(false, b"(")],
+                vec![PENDING, Err(Failure::INVALID_UTF8)],
+            ),
+            (
+                "a text ending mid-character",
+                vec![start(TEXT, false, b"a\xE2\x82"), more(true, b"")],
+                vec![PENDING, Err(Failure::INVALID_UTF8)],
+            ),
+            (
+                "fragments past max_payload",
+                vec![start(BINARY, false, &[0; 8]), more(true, &[0; 3])],
+                vec![PENDING, Err(Failure::TOO_BIG)],
+            ),
+            (
+                "exactly max_payload in fragments",
+                vec![start(BINARY, false, &[1; 8]), more(true, &[1; 2])],
+                vec![PENDING, binary(&[1; 10])],
+            ),
+            (
+                "one compressed frame",
+                vec![start(DEFLATED_TEXT, true, &abc)],
+                vec![text(b"abcabcabc")],
+            ),
+            (
+                "compressed, in fragments",
+                vec![
+                    start(DEFLATED_BINARY, false, abc_head),
+                    more(true, abc_tail),
+                ],
+                vec![PENDING, binary(b"abcabcabc")],
+            ),
+            (
+                "compressed empty message",
+                vec![start(DEFLATED_TEXT, true, &[0x00])],
+                vec![text(b"")],
+            ),
+            (
+                "compressed invalid UTF-8 fails before the message ends",
+                vec![start(DEFLATED_TEXT, false, &bad_text)],
+                vec![Err(Failure::INVALID_UTF8)],
+            ),
+            (
+                "compressed past max_payload",
+                vec![start(DEFLATED_BINARY, true, &deflate(&[0; 11]))],
+                vec![Err(Failure::TOO_BIG)],
+            ),
+            (
+                "a final block alone",
+                vec![start(DEFLATED_BINARY, true, &final_block)],
+                vec![binary(b"hi")],
+            ),
+            (
+                "bytes after a final block",
+                vec![start(
+                    DEFLATED_BINARY,
+                    true,
+                    &[&final_block[..], b"x"].concat(),
+                )],
+                vec![Err(Failure::CORRUPT)],
+            ),
+            (
+                "a fragment after a final block",
+                vec![
+                    start(DEFLATED_BINARY, false, &final_block),
+                    more(true, b"x"),
+                ],
+                vec![PENDING, Err(Failure::CORRUPT)],
+            ),
+            (
+                "garbage",
+                vec![start(DEFLATED_BINARY, true, &[0xFF; 8])],
+                vec![Err(Failure::CORRUPT)],
+            ),
+            (
+                "a continuation outside a message",
+                vec![more(true, b"x")],
+                vec![Err(Failure::PROTOCOL)],
+            ),
+            (
+                "a new message inside one",
+                vec![start(TEXT, false, b"a"), start(TEXT, true, b"b")],
+                vec![PENDING, Err(Failure::PROTOCOL)],
+            ),
+        ];
+        for (name, frames, expected) in cases {
+            let mut assembler = Assembler::new(10, Some(true));
+            assert_eq!(run(&mut assembler, &frames), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn compressed_data_without_deflate_is_a_protocol_error() {
+        let mut assembler = Assembler::new(100, None);
+        let frames = [start(DEFLATED_TEXT, true, &deflate(b"hi"))];
+        assert_eq!(run(&mut assembler, &frames), vec![Err(Failure::PROTOCOL)]);
+    }
+
+    #[test]
+    fn the_inflater_is_built_by_the_first_compressed_message_only() {
+        let mut assembler = Assembler::new(100, Some(false));
+        let plain = [start(TEXT, true, b"plain"), start(BINARY, false, b"x")];
+        run(&mut assembler, &plain);
+        assert!(assembler.inflater.is_none());
+        let mut assembler = Assembler::new(100, Some(false));
+        run(
+            &mut assembler,
+            &[start(DEFLATED_TEXT, true, &deflate(b"hi"))],
+        );
+        assert!(assembler.inflater.is_some());
+    }
+
+    #[test]
+    fn context_takeover_carries_over_between_messages() {
+        let mut deflater = Deflater::new(6, 15, false);
+        let mut assembler = Assembler::new(1000, Some(false));
+        for _ in 0..3 {
+            let compressed = deflater.compress(b"the same words, the same words");
+            let frames = [start(DEFLATED_TEXT, true, &compressed)];
+            assert_eq!(
+                run(&mut assembler, &frames),
+                vec![text(b"the same words, the same words")]
+            );
+        }
+    }
+
+    #[test]
+    fn read_errors_map_to_close_codes() {
+        let violation =
+            |v: Violation| WebSocketError::IoError(io::Error::new(io::ErrorKind::InvalidData, v));
+        let cases = [
+            (
+                violation(Violation {
+                    code: close::PROTOCOL_ERROR,
+                    reason: "client frames must be masked",
+                }),
+                Some(Failure::protocol(
+                    close::PROTOCOL_ERROR,
+                    "client frames must be masked",
+                )),
+            ),
+            (
+                violation(Violation {
+                    code: close::TOO_BIG,
+                    reason: "message too big",
+                }),
+                Some(Failure::TOO_BIG),
+            ),
+            // A plain I/O error: the peer is gone, nothing can be sent.
+            (
+                WebSocketError::IoError(io::ErrorKind::ConnectionReset.into()),
+                None,
+            ),
+            (WebSocketError::UnexpectedEOF, None),
+            (WebSocketError::ConnectionClosed, None),
+            (WebSocketError::InvalidUTF8, Some(Failure::INVALID_UTF8)),
+            (WebSocketError::FrameTooLarge, Some(Failure::TOO_BIG)),
+            (WebSocketError::InvalidCloseCode, Some(Failure::PROTOCOL)),
+            (WebSocketError::InvalidCloseFrame, Some(Failure::PROTOCOL)),
+            (WebSocketError::ReservedBitsNotZero, Some(Failure::PROTOCOL)),
+            (WebSocketError::InvalidValue, Some(Failure::PROTOCOL)),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(close_for(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn utf8_is_checked_as_far_as_it_can_be() {
+        // (bytes, complete?, result, how far it is known valid)
+        let cases: [(&[u8], bool, bool, usize); 7] = [
+            (b"abc", false, true, 3),
+            (b"ab\xC3", false, true, 2),
+            (b"ab\xC3", true, false, 2),
+            (b"ab\xE2\x82", false, true, 2),
+            (b"ab\xFF", false, false, 0),
+            (b"\xC3\xA9", true, true, 2),
+            (b"\xED\xA0\x80", false, false, 0),
+        ];
+        for (bytes, complete, ok, valid) in cases {
+            let mut checked = 0;
+            let result = check_utf8(bytes, &mut checked, complete);
+            assert_eq!(result.is_ok(), ok, "{bytes:?}");
+            if ok {
+                assert_eq!(checked, valid, "{bytes:?}");
+            }
+        }
+    }
+}
