@@ -70,6 +70,8 @@ mod admin;
 mod auth;
 mod channel;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 mod http;
 mod limits;
 mod message;

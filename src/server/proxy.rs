@@ -138,3 +138,71 @@ mod tests {
         ));
     }
 }
+
+/// The PROXY part of the fuzz harness (`src/fuzz.rs` says how to run it
+/// longer): random and mutated headers are read exactly or refused.
+#[cfg(test)]
+mod fuzz {
+    use proptest::{collection::vec, prelude::*, sample::select};
+
+    use super::*;
+
+    /// What follows a PROXY header: the start of a TLS ClientHello.
+    const AFTER_HEADER: &[u8] = b"\x16\x03\x01\x02\x00";
+
+    /// Valid v1 and v2 headers (each followed by [`AFTER_HEADER`]).
+    fn proxy_seeds() -> Vec<Vec<u8>> {
+        let v2 = |command: u8, family: u8, addresses: &[u8]| {
+            let mut header = ppp::v2::PROTOCOL_PREFIX.to_vec();
+            header.extend_from_slice(&[command, family]);
+            header.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+            header.extend_from_slice(addresses);
+            header
+        };
+        let mut ipv6 = vec![0x20, 0x01, 0x0d, 0xb8];
+        ipv6.resize(32, 7);
+        ipv6.extend_from_slice(&[0xC3, 0x50, 0x01, 0xBB]);
+        let headers = vec![
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::1 2001:db8::2 51234 443\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2(
+                0x21,
+                0x11,
+                &[198, 51, 100, 4, 10, 0, 0, 1, 0xC3, 0x50, 0x01, 0xBB],
+            ),
+            v2(0x21, 0x21, &ipv6),
+            v2(0x20, 0x00, &[]),
+        ];
+        headers
+            .into_iter()
+            .map(|header| [&header[..], AFTER_HEADER].concat())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::cases())]
+
+        #[test]
+        fn a_proxy_header_is_read_exactly_or_refused(
+            bytes in prop_oneof![
+                3 => crate::fuzz::mutated(proxy_seeds()),
+                1 => vec(any::<u8>(), 0..120),
+                1 => select(proxy_seeds()),
+            ],
+        ) {
+            let runtime = crate::fuzz::runtime();
+            let mut rest = &bytes[..];
+            let result = runtime.block_on(read_header(&mut rest));
+            let consumed = bytes.len() - rest.len();
+            if result.is_ok() {
+                if bytes.starts_with(b"PROXY ") {
+                    prop_assert!(bytes[..consumed].ends_with(b"\r\n"));
+                }
+                if proxy_seeds().contains(&bytes) {
+                    prop_assert_eq!(rest, AFTER_HEADER, "the bytes after it are untouched");
+                }
+            }
+        }
+    }
+}

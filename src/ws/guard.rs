@@ -400,14 +400,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
 
     /// A masked client frame with first byte `first`, announcing `len`
-    /// bytes and carrying `payload` (which may be shorter).
-    fn frame(first: u8, len: u64, payload: &[u8]) -> Vec<u8> {
+    /// bytes and carrying `payload` (which may be shorter or longer).
+    pub(crate) fn frame(first: u8, len: u64, payload: &[u8]) -> Vec<u8> {
         let mut bytes = vec![first];
         match len {
             0..=125 => bytes.push(0x80 | len as u8),
@@ -425,7 +425,8 @@ mod tests {
         bytes
     }
 
-    fn whole(first: u8, payload: &[u8]) -> Vec<u8> {
+    /// A masked client frame carrying all of `payload`.
+    pub(crate) fn whole(first: u8, payload: &[u8]) -> Vec<u8> {
         frame(first, payload.len() as u64, payload)
     }
 

@@ -10,11 +10,12 @@
 //! checked whole, and handed on without a copy unless it was compressed.
 
 use bytes::Bytes;
-use fastwebsockets::{Payload, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead};
+use tokio::io::AsyncRead;
 
 use super::{
     deflate::codec::{InflateError, Inflater},
-    guard::{MessageMeta, Violation},
+    guard::{FrameGuard, Inbound, MessageMeta, Violation, compressed_bound},
 };
 use crate::{message::MessageKind, protocol::close, stats::Reason};
 
@@ -39,7 +40,7 @@ impl Failure {
     const CORRUPT: Self = Self::protocol(close::INVALID_PAYLOAD, "invalid compressed data");
 
     /// A frame no reader should have let through.
-    pub(crate) const PROTOCOL: Self = Self::protocol(close::PROTOCOL_ERROR, "protocol error");
+    const PROTOCOL: Self = Self::protocol(close::PROTOCOL_ERROR, "protocol error");
 
     /// Over `message_rate` or `byte_rate` in close mode.
     pub(crate) const RATE_LIMIT: Self = Self {
@@ -92,8 +93,36 @@ pub(crate) fn close_for(error: &WebSocketError) -> Option<Failure> {
     }
 }
 
+/// fastwebsockets' reader over the guard, set up as every session needs
+/// it: each frame bounded before fastwebsockets reserves its buffer (the
+/// guard bounds whole messages, compressed ones by deflate's worst case),
+/// and pings handed over, to be counted against the message rate.
+pub(crate) fn frame_reader<R: AsyncRead + Unpin>(
+    guard: FrameGuard<'_, R>,
+    max_payload: usize,
+) -> WebSocketRead<FrameGuard<'_, R>> {
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
+    reader.set_max_message_size(compressed_bound(max_payload as u64) as usize + 1);
+    reader.set_auto_pong(false);
+    reader
+}
+
 /// A complete message as the client sent it.
 pub(crate) type Message = (MessageKind, Bytes);
+
+/// What one frame read by fastwebsockets amounts to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// The last frame of a message: the whole message.
+    Message(Message),
+    /// A ping, to be answered with a pong carrying this payload.
+    Ping(Bytes),
+    /// The client's close (fastwebsockets has queued the answer).
+    Close,
+    /// Nothing to act on: a fragment of a message still arriving, a pong.
+    Nothing,
+}
 
 /// Joins one connection's data frames into messages.
 pub(crate) struct Assembler {
@@ -129,10 +158,38 @@ impl Assembler {
         }
     }
 
+    /// Takes one frame as fastwebsockets read it from under the guard, which
+    /// turned the first frame of every data message into binary and recorded
+    /// in `inbound` what it was: messages come out in the order their
+    /// headers went in.
+    pub(crate) fn frame(
+        &mut self,
+        frame: Frame<'_>,
+        inbound: &Inbound,
+    ) -> Result<Received, Failure> {
+        let start = match frame.opcode {
+            OpCode::Binary => Some(
+                inbound
+                    .next_message()
+                    .expect("the guard records every data message before it is read"),
+            ),
+            OpCode::Continuation => None,
+            OpCode::Close => return Ok(Received::Close),
+            OpCode::Ping => return Ok(Received::Ping(into_bytes(frame.payload))),
+            OpCode::Pong => return Ok(Received::Nothing),
+            // The guard rewrote every text opcode.
+            OpCode::Text => return Err(Failure::PROTOCOL),
+        };
+        Ok(match self.push(start, frame.fin, frame.payload)? {
+            Some(message) => Received::Message(message),
+            None => Received::Nothing,
+        })
+    }
+
     /// Takes one data frame: `start` is the meta the guard recorded if the
     /// frame starts a message, `None` for a continuation. Returns the message
     /// once its last frame is in.
-    pub(crate) fn push(
+    fn push(
         &mut self,
         start: Option<MessageMeta>,
         fin: bool,

@@ -12,7 +12,7 @@ use std::{convert::Infallible, future::ready, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
+use fastwebsockets::{Frame, OpCode, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -27,7 +27,7 @@ use super::{
     frame,
     guard::{FrameGuard, FrameTracker, Inbound},
     outbox::{Outbox, OutboxReceiver, Outgoing},
-    receive::{Assembler, Failure, close_for},
+    receive::{Assembler, Failure, Received, close_for, frame_reader},
     writer,
 };
 use crate::{
@@ -194,16 +194,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
         Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
     }
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
-    // Per frame, checked before fastwebsockets reserves the buffer; the guard
-    // has already bounded the whole message (compressed ones a little more
-    // loosely, for deflate's worst case).
-    reader.set_max_message_size(
-        super::guard::compressed_bound(limits.max_payload as u64) as usize + 1,
-    );
-    // Pings come to us, to be counted against the message rate.
-    reader.set_auto_pong(false);
+    let mut reader = frame_reader(guard, limits.max_payload);
     let mut assembler = Assembler::new(
         limits.max_payload,
         deflate.map(|agreement| agreement.client_no_context_takeover),
@@ -223,37 +214,23 @@ async fn read_messages<R: AsyncRead + Unpin>(
             Ok(frame) => frame,
             Err(error) => return fail(&error, counters, outbox),
         };
-        // The guard turned the first frame of every data message into
-        // binary and recorded what it was; messages come out in the order
-        // their headers went in.
-        let start = match frame.opcode {
-            OpCode::Binary => Some(
-                inbound
-                    .next_message()
-                    .expect("the guard records every data message before it is read"),
-            ),
-            OpCode::Continuation => None,
-            OpCode::Close => return,
-            OpCode::Ping => {
+        let (kind, payload) = match assembler.frame(frame, inbound) {
+            Ok(Received::Message(message)) => message,
+            Ok(Received::Nothing) => continue,
+            Ok(Received::Close) => return,
+            Ok(Received::Ping(payload)) => {
                 // A ping costs a pong, as a message costs its echo: both
                 // spend the same budget.
                 if outbox.is_closing() {
                     continue;
                 }
-                if let Err(failure) = admit(&limiter, frame.payload.len()).await {
+                if let Err(failure) = admit(&limiter, payload.len()).await {
                     return closing(failure);
                 }
-                let pong = frame::encode(OpCode::Pong, &frame.payload);
+                let pong = frame::encode(OpCode::Pong, &payload);
                 let _ = outbox.send(Outgoing::Wire(pong));
                 continue;
             }
-            OpCode::Pong => continue,
-            // The guard rewrote every text opcode.
-            OpCode::Text => return closing(Failure::PROTOCOL),
-        };
-        let (kind, payload) = match assembler.push(start, frame.fin, frame.payload) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
             Err(failure) => return closing(failure),
         };
         if outbox.is_closing() {
