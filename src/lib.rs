@@ -65,8 +65,7 @@
 #![warn(missing_docs)]
 
 mod admin;
-// Admission and the session wire it in next; until then only its tests use it.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(test), allow(dead_code))] // until `[auth]` is parsed
 mod auth;
 mod channel;
 pub mod config;
@@ -78,6 +77,7 @@ mod message;
 mod protocol;
 mod reload;
 mod server;
+mod session;
 mod snapshot;
 mod stats;
 mod sync;
@@ -91,5 +91,5 @@ pub use reload::ReloadReport;
 pub use server::{
     DisconnectError, Error, Handle, Listener, MAX_PRESENCE_PAGE, PresencePage, ReloadError, Server,
 };
-pub use stats::{ChannelStats, Stats, Traffic};
+pub use stats::{AuthBackends, ChannelStats, Stats, Traffic};
 pub use tls::{Identity, TlsError};

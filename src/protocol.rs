@@ -25,7 +25,6 @@ pub(crate) mod close {
     /// The connection's credentials expired without an in-band refresh. In
     /// the private-use range (4000-4999), mirroring HTTP's 401.
     // The session sends it once it is wired to `auth`; until then only docs name it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) const TOKEN_EXPIRED: u16 = 4401;
 }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    auth::{Authenticator, SetupError},
     channel::{Channel, Users},
     config::{ChannelConfig, Config, TlsSettings},
     limits::rate::HandshakeLimiter,
@@ -39,6 +40,19 @@ pub(crate) struct Snapshot {
     pub(crate) acceptor: Option<TlsAcceptor>,
     /// Handshakes per client.
     pub(crate) handshakes: Arc<HandshakeLimiter>,
+    /// Token verification and the webhook, when `[auth]` is configured.
+    pub(crate) authenticator: Option<Authenticator>,
+}
+
+/// Why a configuration could not be made ready to serve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildError {
+    /// The certificate could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The `[auth]` keys or endpoints could not be used.
+    #[error(transparent)]
+    Auth(#[from] SetupError),
 }
 
 /// One channel: its policy in this snapshot, and its live state.
@@ -56,7 +70,7 @@ impl Snapshot {
         counters: &Arc<Counters>,
         users: &Arc<Users>,
         previous: Option<(&Snapshot, &ConfigDiff)>,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, BuildError> {
         let plan = previous.map(|(_, plan)| plan);
         let previous = previous.map(|(snapshot, _)| snapshot);
         let identity = match (&config.server.tls, previous) {
@@ -104,7 +118,22 @@ impl Snapshot {
             })
             .map(|previous| previous.handshakes.clone())
             .unwrap_or_else(|| Arc::new(HandshakeLimiter::new(&config.admission.handshake_rate)));
+        // Carried over when its settings are unchanged: JWKS caches and
+        // their refresh tasks survive the reload.
+        let authenticator = match &config.auth {
+            None => None,
+            Some(settings) => Some(
+                match previous
+                    .filter(|previous| previous.config.auth.as_ref() == Some(settings))
+                    .and_then(|previous| previous.authenticator.clone())
+                {
+                    Some(kept) => kept,
+                    None => Authenticator::new(settings)?,
+                },
+            ),
+        };
         Ok(Self {
+            authenticator,
             config,
             channels,
             identity,

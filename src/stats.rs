@@ -3,7 +3,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -84,9 +87,21 @@ pub(crate) struct Counters {
     /// Connections, handshakes, disconnects, messages and bytes, for the
     /// admin metrics.
     pub(crate) traffic: TrafficCounters,
+    /// Authentication outcomes by result and reason (closed label sets:
+    /// token sources and failure reasons, never a user). A lock, not
+    /// atomics: one update per handshake or refresh, never per message.
+    auth: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Counters {
+    /// Counts one authentication outcome: `accepted` with the source,
+    /// `rejected` with the reason, `anonymous`, `refreshed`, `expired`.
+    pub(crate) fn record_auth(&self, result: &'static str, reason: &'static str) {
+        *crate::sync::lock(&self.auth)
+            .entry((result, reason))
+            .or_default() += 1;
+    }
+
     pub(crate) fn record_dropped(&self) {
         self.messages_dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -133,6 +148,7 @@ impl Counters {
             clients,
             handshake_clients,
             users,
+            auth_backends,
         } = gauges;
         Stats {
             channels,
@@ -140,6 +156,8 @@ impl Counters {
             clients,
             handshake_clients,
             users,
+            auth: crate::sync::lock(&self.auth).clone(),
+            auth_backends,
             // The totals of the per-kind counts, counted once on the hot path.
             messages_received: traffic.messages_received.values().sum(),
             messages_delivered: traffic.messages_sent.values().sum(),
@@ -172,6 +190,26 @@ pub(crate) struct Gauges {
     pub(crate) clients: usize,
     pub(crate) handshake_clients: usize,
     pub(crate) users: usize,
+    pub(crate) auth_backends: AuthBackends,
+}
+
+/// What the identity backends did (zero without `[auth]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthBackends {
+    /// JWKS fetches that succeeded, over every JWKS URL.
+    pub jwks_fetches: u64,
+    /// JWKS fetches that failed (the last good key set was kept).
+    pub jwks_failures: u64,
+    /// Early JWKS fetches (for an unknown `kid`) refused by the rate limit.
+    pub jwks_rate_limited: u64,
+    /// Keys in the current JWKS key sets.
+    pub jwks_keys: u64,
+    /// Connect-webhook calls answered allow.
+    pub webhook_allowed: u64,
+    /// Connect-webhook calls answered deny.
+    pub webhook_denied: u64,
+    /// Connect-webhook calls that failed (timeout, connection, bad answer).
+    pub webhook_failed: u64,
 }
 
 /// A point-in-time view of the server.
@@ -187,6 +225,12 @@ pub struct Stats {
     pub handshake_clients: usize,
     /// Distinct authenticated users with a connection on this node.
     pub users: usize,
+    /// Authentication outcomes by `(result, reason)`: `("accepted",
+    /// source)`, `("rejected", reason)`, `("anonymous", "none")`,
+    /// `("refreshed", source)`, `("expired", "token")`. Present once seen.
+    pub auth: BTreeMap<(&'static str, &'static str), u64>,
+    /// The identity backends: JWKS fetches and webhook calls.
+    pub auth_backends: AuthBackends,
     /// Data messages received from clients.
     pub messages_received: u64,
     /// Messages queued for clients (one per recipient).

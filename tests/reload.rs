@@ -416,6 +416,7 @@ async fn admissions_racing_reloads_each_see_one_configuration() {
         Config::from_toml_str(&server.config_text).unwrap(),
     ];
     let done = std::sync::atomic::AtomicBool::new(false);
+    let reloads = std::sync::atomic::AtomicUsize::new(0);
     let reloading = async {
         let mut round = 0;
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -425,13 +426,23 @@ async fn admissions_racing_reloads_each_see_one_configuration() {
                 .await
                 .unwrap();
             round += 1;
+            reloads.store(round, std::sync::atomic::Ordering::Relaxed);
             tokio::task::yield_now().await;
         }
         round
     };
+    // At least this many admissions, and on until both configurations have
+    // admitted some and the reloads have run a while (bounded: a loaded
+    // machine may starve either side for a moment).
+    const ATTEMPTS: usize = 400;
     let admitting = async {
         let mut seen = [0usize; 2];
-        for attempt in 0..400usize {
+        for attempt in 0..ATTEMPTS * 25 {
+            let raced = seen.iter().all(|&n| n > 0)
+                && reloads.load(std::sync::atomic::Ordering::Relaxed) > 10;
+            if attempt >= ATTEMPTS && raced {
+                break;
+            }
             // Not in step with the reloads' alternation.
             let which = (attempt.wrapping_mul(2_654_435_761) >> 7) % 2;
             let path = ["/a", "/b"][which];

@@ -177,7 +177,7 @@ pub(super) fn refused(error: &PublishError) -> Reply {
         | PublishError::RoomMismatch { .. }
         | PublishError::BadRoomName
         | PublishError::NotJson => StatusCode::BAD_REQUEST,
-        PublishError::ClientsMayNotPublish => StatusCode::FORBIDDEN,
+        PublishError::ClientsMayNotPublish | PublishError::Forbidden => StatusCode::FORBIDDEN,
     };
     text(status, &error.to_string())
 }

@@ -18,6 +18,10 @@
 //! | `wsedge_messages_received_total` | counter | `channel_kind` |
 //! | `wsedge_messages_sent_total` | counter | `channel_kind` |
 //! | `wsedge_messages_dropped_total` | counter | |
+//! | `wsedge_auth_total` | counter | `result`, `reason` |
+//! | `wsedge_jwks_fetches_total`, `wsedge_jwks_fetch_failures_total`, `wsedge_jwks_refetches_limited_total` | counter | |
+//! | `wsedge_jwks_keys` | gauge | |
+//! | `wsedge_auth_webhook_allowed_total`, `wsedge_auth_webhook_denied_total`, `wsedge_auth_webhook_failures_total` | counter | |
 //! | `wsedge_payload_received_bytes_total`, `wsedge_payload_sent_bytes_total` | counter | |
 //! | `wsedge_wire_received_bytes_total`, `wsedge_wire_sent_bytes_total` | counter | |
 //! | `wsedge_compressions_total`, `wsedge_compression_input_bytes_total`, `wsedge_compression_output_bytes_total` | counter | |
@@ -138,6 +142,56 @@ fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
             .messages_sent
             .iter()
             .map(|(&kind, &n)| ([("channel_kind", kind)], n)),
+    )?;
+    counters(
+        e,
+        "wsedge_auth",
+        "Authentication outcomes: accepted (by token source, webhook or message), rejected (by reason), anonymous, refreshed, expired.",
+        stats
+            .auth
+            .iter()
+            .map(|(&(result, reason), &n)| ([("result", result), ("reason", reason)], n)),
+    )?;
+    let backends = &stats.auth_backends;
+    for (name, help, value) in [
+        (
+            "wsedge_jwks_fetches",
+            "JWKS fetches that succeeded.",
+            backends.jwks_fetches,
+        ),
+        (
+            "wsedge_jwks_fetch_failures",
+            "JWKS fetches that failed; the last good key set was kept.",
+            backends.jwks_failures,
+        ),
+        (
+            "wsedge_jwks_refetches_limited",
+            "Early JWKS fetches for an unknown kid refused by the rate limit.",
+            backends.jwks_rate_limited,
+        ),
+        (
+            "wsedge_auth_webhook_allowed",
+            "Connect-webhook calls answered allow.",
+            backends.webhook_allowed,
+        ),
+        (
+            "wsedge_auth_webhook_denied",
+            "Connect-webhook calls answered deny.",
+            backends.webhook_denied,
+        ),
+        (
+            "wsedge_auth_webhook_failures",
+            "Connect-webhook calls that failed (timeout, connection, bad answer): the handshake was answered 503.",
+            backends.webhook_failed,
+        ),
+    ] {
+        counter(e, name, help, value)?;
+    }
+    gauge(
+        e,
+        "wsedge_jwks_keys",
+        "Keys in the current JWKS key sets.",
+        backends.jwks_keys,
     )?;
     counter(
         e,

@@ -37,6 +37,7 @@ pub(crate) use self::{
     users::{ChannelKey, Users},
 };
 use crate::{
+    auth::Identity,
     config::{ChannelConfig, ChannelKind, Publish},
     http::route::ROOM_NAME_RULE,
     message::{Message, MessageKind},
@@ -98,6 +99,9 @@ pub enum PublishError {
     /// A hub channel delivers JSON: the message is not.
     #[error("a hub channel delivers JSON: send a JSON text body")]
     NotJson,
+    /// A client's identity has no grant to publish here.
+    #[error("not permitted to publish here")]
+    Forbidden,
     /// A client tried to publish on a channel where only the API may.
     #[error("clients may not publish on this channel")]
     ClientsMayNotPublish,
@@ -126,7 +130,8 @@ pub(crate) struct Channel {
 pub(crate) struct Joiner {
     pub(crate) outbox: Outbox,
     pub(crate) encoding: Encoding,
-    pub(crate) user: Option<UserId>,
+    /// Its identity, if it has one: its user and its grants.
+    pub(crate) identity: Option<Identity>,
 }
 
 impl Channel {
@@ -162,8 +167,11 @@ impl Channel {
         let Joiner {
             outbox,
             encoding,
-            user,
+            identity,
         } = joiner;
+        let user: Option<UserId> = identity
+            .as_ref()
+            .map(|identity| Arc::from(identity.user.as_str()));
         let member = Member {
             outbox: outbox.clone(),
             encoding,
@@ -179,6 +187,7 @@ impl Channel {
             outbox,
             encoding,
             user,
+            identity,
             rooms: Vec::new(),
             presence_events: config.presence_events,
             indexed: false,
@@ -343,6 +352,9 @@ pub(crate) struct Membership {
     outbox: Outbox,
     encoding: Encoding,
     user: Option<UserId>,
+    /// Its identity's grants (refreshed in band), for what it may publish
+    /// and, on a hub, join.
+    identity: Option<Identity>,
     /// A room channel's room, or the rooms a hub connection joined.
     rooms: Vec<Arc<Room>>,
     /// Whether joins and leaves are told to the room (as the channel said
@@ -358,14 +370,24 @@ impl Membership {
         &self.channel
     }
 
-    /// How this connection takes its messages.
-    pub(crate) fn encoding(&self) -> Encoding {
-        self.encoding
+    /// Takes the grants of a refreshed identity (of the same user).
+    pub(crate) fn refreshed(&mut self, identity: Identity) {
+        self.identity = Some(identity);
     }
 
-    /// The server's counters.
-    pub(crate) fn counters(&self) -> &Arc<Counters> {
-        &self.channel.counters
+    /// Whether its identity may publish to `room` of this channel (a
+    /// connection without identity has no grants to check).
+    fn may_publish(&self, config: &ChannelConfig, room: Option<&str>) -> bool {
+        self.identity
+            .as_ref()
+            .is_none_or(|identity| identity.may_publish(&config.name, room, config.auth.rooms))
+    }
+
+    /// Whether its identity may join `room` of this hub channel.
+    fn may_join(&self, config: &ChannelConfig, room: &str) -> bool {
+        self.identity
+            .as_ref()
+            .is_none_or(|identity| identity.may_join(&config.name, Some(room), config.auth.rooms))
     }
 
     fn member(&self) -> Member {
@@ -447,6 +469,10 @@ impl Membership {
             }
             ChannelKind::Hub => hub::dispatch(self, config, kind, &payload),
             ChannelKind::Broadcast | ChannelKind::Room => {
+                let room = self.rooms.first().map(|room| room.name());
+                if !self.may_publish(config, room) {
+                    return Err(PublishError::Forbidden);
+                }
                 let except = (!config.echo_to_sender).then_some(self.id);
                 let members = self
                     .rooms

@@ -37,12 +37,12 @@ pub use self::defaults::*;
 pub use self::error::{ConfigError, ConfigIssue};
 pub use self::load::{Loaded, Stage};
 use self::report::Report;
+use crate::auth::{AuthSettings, permissions::Rooms};
 pub use crate::http::{
     origin::{OriginPattern, OriginPolicy},
     route::PathPattern,
 };
 pub use crate::limits::cidr::Cidr;
-use crate::auth::{AuthSettings, permissions::Rooms};
 
 /// A validated configuration, with every default filled in and, at the
 /// [`Loaded`] stage (the default), the files it names read.

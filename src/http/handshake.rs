@@ -90,7 +90,18 @@ pub(crate) fn select_subprotocol<'a>(
     headers: &HeaderMap,
     accepted: &'a [String],
 ) -> Option<&'a str> {
+    select_subprotocol_except(headers, accepted, |_| false)
+}
+
+/// The same, skipping the offered entries `skip` names (a token sent as a
+/// subprotocol entry is never selected).
+pub(crate) fn select_subprotocol_except<'a>(
+    headers: &HeaderMap,
+    accepted: &'a [String],
+    skip: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
     comma_separated(headers, &header::SEC_WEBSOCKET_PROTOCOL)
+        .filter(|offered| !skip(offered))
         .find_map(|offered| accepted.iter().find(|name| *name == offered))
         .map(String::as_str)
 }

@@ -15,6 +15,7 @@
 
 mod forwarded;
 pub(crate) mod handshake;
+mod identify;
 pub mod origin;
 pub(crate) mod rejection;
 pub mod route;
@@ -26,7 +27,10 @@ use hyper::{
     header::{self, HeaderValue},
 };
 
-pub(crate) use self::rejection::{BadUpgrade, Rejection};
+pub(crate) use self::{
+    identify::{Caller, identify},
+    rejection::{BadUpgrade, Rejection},
+};
 use crate::{
     channel::Channel,
     config::ChannelConfig,
@@ -62,6 +66,8 @@ pub(crate) struct Admitted {
     pub(crate) config: Arc<ChannelConfig>,
     /// The room, for room channels.
     pub(crate) room: Option<String>,
+    /// The client's address (after PROXY and `X-Forwarded-For`).
+    pub(crate) client_ip: IpAddr,
     /// Who the client is, for its `max_connections_per_ip` slot.
     pub(crate) client: ClientKey,
     /// That cap, from the same snapshot.
@@ -72,6 +78,8 @@ pub(crate) struct Admitted {
     pub(crate) deflate: Option<Agreement>,
     /// How the connection takes fan-out messages.
     pub(crate) encoding: Encoding,
+    /// Who it is: filled in by [`identify`], which follows `admit`.
+    pub(crate) caller: Caller,
 }
 
 impl Admitted {
@@ -108,6 +116,7 @@ pub(crate) fn admit<B>(
             .unwrap_or(peer.addr),
         false => peer.addr,
     };
+    let client_ip = client;
     let client = ClientKey::new(client, config.admission.ipv6_prefix);
     if peer.counted != Some(client) {
         snapshot
@@ -143,10 +152,12 @@ pub(crate) fn admit<B>(
         channel: entry.live.clone(),
         config: entry.config.clone(),
         room: room.map(str::to_owned),
+        client_ip,
         client,
         max_connections_per_ip: config.admission.max_connections_per_ip,
         subprotocol,
         encoding: Encoding::negotiated(deflate.as_ref(), channel.compression.mode),
         deflate,
+        caller: Caller::Anonymous,
     })
 }

@@ -13,7 +13,10 @@ use hyper::{
 };
 
 use super::route::ROOM_NAME_RULE;
-use crate::stats::{Counters, Handshake, Reason};
+use crate::{
+    auth::AuthError,
+    stats::{Counters, Handshake, Reason},
+};
 
 /// Why a request is not a well-formed WebSocket upgrade (RFC 6455 section 4.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +81,9 @@ pub(crate) enum Rejection {
     ChannelFull,
     /// The channel is closing (removed by a reload, or shutdown) (503).
     Closing,
+    /// Authentication failed: 401 (missing or refused credentials), 403
+    /// (not permitted here) or 503 (a backend could not answer).
+    Auth(AuthError),
 }
 
 impl Rejection {
@@ -104,6 +110,7 @@ impl Rejection {
             | Self::TooManyRooms
             | Self::ChannelFull
             | Self::Closing => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(error) => error.status(),
         })
     }
 
@@ -135,6 +142,12 @@ impl Rejection {
             Self::TooManyRooms => "too many rooms",
             Self::ChannelFull => "channel is full",
             Self::Closing => "channel is closing",
+            // The reason label, never the token or the user.
+            Self::Auth(error) => match error.status() {
+                StatusCode::FORBIDDEN => "not permitted on this channel",
+                StatusCode::SERVICE_UNAVAILABLE => "authentication is unavailable; retry later",
+                _ => "a valid token is required",
+            },
         }
     }
 
@@ -157,6 +170,11 @@ impl Rejection {
             Self::TooManyRooms => Handshake::TooManyRooms,
             Self::ChannelFull => Handshake::ChannelFull,
             Self::Closing => Handshake::Closing,
+            Self::Auth(error) => match error.status() {
+                StatusCode::FORBIDDEN => Handshake::AuthForbidden,
+                StatusCode::SERVICE_UNAVAILABLE => Handshake::AuthUnavailable,
+                _ => Handshake::Unauthorized,
+            },
         }
     }
 
@@ -256,6 +274,8 @@ mod tests {
             (Rejection::TooManyRooms, 503, "too_many_rooms"),
             (Rejection::ChannelFull, 503, "channel_full"),
             (Rejection::Closing, 503, "closing"),
+            (Rejection::Auth(AuthError::Missing), 401, "unauthorized"),
+            (Rejection::Auth(AuthError::Forbidden), 403, "forbidden"),
         ];
         for (rejection, status, label) in cases {
             assert_eq!(

@@ -27,11 +27,14 @@ use tokio::{
 use super::{proxy, state::ServerState};
 use crate::{
     channel::{JoinError, Joiner},
-    http::{Admitted, BadUpgrade, Peer, Rejection, admit},
+    config::AuthMode,
+    http::{Admitted, BadUpgrade, Caller, Peer, Rejection, admit, identify},
     limits::{ClientKey, caps::Slots},
+    session::{Place, Session, Waiting},
+    snapshot::Snapshot,
     stats::{Handshake, Metered},
     sync::lock,
-    ws::{outbox, session::Session},
+    ws::outbox,
 };
 
 /// How a listener serves its connections.
@@ -162,8 +165,8 @@ async fn serve_http<I>(
 {
     let service_state = state.clone();
     let service = service_fn(move |request| {
-        let answer = connection.respond(request, &service_state);
-        async move { Ok::<_, Infallible>(answer) }
+        let (connection, state) = (connection.clone(), service_state.clone());
+        async move { Ok::<_, Infallible>(connection.respond(request, &state).await) }
     });
     let http = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -186,18 +189,29 @@ async fn serve_http<I>(
 }
 
 impl Connection {
-    /// Answers one request. Never fails: every refusal is a response.
-    fn respond(
+    /// Answers one request: admission's decision, then its identity step,
+    /// both from one snapshot, then the acts. Never fails: every refusal is
+    /// a response.
+    async fn respond(
         &self,
         mut request: Request<Incoming>,
         state: &Arc<ServerState>,
     ) -> Response<Full<Bytes>> {
         let snapshot = state.snapshot.load_full();
-        let answer = match self.refused {
+        let admitted = match self.refused {
             Some(rejection) => Err(rejection),
             None => admit(&snapshot, &request, self.peer),
-        }
-        .and_then(|admitted| self.upgrade(&mut request, admitted, state));
+        };
+        let answer = match admitted {
+            Ok(mut admitted) => {
+                let authenticator = snapshot.authenticator.as_ref();
+                match identify(authenticator, &request, &mut admitted, &state.counters).await {
+                    Ok(()) => self.upgrade(&mut request, admitted, &snapshot, state),
+                    Err(rejection) => Err(rejection),
+                }
+            }
+            Err(rejection) => Err(rejection),
+        };
         match answer {
             Ok(response) => {
                 state.counters.traffic.record_handshake(Handshake::Accepted);
@@ -218,6 +232,7 @@ impl Connection {
         &self,
         request: &mut Request<Incoming>,
         admitted: Admitted,
+        snapshot: &Snapshot,
         state: &Arc<ServerState>,
     ) -> Result<Response<Full<Bytes>>, Rejection> {
         // Refusals close the connection, so a second request can only come
@@ -235,29 +250,51 @@ impl Connection {
         }
         let limits = &admitted.config.limits;
         let (outbox, receiver) = outbox::channel(limits.send_buffer, limits.on_slow_consumer);
-        let membership = admitted
-            .channel
-            .join(
-                &admitted.config,
-                admitted.room.as_deref(),
-                Joiner {
+        // A connection that authenticates in band joins once it has.
+        let place = match &admitted.caller {
+            Caller::FirstMessage(_) => Place::Waiting(Waiting {
+                channel: admitted.channel.clone(),
+                config: admitted.config.clone(),
+                room: admitted.room.clone(),
+                encoding: admitted.encoding,
+            }),
+            caller => {
+                let identity = match caller {
+                    Caller::Known(identity) => Some(identity.clone()),
+                    _ => None,
+                };
+                let joiner = Joiner {
                     outbox: outbox.clone(),
                     encoding: admitted.encoding,
-                    user: None,
-                },
-            )
-            .map_err(|error| match error {
-                JoinError::RoomFull => Rejection::RoomFull,
-                JoinError::TooManyRooms => Rejection::TooManyRooms,
-                JoinError::ChannelFull => Rejection::ChannelFull,
-                JoinError::Closing => Rejection::Closing,
-            })?;
+                    identity,
+                };
+                let membership = admitted
+                    .channel
+                    .join(&admitted.config, admitted.room.as_deref(), joiner)
+                    .map_err(|error| match error {
+                        JoinError::RoomFull => Rejection::RoomFull,
+                        JoinError::TooManyRooms => Rejection::TooManyRooms,
+                        JoinError::ChannelFull => Rejection::ChannelFull,
+                        JoinError::Closing => Rejection::Closing,
+                    })?;
+                Place::Joined(membership)
+            }
+        };
+        // Control messages are the server's on channels that check identities.
+        let in_band = snapshot
+            .authenticator
+            .clone()
+            .filter(|_| admitted.config.auth.mode != AuthMode::None);
         let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut *request)
             .map_err(|_| Rejection::Upgrade(BadUpgrade::Malformed))?;
         let (mut parts, _) = response.into_parts();
         admitted.answer(&mut parts.headers);
         let session = Session {
-            membership,
+            place,
+            caller: admitted.caller,
+            in_band,
+            encoding: admitted.encoding,
+            counters: state.counters.clone(),
             outbox,
             receiver,
             slots,

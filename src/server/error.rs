@@ -2,7 +2,7 @@
 
 use std::{io, net::SocketAddr};
 
-use crate::{config::ConfigError, tls::TlsError};
+use crate::{config::ConfigError, snapshot::BuildError, tls::TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +18,26 @@ pub enum Error {
     /// The TLS configuration could not be built.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The `[auth]` keys or endpoints could not be used.
+    #[error("[auth] cannot be used: {message}")]
+    Auth {
+        /// What is wrong, naming the file or URL.
+        message: String,
+    },
     /// TLS listeners were given but the configuration has no `[server.tls]`.
     #[error("TLS listeners need a [server.tls] table in the configuration")]
     NoTls,
+}
+
+impl From<BuildError> for Error {
+    fn from(error: BuildError) -> Self {
+        match error {
+            BuildError::Tls(error) => Error::Tls(error),
+            BuildError::Auth(error) => Error::Auth {
+                message: error.to_string(),
+            },
+        }
+    }
 }
 
 /// Why a reload was refused; the running configuration is unchanged.

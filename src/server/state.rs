@@ -15,7 +15,7 @@ use crate::{
     limits::caps::ConnectionCaps,
     reload::ListenerSpec,
     snapshot::Snapshot,
-    stats::{Counters, Gauges, Stats},
+    stats::{AuthBackends, Counters, Gauges, Stats},
 };
 
 /// Shared by the accept loops, the connections, the sessions (through the
@@ -74,6 +74,22 @@ impl ServerState {
             clients: self.caps.clients(),
             handshake_clients: snapshot.handshakes.len(),
             users: self.users.len(),
+            auth_backends: snapshot
+                .authenticator
+                .as_ref()
+                .map(|authenticator| {
+                    let stats = authenticator.stats();
+                    AuthBackends {
+                        jwks_fetches: stats.jwks.fetches,
+                        jwks_failures: stats.jwks.failures,
+                        jwks_rate_limited: stats.jwks.rate_limited,
+                        jwks_keys: stats.jwks.keys,
+                        webhook_allowed: stats.webhook.allowed,
+                        webhook_denied: stats.webhook.denied,
+                        webhook_failed: stats.webhook.failed,
+                    }
+                })
+                .unwrap_or_default(),
         };
         self.counters
             .snapshot(snapshot.channel_stats(room_sizes), gauges)

@@ -50,10 +50,16 @@ pub(crate) enum Handshake {
     ChannelFull,
     /// Answered 503: the server is shutting down or the channel closing.
     Closing,
+    /// Answered 401: no valid credentials.
+    Unauthorized,
+    /// Answered 403: credentials without the permission for this channel.
+    AuthForbidden,
+    /// Answered 503: the webhook or the JWKS endpoint could not answer.
+    AuthUnavailable,
 }
 
 impl Handshake {
-    pub(crate) const ALL: [Self; 16] = [
+    pub(crate) const ALL: [Self; 19] = [
         Self::Accepted,
         Self::IpCap,
         Self::GlobalCap,
@@ -70,6 +76,9 @@ impl Handshake {
         Self::TooManyRooms,
         Self::ChannelFull,
         Self::Closing,
+        Self::Unauthorized,
+        Self::AuthForbidden,
+        Self::AuthUnavailable,
     ];
 
     /// The `result` and `reason` labels.
@@ -92,6 +101,9 @@ impl Handshake {
             Self::TooManyRooms => rejected("too_many_rooms"),
             Self::ChannelFull => rejected("channel_full"),
             Self::Closing => rejected("closing"),
+            Self::Unauthorized => rejected("unauthorized"),
+            Self::AuthForbidden => rejected("forbidden"),
+            Self::AuthUnavailable => rejected("auth_unavailable"),
         }
     }
 }

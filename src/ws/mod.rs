@@ -8,5 +8,4 @@ pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;
 pub(crate) mod receive;
-pub(crate) mod session;
 pub(crate) mod writer;

@@ -52,6 +52,9 @@ fn handle(
                 return refuse(ErrorCode::BadRoom);
             }
             if membership.rooms.iter().all(|joined| joined.name() != room) {
+                if !membership.may_join(config, room) {
+                    return refuse(ErrorCode::Forbidden);
+                }
                 if membership.rooms.len() >= config.max_rooms_per_connection {
                     return refuse(ErrorCode::TooManyRooms);
                 }
@@ -74,6 +77,9 @@ fn handle(
             let Some(joined) = membership.rooms.iter().find(|joined| joined.name() == room) else {
                 return refuse(ErrorCode::NotJoined);
             };
+            if !membership.may_publish(config, Some(room)) {
+                return refuse(ErrorCode::Forbidden);
+            }
             let text = protocol::room_message(room, membership.user.as_deref(), payload);
             let except = (!config.echo_to_sender).then_some(membership.id);
             let delivered = membership.channel.fan_out(
@@ -89,6 +95,10 @@ fn handle(
             let Some(from) = membership.user.as_deref() else {
                 return refuse(ErrorCode::NoIdentity);
             };
+            // A direct message needs a grant for the channel itself.
+            if !membership.may_publish(config, None) {
+                return refuse(ErrorCode::Forbidden);
+            }
             let channel = &membership.channel;
             let text = Bytes::from(protocol::direct_message(from, payload));
             let size = text.len();

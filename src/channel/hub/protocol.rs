@@ -50,6 +50,9 @@ pub(crate) enum ErrorCode {
     BadRequest,
     /// The room name breaks the room-name rules.
     BadRoom,
+    /// The connection's identity may not join this room, publish to it, or
+    /// send direct messages on this channel.
+    Forbidden,
     /// The connection is in `max_rooms_per_connection` rooms already.
     TooManyRooms,
     /// The room has `max_members` members.
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::UnknownType => "unknown_type",
             Self::BadRequest => "bad_request",
             Self::BadRoom => "bad_room",
+            Self::Forbidden => "forbidden",
             Self::TooManyRooms => "too_many_rooms",
             Self::RoomFull => "room_full",
             Self::ChannelFull => "channel_full",
@@ -85,6 +89,7 @@ impl ErrorCode {
             Self::UnknownType => "type is one of join, leave, message, dm",
             Self::BadRequest => "a required field is missing or has the wrong type",
             Self::BadRoom => crate::http::route::ROOM_NAME_RULE,
+            Self::Forbidden => "not permitted",
             Self::TooManyRooms => "this connection is in as many rooms as it may be",
             Self::RoomFull => "room is full",
             Self::ChannelFull => "too many rooms",

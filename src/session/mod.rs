@@ -1,6 +1,10 @@
 //! One upgraded connection: a reader (fastwebsockets' split read half over
-//! the [`FrameGuard`](super::guard::FrameGuard)), a writer (the outbox
-//! drained with vectored writes) and a heartbeat, driven together in one task.
+//! the [`FrameGuard`](crate::ws::guard::FrameGuard)), a writer (the outbox
+//! drained with vectored writes), a heartbeat and the credentials' deadline,
+//! driven together in one task. Each client message goes to the channel
+//! under its current policy; `auth` and `refresh` control messages go to the
+//! credentials (`credentials`). A connection that authenticates in band
+//! joins its channel only once it has: nothing it sends before is relayed.
 //!
 //! Closing: whoever closes first queues a close frame in the outbox; the
 //! session then waits at most `close_timeout` for the other side. It leaves
@@ -21,27 +25,59 @@ use tokio::{
 };
 use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
-use super::{
-    deflate::negotiate::Agreement,
-    encoder::WriterEncoder,
-    frame,
-    guard::{FrameGuard, FrameTracker, Inbound},
-    outbox::{Outbox, OutboxReceiver, Outgoing},
-    receive::{Assembler, Failure, Received, close_for, frame_reader},
-    writer,
-};
+mod credentials;
+
+use bytes::Bytes;
+
+use self::credentials::{Credentials, Handled};
 use crate::{
-    channel::{Membership, PublishError},
-    config::{Compression, Limits},
+    auth::{Authenticator, Identity, messages::NOT_AUTH},
+    channel::{Channel, JoinError, Joiner, Membership, PublishError},
+    config::{ChannelConfig, Compression, Limits},
+    http::Caller,
     limits::{caps::Slots, rate::MessageLimiter},
+    message::MessageKind,
     protocol::close,
     snapshot::Snapshot,
     stats::{Counters, Reason},
+    ws::{
+        deflate::negotiate::Agreement,
+        encoder::{Encoding, WriterEncoder},
+        frame,
+        guard::{FrameGuard, FrameTracker, Inbound},
+        outbox::{Outbox, OutboxReceiver, Outgoing},
+        receive::{Assembler, Failure, Received, close_for, frame_reader},
+        writer,
+    },
 };
 
-/// A connection that has been upgraded and joined its channel.
+/// Where a session stands in its channel.
+pub(crate) enum Place {
+    /// A member.
+    Joined(Membership),
+    /// Not yet: it authenticates in band first, then joins this.
+    Waiting(Waiting),
+}
+
+/// The join an in-band authentication unlocks.
+pub(crate) struct Waiting {
+    pub(crate) channel: Arc<Channel>,
+    pub(crate) config: Arc<ChannelConfig>,
+    pub(crate) room: Option<String>,
+    pub(crate) encoding: Encoding,
+}
+
+/// A connection that has been upgraded (and joined its channel, unless it
+/// authenticates in band).
 pub(crate) struct Session {
-    pub(crate) membership: Membership,
+    pub(crate) place: Place,
+    /// Who admission found it to be.
+    pub(crate) caller: Caller,
+    /// Verifies in-band `auth` and `refresh` where the channel checks
+    /// identities; `None` where control messages are the application's.
+    pub(crate) in_band: Option<Authenticator>,
+    pub(crate) encoding: Encoding,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) outbox: Outbox,
     pub(crate) receiver: OutboxReceiver,
     /// Held for the life of the connection: its share of the caps.
@@ -65,7 +101,11 @@ impl Session {
     pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
         let (mut read, write) = tokio::io::split(io);
         let Session {
-            mut membership,
+            mut place,
+            caller,
+            in_band,
+            encoding,
+            counters,
             outbox,
             receiver,
             slots,
@@ -75,13 +115,10 @@ impl Session {
             policy,
             hard_stop,
         } = self;
-        let counters = membership.counters().clone();
-        let encoder = WriterEncoder::new(
-            deflate.as_ref(),
-            membership.encoding(),
-            &compression,
-            counters.clone(),
-        );
+        let mut credentials = Credentials::new(caller, in_band);
+        let expiry = credentials.expiry();
+        let encoder =
+            WriterEncoder::new(deflate.as_ref(), encoding, &compression, counters.clone());
         // The writer is a task of its own: a fan-out delivery wakes only the
         // writer, not the reader's chain of futures as well. It hands the
         // write half back for the lingering close; dropping the handle
@@ -99,13 +136,18 @@ impl Session {
                 guard,
                 &inbound,
                 deflate,
-                &mut membership,
-                &policy,
-                &outbox,
+                Handling {
+                    place: &mut place,
+                    credentials: &mut credentials,
+                    policy: &policy,
+                    counters: &counters,
+                    outbox: &outbox,
+                },
                 &limits,
             );
             let watching = heartbeat(&inbound, &outbox, &limits);
-            tokio::pin!(reading, watching);
+            let expiring = expiry.wait();
+            tokio::pin!(reading, watching, expiring);
             tokio::select! {
                 () = &mut reading => {
                     outbox.finish();
@@ -126,6 +168,12 @@ impl Session {
                     let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
                     None
                 }
+                expired = &mut expiring => {
+                    counters.record_auth("expired", expired.reason);
+                    outbox.close(expired.code, expired.reason);
+                    let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
+                    None
+                }
                 // A close frame that cannot even be written (the peer stopped
                 // reading) bounds the handshake too.
                 () = async {
@@ -142,7 +190,7 @@ impl Session {
         // Leave the channel and give the slots back before the peer can see
         // the connection end, so that `stats()` agrees with what it sees.
         counters.traffic.record_disconnect(outbox.closed_by());
-        drop((membership, outbox, slots));
+        drop((place, outbox, slots));
         if let Some((mut write, true)) = finished {
             tokio::select! {
                 // Boxed: its scratch buffer would otherwise sit in every
@@ -178,13 +226,10 @@ async fn read_messages<R: AsyncRead + Unpin>(
     mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
     deflate: Option<Agreement>,
-    membership: &mut Membership,
-    policy: &ArcSwap<Snapshot>,
-    outbox: &Outbox,
+    mut handling: Handling<'_>,
     limits: &Limits,
 ) {
-    let counters = membership.counters().clone();
-    let counters = &counters;
+    let (counters, outbox) = (handling.counters, handling.outbox);
     // fastwebsockets gives each reader an 8 KiB buffer up front. Most
     // connections of a fan-out server are silent: they pay for it only once
     // their client sends something.
@@ -240,19 +285,113 @@ async fn read_messages<R: AsyncRead + Unpin>(
         if let Err(failure) = admit(&limiter, payload.len()).await {
             return closing(failure);
         }
-        let snapshot = policy.load();
+        if handling.message(kind, payload).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a session's reader hands each client message to.
+struct Handling<'s> {
+    place: &'s mut Place,
+    credentials: &'s mut Credentials,
+    policy: &'s ArcSwap<Snapshot>,
+    counters: &'s Counters,
+    outbox: &'s Outbox,
+}
+
+/// The session closes (its close frame is queued).
+struct Closed;
+
+impl Handling<'_> {
+    /// Handles one client message: a control message goes to the
+    /// credentials, anything else to the channel (once joined).
+    async fn message(&mut self, kind: MessageKind, payload: Bytes) -> Result<(), Closed> {
+        let control = match kind {
+            MessageKind::Text => std::str::from_utf8(&payload)
+                .ok()
+                .and_then(|text| self.credentials.control(text)),
+            MessageKind::Binary => None,
+        };
+        if let Some(control) = control {
+            return match self.credentials.handle(control, self.counters).await {
+                Handled::Authenticated(identity, answer) => {
+                    self.join(identity)?;
+                    self.answer(answer);
+                    Ok(())
+                }
+                Handled::Refreshed(identity, answer) => {
+                    if let Place::Joined(membership) = self.place {
+                        membership.refreshed(identity);
+                    }
+                    self.answer(answer);
+                    Ok(())
+                }
+                Handled::Refused(close) => self.close(close.code, close.reason),
+            };
+        }
+        let Place::Joined(membership) = self.place else {
+            return self.close(NOT_AUTH.code, NOT_AUTH.reason);
+        };
+        let snapshot = self.policy.load();
         // A channel a reload removed is closing its connections: what they
         // still send goes nowhere.
         let Some(config) = snapshot.policy_of(membership.channel()) else {
-            continue;
+            return Ok(());
         };
-        if let Err(PublishError::ClientsMayNotPublish) = membership.dispatch(config, kind, payload)
-        {
-            outbox.close(
+        match membership.dispatch(config, kind, payload) {
+            Err(PublishError::ClientsMayNotPublish) => self.close(
                 close::POLICY_VIOLATION,
                 "clients may not publish on this channel",
-            );
+            ),
+            Err(PublishError::Forbidden) => {
+                self.close(close::POLICY_VIOLATION, "not permitted to publish here")
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// Joins the channel the in-band authentication was for.
+    fn join(&mut self, identity: Identity) -> Result<(), Closed> {
+        let Place::Waiting(waiting) = &*self.place else {
+            return Ok(());
+        };
+        let config = &waiting.config;
+        let room = waiting.room.as_deref();
+        if !identity.may_join(&config.name, room, config.auth.rooms) {
+            self.counters.record_auth("rejected", "forbidden");
+            return self.close(close::POLICY_VIOLATION, "not permitted on this channel");
+        }
+        let joiner = Joiner {
+            outbox: self.outbox.clone(),
+            encoding: waiting.encoding,
+            identity: Some(identity),
+        };
+        match waiting.channel.join(config, room, joiner) {
+            Ok(membership) => {
+                *self.place = Place::Joined(membership);
+                Ok(())
+            }
+            Err(error) => {
+                let code = match error {
+                    JoinError::Closing => close::GOING_AWAY,
+                    _ => close::TRY_AGAIN_LATER,
+                };
+                self.close(code, &error.to_string())
+            }
+        }
+    }
+
+    /// Queues an answer for the client.
+    fn answer(&self, text: String) {
+        let _ = self
+            .outbox
+            .send(Outgoing::Message(MessageKind::Text, Bytes::from(text)));
+    }
+
+    fn close(&self, code: u16, reason: &str) -> Result<(), Closed> {
+        self.outbox.close(code, reason);
+        Err(Closed)
     }
 }
 

@@ -1,0 +1,151 @@
+//! A session's credentials over its life: the identity it was admitted
+//! with (or the in-band `auth` it still owes), the deadline at which it
+//! must be closed (the first-message timeout, then the token's expiry),
+//! and the `auth` and `refresh` control messages that move that deadline.
+//!
+//! Control messages are consumed only where in-band authentication applies:
+//! on a channel that checks identities, when `[auth]` is configured.
+//! Elsewhere every message is the application's.
+
+use std::time::SystemTime;
+
+use tokio::{sync::watch, time::Instant};
+
+use crate::{
+    auth::{
+        Authenticator, Identity,
+        messages::{self, AUTH_TIMEOUT, Close, Control, EXPIRED},
+    },
+    http::Caller,
+    stats::Counters,
+};
+
+/// When the session must close, and with what.
+type Deadline = Option<(Instant, Close)>;
+
+/// The credentials of one session.
+pub(super) struct Credentials {
+    /// Verifies `auth` and `refresh`; `None` where control messages are
+    /// the application's.
+    authenticator: Option<Authenticator>,
+    /// Who the connection is, once known.
+    identity: Option<Identity>,
+    deadline: watch::Sender<Deadline>,
+}
+
+/// What a control message did.
+pub(super) enum Handled {
+    /// The first `auth`: the session may now join, as this identity.
+    Authenticated(Identity, String),
+    /// A `refresh` (or a later `auth`): send the answer.
+    Refreshed(Identity, String),
+    /// Refused: close with this.
+    Refused(Close),
+}
+
+impl Credentials {
+    /// The credentials admission handed over; `in_band` when control
+    /// messages are consumed on this channel.
+    pub(super) fn new(caller: Caller, in_band: Option<Authenticator>) -> Self {
+        let (authenticator, identity, deadline) = match caller {
+            Caller::Anonymous => (in_band, None, None),
+            Caller::Known(identity) => {
+                let deadline = expiry(&identity);
+                (in_band, Some(identity), deadline)
+            }
+            Caller::FirstMessage(authenticator) => {
+                let at = Instant::now() + authenticator.first_message_timeout();
+                (Some(authenticator), None, Some((at, AUTH_TIMEOUT)))
+            }
+        };
+        Self {
+            authenticator,
+            identity,
+            deadline: watch::Sender::new(deadline),
+        }
+    }
+
+    /// The control message in `text`, if control messages are consumed here.
+    pub(super) fn control(&self, text: &str) -> Option<Control> {
+        self.authenticator.as_ref()?;
+        messages::parse(text)
+    }
+
+    /// Carries out a control message.
+    pub(super) async fn handle(&mut self, control: Control, counters: &Counters) -> Handled {
+        let Some(authenticator) = &self.authenticator else {
+            return Handled::Refused(messages::NOT_AUTH);
+        };
+        let token = match &control {
+            Control::Auth(token) | Control::Refresh(token) => token,
+        };
+        let first = self.identity.is_none();
+        let verified = match &self.identity {
+            Some(current) => authenticator.refresh(current, token).await,
+            None => authenticator.verify(token).await,
+        };
+        match verified {
+            Ok(identity) => {
+                counters.record_auth(if first { "accepted" } else { "refreshed" }, "message");
+                self.deadline.send_replace(expiry(&identity));
+                self.identity = Some(identity.clone());
+                if first {
+                    let answer = messages::auth_ok(&identity);
+                    Handled::Authenticated(identity, answer)
+                } else {
+                    let answer = messages::refreshed(&identity);
+                    Handled::Refreshed(identity, answer)
+                }
+            }
+            Err(error) => {
+                counters.record_auth("rejected", error.label());
+                Handled::Refused(Close {
+                    code: error.close_code(),
+                    reason: if first {
+                        "authentication failed"
+                    } else {
+                        "refresh failed"
+                    },
+                })
+            }
+        }
+    }
+
+    /// A watcher of the deadline, owned, so that the session can await it
+    /// while it handles control messages.
+    pub(super) fn expiry(&self) -> Expiry {
+        Expiry(self.deadline.subscribe())
+    }
+}
+
+/// Awaits a session's deadline, following every refresh.
+pub(super) struct Expiry(watch::Receiver<Deadline>);
+
+impl Expiry {
+    /// Completes when the deadline passes, with the close to send; never
+    /// while there is none.
+    pub(super) async fn wait(mut self) -> Close {
+        loop {
+            let current = *self.0.borrow_and_update();
+            let changed = match current {
+                None => self.0.changed().await,
+                Some((at, close)) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return close,
+                    changed = self.0.changed() => changed,
+                },
+            };
+            if changed.is_err() {
+                // The credentials are gone: so is the session.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The deadline an identity's expiry sets.
+fn expiry(identity: &Identity) -> Deadline {
+    identity.expires_at.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        (Instant::now() + left, EXPIRED)
+    })
+}
