@@ -31,6 +31,8 @@
 //!   in both modes), the bounded outbox and its vectored writer.
 //! - `limits`: client identity, connection caps (RAII slots) and governor
 //!   rate limiters; `stats`: counters and the statistics snapshot.
+//! - [`cluster`]: the Redis link between nodes: publishes, interest-driven
+//!   (sharded) subscriptions, the presence share, probes and link health.
 //! - `protocol`: WebSocket constants (close codes, frame bits, windows).
 //! - `admin`: the admin listener over [`Handle`]: health, readiness,
 //!   metrics, the publish API and channel statistics.
@@ -68,6 +70,7 @@ mod admin;
 #[cfg_attr(not(test), allow(dead_code))] // until `[auth]` is parsed
 mod auth;
 mod channel;
+pub mod cluster;
 pub mod config;
 #[cfg(test)]
 mod fuzz;

@@ -38,6 +38,16 @@ impl Message {
         }
     }
 
+    /// A text message from bytes that must be UTF-8 (a message another
+    /// node relayed): the bytes are shared, not copied.
+    pub(crate) fn text_from_utf8(payload: Bytes) -> Result<Self, simdutf8::basic::Utf8Error> {
+        simdutf8::basic::from_utf8(&payload)?;
+        Ok(Self {
+            kind: MessageKind::Text,
+            payload,
+        })
+    }
+
     /// A binary message.
     pub fn binary(payload: impl Into<Bytes>) -> Self {
         Self {
