@@ -27,6 +27,9 @@ impl Topic {
     }
 }
 
+/// Inclusive slot ranges, as `CLUSTER SHARDS` reports them.
+pub(crate) type SlotRanges = Vec<(u16, u16)>;
+
 /// Marks a slot no shard serves (its master failed, or no topology yet).
 const UNASSIGNED: u16 = u16::MAX;
 
@@ -57,7 +60,7 @@ impl Routing {
     }
 
     /// Shards with the slot ranges each owns (inclusive bounds).
-    pub(crate) fn cluster(shards: Vec<(Arc<ShardHandle>, Vec<(u16, u16)>)>) -> Self {
+    pub(crate) fn cluster(shards: Vec<(Arc<ShardHandle>, SlotRanges)>) -> Self {
         let mut slots = vec![UNASSIGNED; usize::from(SLOTS)];
         let mut handles = Vec::with_capacity(shards.len());
         for (index, (handle, ranges)) in shards.into_iter().enumerate() {

@@ -409,12 +409,9 @@ impl<'a> Session<'a> {
     async fn on_timer(&mut self) -> Result<(), LinkError> {
         let settings = &self.shared.settings;
         let now = Instant::now();
-        if let Some((sent, _)) = self.pending.front()
-            && now >= *sent + settings.probe_timeout
-        {
-            return Err(self.publisher.timed_out());
-        }
-        match self.probe {
+        // The probe first: when Redis stops, the probe's own publish is
+        // the oldest reply overdue too, and a missed probe says more.
+        let probe = match self.probe {
             Probe::Unconfirmed { since } if now >= since + settings.probe_timeout => {
                 Err(self.subscriber.timed_out())
             }
@@ -428,6 +425,15 @@ impl<'a> Session<'a> {
                     timeout: settings.probe_timeout,
                 })
             }
+            _ => Ok(()),
+        };
+        probe?;
+        if let Some((sent, _)) = self.pending.front()
+            && now >= *sent + settings.probe_timeout
+        {
+            return Err(self.publisher.timed_out());
+        }
+        match self.probe {
             Probe::Idle { last_sent } if now >= last_sent + settings.probe_interval => {
                 self.send_probe().await
             }

@@ -11,7 +11,12 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Shared, backoff::Backoff, error::LinkError, resp::Value, routing::Routing, settings::Address,
+    Shared,
+    backoff::Backoff,
+    error::LinkError,
+    resp::Value,
+    routing::{Routing, SlotRanges},
+    settings::Address,
     shard::ShardHandle,
 };
 
@@ -27,7 +32,7 @@ pub const TOPOLOGY_MIN_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShardInfo {
     /// Inclusive slot ranges.
-    pub(crate) ranges: Vec<(u16, u16)>,
+    pub(crate) ranges: SlotRanges,
     /// The master's address.
     pub(crate) master: Address,
     /// The name the master's certificate must carry.

@@ -3,7 +3,8 @@
 # server: Python's `websockets` and PyJWT with `cryptography` (the auth
 # tests' independent token signer, sign_jwt.py) in tests/peers/.venv, Node's
 # `ws` and `playwright-core` (in tests/peers/node_modules), Debian's headless
-# Chromium and iproute2's `ss`. Idempotent: what is already there is kept, so a second
+# Chromium, iproute2's `ss`, and Debian's redis-server for
+# tests/cluster_link.rs (install-redis.sh). Idempotent: what is already there is kept, so a second
 # run takes seconds. .ci/run calls it before `cargo test`.
 set -euo pipefail
 
@@ -64,4 +65,6 @@ if [[ -x /usr/bin/chromium ]]; then
 fi
 # `ss`, which reads a listening socket's backlog (tests/limits.rs).
 apt_install iproute2 ss
+step "redis-server (tests/cluster_link.rs)"
+bash ./install-redis.sh
 step "done"

@@ -1,0 +1,566 @@
+//! The Redis link between nodes against real `redis-server` processes: a
+//! standalone server and a three-master Redis Cluster, started by the
+//! tests on free ports. Each test runs two or three links (nodes) in this
+//! process and observes what a node would: the envelopes its inbound hook
+//! receives, its counters and state, and what Redis itself reports
+//! (`PUBSUB NUMSUB`, `INFO commandstats`). Failures are real: the server is
+//! killed, restarted and paused with SIGSTOP.
+//!
+//! A missing redis-server fails these tests under CI and skips them (with
+//! a note) elsewhere; tests/peers/install-redis.sh installs it.
+
+mod redis_server;
+
+use std::time::{Duration, Instant};
+
+use redis_server::{RedisCluster, RedisServer, installed};
+use tokio::sync::mpsc;
+use wsedge::{
+    Message,
+    cluster::{ClusterSettings, Envelope, Link, LinkState, Mode, SUBSCRIBE_COALESCE, Target},
+};
+
+/// Upper bound for anything a test awaits.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The probe timings of these tests: shorter than the defaults, so that a
+/// failure is detected within `PROBE_INTERVAL + PROBE_TIMEOUT`.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// Scheduling slack on top of a documented bound: the machine has two
+/// cores shared with other work.
+const SLACK: Duration = Duration::from_millis(750);
+
+struct Node {
+    link: Link,
+    inbox: mpsc::UnboundedReceiver<Envelope>,
+}
+
+fn settings(url: &str, mode: Mode, name: &str) -> ClusterSettings {
+    let mut settings = ClusterSettings::new(url, mode).unwrap();
+    settings.node_name = name.to_owned();
+    settings.prefix = "test:".to_owned();
+    settings.probe_interval = PROBE_INTERVAL;
+    settings.probe_timeout = PROBE_TIMEOUT;
+    settings.reconnect_min = Duration::from_millis(50);
+    settings.reconnect_max = Duration::from_millis(400);
+    settings
+}
+
+fn start(settings: ClusterSettings) -> Node {
+    let (sender, inbox) = mpsc::unbounded_channel();
+    let link = Link::start(settings, move |envelope| {
+        let _ = sender.send(envelope);
+    })
+    .unwrap();
+    Node { link, inbox }
+}
+
+fn node(url: &str, mode: Mode, name: &str) -> Node {
+    start(settings(url, mode, name))
+}
+
+/// Polls `done` until it holds, failing after [`PATIENCE`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn up(nodes: &[&Node]) {
+    for node in nodes {
+        until(&format!("{} up", node.link.node_name()), || {
+            node.link.state() == LinkState::Up
+        })
+        .await;
+    }
+}
+
+async fn next(node: &mut Node) -> Envelope {
+    tokio::time::timeout(PATIENCE, node.inbox.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{} received nothing", node.link.node_name()))
+        .unwrap()
+}
+
+fn room(name: &str) -> Target {
+    Target::Room {
+        channel: "chat".into(),
+        room: name.into(),
+    }
+}
+
+fn text(envelope: &Envelope) -> &str {
+    std::str::from_utf8(envelope.message.payload()).unwrap()
+}
+
+/// Waits until Redis counts `count` subscribers of `topic`.
+async fn numsub(redis: &RedisServer, topic: &str, count: i64) {
+    until(&format!("{count} subscribers of {topic}"), || {
+        let out = redis.cli(&["PUBSUB", "NUMSUB", topic]);
+        out.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse::<i64>().ok())
+            == Some(count)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_reach_interested_nodes_once_and_never_their_origin() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let mut a = node(&redis.url(), Mode::Standalone, "node-a");
+    let mut b = node(&redis.url(), Mode::Standalone, "node-b");
+    let mut c = node(&redis.url(), Mode::Standalone, "node-c");
+    up(&[&a, &b, &c]).await;
+
+    let lobby = room("lobby");
+    let fence = room("fence");
+    // a and b have members in the lobby; c has none there, only in another room.
+    a.link.subscribe(&lobby);
+    b.link.subscribe(&lobby);
+    c.link.subscribe(&fence);
+    let topic = a.link.topic(&lobby);
+    numsub(&redis, &topic, 2).await;
+    numsub(&redis, &a.link.topic(&fence), 1).await;
+
+    const COUNT: u64 = 200;
+    for i in 0..COUNT {
+        let except = (i % 2 == 0).then_some(i);
+        assert!(
+            a.link
+                .publish(&lobby, &Message::text(format!("m{i}")), except)
+        );
+    }
+    assert!(
+        a.link
+            .publish(&lobby, &Message::binary(vec![0u8, 255]), None)
+    );
+    // After the lobby traffic, one message c is interested in.
+    assert!(a.link.publish(&fence, &Message::text("fence"), None));
+
+    for i in 0..COUNT {
+        let envelope = next(&mut b).await;
+        assert_eq!(envelope.origin, a.link.node_id());
+        assert_eq!(envelope.seq, i + 1, "sequence numbers count a's publishes");
+        assert_eq!(envelope.target, lobby);
+        assert_eq!(text(&envelope), format!("m{i}"));
+        assert_eq!(envelope.except, (i % 2 == 0).then_some(i));
+    }
+    let binary = next(&mut b).await;
+    assert_eq!(binary.message, Message::binary(vec![0u8, 255]));
+
+    // Redis delivers in order on each connection: once c has the fence,
+    // any lobby message would have reached it before.
+    let fenced = next(&mut c).await;
+    assert_eq!(text(&fenced), "fence");
+    assert_eq!(
+        c.link.stats().received,
+        1,
+        "c received nothing of the lobby"
+    );
+
+    // a got its own messages back from Redis and delivered none of them.
+    until("a's echoes", || a.link.stats().ignored_own == COUNT + 1).await;
+    let a_stats = a.link.stats();
+    assert_eq!(a_stats.delivered, 0);
+    assert!(a.inbox.try_recv().is_err());
+    assert_eq!(a_stats.published, COUNT + 2);
+    assert_eq!(a_stats.publish_lost, 0);
+    assert_eq!(a_stats.subscriptions, 1);
+    assert!(a_stats.probes_ok >= 1 && a_stats.probe_rtt_last > Duration::ZERO);
+    // Nothing more arrives for b (the fence was not its topic).
+    assert!(b.inbox.try_recv().is_err());
+    assert_eq!(b.link.stats().received, COUNT + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interest_changes_are_coalesced_into_few_commands() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let a = node(&redis.url(), Mode::Standalone, "node-a");
+    up(&[&a]).await;
+    let baseline = a.link.stats().subscribe_commands;
+    assert_eq!(baseline, 1, "the session subscribed its probe topic");
+    let calls = redis.command_calls("subscribe");
+
+    // A reconnect storm: 2,500 rooms get their first member at once, and
+    // one room is joined and left within the window.
+    const ROOMS: u64 = 2500;
+    let flicker = room("flicker");
+    for i in 0..ROOMS {
+        a.link.subscribe(&room(&format!("r{i}")));
+    }
+    a.link.subscribe(&flicker);
+    a.link.unsubscribe(&flicker);
+    until("every room subscribed", || {
+        a.link.stats().subscriptions == ROOMS
+    })
+    .await;
+    let subscribed = a.link.stats().subscribe_commands - baseline;
+    // 1,000 channels a command: three commands if the loop fit one window;
+    // a slow machine may split it over a window boundary or two.
+    assert!(
+        (3..=5).contains(&subscribed),
+        "{subscribed} SUBSCRIBE commands for {ROOMS} rooms"
+    );
+    assert_eq!(redis.command_calls("subscribe") - calls, subscribed);
+    let channels = redis.cli(&["PUBSUB", "CHANNELS", "test:room:*"]);
+    assert_eq!(channels.lines().count() as u64, ROOMS);
+    assert!(
+        !channels.contains("flicker"),
+        "a room joined and left within the window cost nothing"
+    );
+
+    // The last members leave: as few UNSUBSCRIBE commands.
+    let unsubscribe_calls = redis.command_calls("unsubscribe");
+    for i in 0..ROOMS {
+        a.link.unsubscribe(&room(&format!("r{i}")));
+    }
+    until("every room unsubscribed", || {
+        a.link.stats().subscriptions == 0
+    })
+    .await;
+    let unsubscribed = redis.command_calls("unsubscribe") - unsubscribe_calls;
+    assert!(
+        (3..=5).contains(&unsubscribed),
+        "{unsubscribed} UNSUBSCRIBE commands"
+    );
+    assert_eq!(redis.cli(&["PUBSUB", "CHANNELS", "test:room:*"]).trim(), "");
+    assert_eq!(a.link.stats().wanted, 0);
+
+    // Each change waited for the window (and not much more).
+    let started = Instant::now();
+    a.link.subscribe(&room("late"));
+    until("the late room", || a.link.stats().subscriptions == 1).await;
+    assert!(started.elapsed() >= SUBSCRIBE_COALESCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_redis_counts_losses_then_restores_everything() {
+    if !installed() {
+        return;
+    }
+    let mut redis = RedisServer::standalone();
+    let a = node(&redis.url(), Mode::Standalone, "node-a");
+    let mut b = node(&redis.url(), Mode::Standalone, "node-b");
+    up(&[&a, &b]).await;
+    let lobby = room("lobby");
+    b.link.subscribe(&lobby);
+    b.link.subscribe(&room("second"));
+    a.link.set_presence(&lobby, 3, &["ann".into()]);
+    numsub(&redis, &a.link.topic(&lobby), 1).await;
+    assert!(a.link.publish(&lobby, &Message::text("before"), None));
+    assert_eq!(text(&next(&mut b).await), "before");
+    until("a's presence share", || {
+        redis.cli(&["HLEN", "test:presence:node-a"]).trim() == "2"
+    })
+    .await;
+
+    redis.kill();
+    let killed = Instant::now();
+    until("both links down", || {
+        a.link.state() == LinkState::Down && b.link.state() == LinkState::Down
+    })
+    .await;
+    assert!(
+        killed.elapsed() <= PROBE_INTERVAL + PROBE_TIMEOUT + SLACK,
+        "a closed connection is noticed at once, took {:?}",
+        killed.elapsed()
+    );
+    let lost_before = a.link.stats().publish_lost;
+    for i in 0..10 {
+        assert!(
+            !a.link
+                .publish(&lobby, &Message::text(format!("lost{i}")), None)
+        );
+    }
+    assert_eq!(a.link.stats().publish_lost, lost_before + 10);
+    assert_eq!(b.link.stats().subscriptions, 0);
+    assert!(matches!(
+        a.link.presence(&lobby).await,
+        Err(wsedge::cluster::LinkError::Down)
+    ));
+
+    redis.restart();
+    up(&[&a, &b]).await;
+    let stats = b.link.stats();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    until("b's subscriptions restored", || {
+        b.link.stats().subscriptions == 2
+    })
+    .await;
+    numsub(&redis, &a.link.topic(&lobby), 1).await;
+    numsub(&redis, &a.link.topic(&room("second")), 1).await;
+    assert!(a.link.publish(&lobby, &Message::text("after"), None));
+    let after = next(&mut b).await;
+    assert_eq!(
+        text(&after),
+        "after",
+        "nothing sent while down arrives late"
+    );
+    // The restarted Redis lost a's presence share; a rewrites it.
+    until("a's presence share rewritten", || {
+        redis.cli(&["HLEN", "test:presence:node-a"]).trim() == "2"
+    })
+    .await;
+    let totals = b.link.presence(&lobby).await.unwrap();
+    assert_eq!(
+        (totals.connections, totals.users),
+        (3, vec!["ann".to_owned()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_is_detected_by_the_probe_and_recovers_after_sigcont() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let a = node(&redis.url(), Mode::Standalone, "node-a");
+    let mut b = node(&redis.url(), Mode::Standalone, "node-b");
+    up(&[&a, &b]).await;
+    let lobby = room("lobby");
+    b.link.subscribe(&lobby);
+    numsub(&redis, &a.link.topic(&lobby), 1).await;
+
+    redis.pause();
+    let paused = Instant::now();
+    // Nothing closes: only the probe (and overdue replies) can tell.
+    until("b sees the pause", || b.link.state() != LinkState::Up).await;
+    let detected = paused.elapsed();
+    assert!(
+        detected <= PROBE_INTERVAL + PROBE_TIMEOUT + SLACK,
+        "detected after {detected:?}, bound {:?}",
+        PROBE_INTERVAL + PROBE_TIMEOUT
+    );
+    until("a sees the pause", || a.link.state() != LinkState::Up).await;
+    until("both down", || {
+        a.link.state() == LinkState::Down && b.link.state() == LinkState::Down
+    })
+    .await;
+    assert!(!a.link.publish(&lobby, &Message::text("while paused"), None));
+
+    redis.resume();
+    up(&[&a, &b]).await;
+    until("b resubscribed", || b.link.stats().subscriptions == 1).await;
+    assert!(a.link.publish(&lobby, &Message::text("resumed"), None));
+    let envelope = next(&mut b).await;
+    assert_eq!(text(&envelope), "resumed");
+    let stats = b.link.stats();
+    assert!(
+        stats.probes_missed + a.link.stats().probes_missed >= 1,
+        "{stats:?}"
+    );
+    assert!(stats.reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_adds_up_over_nodes_and_a_dead_node_ages_out_within_the_ttl() {
+    if !installed() {
+        return;
+    }
+    const TTL: Duration = Duration::from_secs(2);
+    let redis = RedisServer::standalone();
+    let with_ttl = |name: &str| {
+        let mut settings = settings(&redis.url(), Mode::Standalone, name);
+        settings.presence_ttl = TTL;
+        start(settings)
+    };
+    let a = with_ttl("node-a");
+    let b = with_ttl("node-b");
+    let c = with_ttl("node-c");
+    up(&[&a, &b, &c]).await;
+    let lobby = room("lobby");
+    a.link.set_presence(&lobby, 2, &["u1".into(), "u2".into()]);
+    b.link.set_presence(&lobby, 1, &["u2".into()]);
+    c.link.set_presence(&lobby, 1, &["u3".into()]);
+    c.link.set_presence(&room("other"), 5, &["u9".into()]);
+
+    let users = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let mut totals: (u64, Vec<String>, usize) = Default::default();
+    let deadline = Instant::now() + PATIENCE;
+    while totals != (4, users(&["u1", "u2", "u3"]), 3) {
+        assert!(Instant::now() < deadline, "totals stayed {totals:?}");
+        let read = a.link.presence(&lobby).await.unwrap();
+        totals = (read.connections, read.users, read.nodes);
+    }
+    let other = b.link.presence(&room("other")).await.unwrap();
+    assert_eq!((other.connections, other.nodes), (5, 1));
+
+    // A clean shutdown takes c's share away at once.
+    c.link.shutdown().await;
+    let read = a.link.presence(&lobby).await.unwrap();
+    assert_eq!(
+        (read.connections, read.users.clone()),
+        (3, users(&["u1", "u2"]))
+    );
+
+    // b dies (dropped without cleanup, as a crash would leave it): its
+    // share outlives it until its TTL runs out.
+    drop(b);
+    let died = Instant::now();
+    loop {
+        let read = a.link.presence(&lobby).await.unwrap();
+        if read.connections == 2 {
+            assert_eq!(read.users, users(&["u1", "u2"]));
+            break;
+        }
+        assert!(died.elapsed() < TTL + SLACK, "b's share outlived its TTL");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let aged = died.elapsed();
+    // The share was refreshed at most a third of the TTL before b died.
+    assert!(
+        aged >= TTL * 2 / 3 - Duration::from_millis(100),
+        "aged out after {aged:?}"
+    );
+    let nodes = redis.cli(&["SMEMBERS", "test:nodes"]);
+    assert_eq!(nodes.trim(), "node-a", "the reader removed the dead node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_carries_sharded_pubsub_on_the_owning_shards() {
+    if !installed() {
+        return;
+    }
+    let cluster = RedisCluster::start(3);
+    let a = node(&cluster.url(), Mode::Cluster, "node-a");
+    let mut b = node(&cluster.url(), Mode::Cluster, "node-b");
+    up(&[&a, &b]).await;
+    assert_eq!(a.link.stats().shards, 3);
+    assert_eq!(a.link.stats().shards_up, 3);
+
+    const ROOMS: usize = 30;
+    let rooms: Vec<Target> = (0..ROOMS).map(|i| room(&format!("r{i}"))).collect();
+    for target in &rooms {
+        b.link.subscribe(target);
+    }
+    until("b subscribed every room", || {
+        b.link.stats().subscriptions == ROOMS as u64
+    })
+    .await;
+
+    // Each room's shard channel lives on the master owning its slot, and
+    // the rooms spread over all three.
+    let mut per_node = [0usize; 3];
+    for target in &rooms {
+        let topic = b.link.topic(target);
+        let owner = cluster.owner(&topic);
+        let listed = cluster.nodes[owner].cli(&["PUBSUB", "SHARDCHANNELS", &topic]);
+        assert_eq!(listed.trim(), topic, "{topic} on node {owner}");
+        per_node[owner] += 1;
+    }
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "rooms per master: {per_node:?}"
+    );
+    assert_eq!(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.command_calls("subscribe"))
+            .sum::<u64>(),
+        0,
+        "no plain SUBSCRIBE in cluster mode"
+    );
+
+    for (i, target) in rooms.iter().enumerate() {
+        assert!(
+            a.link
+                .publish(target, &Message::text(format!("m{i}")), None)
+        );
+    }
+    let mut seen = [false; ROOMS];
+    for _ in 0..ROOMS {
+        let envelope = next(&mut b).await;
+        let i: usize = text(&envelope)[1..].parse().unwrap();
+        assert_eq!(envelope.target, rooms[i]);
+        assert!(!std::mem::replace(&mut seen[i], true), "m{i} twice");
+    }
+    until("a's publishes acknowledged", || {
+        a.link.stats().published == ROOMS as u64
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.command_calls("publish"))
+            .sum::<u64>(),
+        0,
+        "no plain PUBLISH (broadcast over the cluster bus) in cluster mode"
+    );
+    assert_eq!(
+        a.link.stats().received,
+        0,
+        "a has no interest and received nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cluster_master_is_detected_and_its_shard_recovers_when_it_returns() {
+    if !installed() {
+        return;
+    }
+    let mut cluster = RedisCluster::start(3);
+    let a = node(&cluster.url(), Mode::Cluster, "node-a");
+    let mut b = node(&cluster.url(), Mode::Cluster, "node-b");
+    up(&[&a, &b]).await;
+
+    // Two rooms on different masters; the first one's master will go.
+    let rooms: Vec<Target> = (0..30).map(|i| room(&format!("r{i}"))).collect();
+    let doomed = cluster.owner(&a.link.topic(&rooms[0]));
+    let survivor = rooms
+        .iter()
+        .find(|target| cluster.owner(&a.link.topic(target)) != doomed)
+        .unwrap()
+        .clone();
+    let lost_room = rooms[0].clone();
+    b.link.subscribe(&lost_room);
+    b.link.subscribe(&survivor);
+    until("b subscribed", || b.link.stats().subscriptions == 2).await;
+
+    cluster.nodes[doomed].kill();
+    let killed = Instant::now();
+    until("the loss seen", || {
+        a.link.state() != LinkState::Up && b.link.state() != LinkState::Up
+    })
+    .await;
+    assert!(killed.elapsed() <= PROBE_INTERVAL + PROBE_TIMEOUT + SLACK);
+    assert_eq!(
+        a.link.state(),
+        LinkState::Degraded,
+        "the other shards still serve"
+    );
+
+    // The surviving shard still carries its room.
+    assert!(
+        a.link
+            .publish(&survivor, &Message::text("still here"), None)
+    );
+    assert_eq!(text(&next(&mut b).await), "still here");
+    // The lost shard's room is counted as lost, not queued.
+    let lost = a.link.stats().publish_lost;
+    assert!(!a.link.publish(&lost_room, &Message::text("gone"), None));
+    assert_eq!(a.link.stats().publish_lost, lost + 1);
+
+    cluster.nodes[doomed].restart();
+    cluster.wait_ok();
+    up(&[&a, &b]).await;
+    until("b's subscriptions restored", || {
+        b.link.stats().subscriptions == 2
+    })
+    .await;
+    assert!(a.link.publish(&lost_room, &Message::text("back"), None));
+    assert_eq!(text(&next(&mut b).await), "back");
+    assert!(b.link.stats().reconnects >= 1);
+}
