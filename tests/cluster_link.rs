@@ -11,13 +11,20 @@
 
 mod redis_server;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use redis_server::{RedisCluster, RedisServer, installed};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::RootCertStore;
 use wsedge::{
     Message,
-    cluster::{ClusterSettings, Envelope, Link, LinkState, Mode, SUBSCRIBE_COALESCE, Target},
+    cluster::{
+        ClusterSettings, Envelope, Link, LinkState, Mode, Password, SUBSCRIBE_COALESCE, Target,
+        TlsRoots,
+    },
 };
 
 /// Upper bound for anything a test awaits.
@@ -563,4 +570,76 @@ async fn a_lost_cluster_master_is_detected_and_its_shard_recovers_when_it_return
     assert!(a.link.publish(&lost_room, &Message::text("back"), None));
     assert_eq!(text(&next(&mut b).await), "back");
     assert!(b.link.stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_a_unix_socket_and_a_password_file_all_reach_the_same_redis() {
+    if !installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.path().join("redis.crt");
+    let key_file = dir.path().join("redis.key");
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+    let socket = dir.path().join("redis.sock");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "s3cret\n").unwrap();
+    let redis = RedisServer::with_args(&[
+        "--tls-port",
+        "{free:tls}",
+        "--tls-cert-file",
+        cert_file.to_str().unwrap(),
+        "--tls-key-file",
+        key_file.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+        "--unixsocket",
+        socket.to_str().unwrap(),
+        "--requirepass",
+        "s3cret",
+    ]);
+    let password = Password::new(&std::fs::read_to_string(&password_file).unwrap());
+
+    let tls_url = format!("rediss://localhost:{}", redis.extra_port("tls"));
+    let mut over_tls = settings(&tls_url, Mode::Standalone, "node-tls");
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    over_tls.tls_roots = TlsRoots::Custom(Arc::new(roots));
+    over_tls.password = Some(password.clone());
+    let mut a = start(over_tls);
+
+    let unix_url = format!("unix://{}", socket.display());
+    let mut over_unix = settings(&unix_url, Mode::Standalone, "node-unix");
+    over_unix.password = Some(password);
+    let mut b = start(over_unix);
+
+    let mut wrong = settings(&redis.url(), Mode::Standalone, "node-wrong");
+    wrong.password = Some(Password::new("not it"));
+    let c = start(wrong);
+    // Trusting only the system store, the self-signed certificate is refused.
+    let mut untrusted = settings(&tls_url, Mode::Standalone, "node-untrusted");
+    untrusted.password = Some(Password::new("s3cret"));
+    let untrusted = start(untrusted);
+
+    up(&[&a, &b]).await;
+    let lobby = room("lobby");
+    a.link.subscribe(&lobby);
+    b.link.subscribe(&lobby);
+    until("both subscribed", || {
+        a.link.stats().subscriptions == 1 && b.link.stats().subscriptions == 1
+    })
+    .await;
+    assert!(a.link.publish(&lobby, &Message::text("from tls"), None));
+    assert!(b.link.publish(&lobby, &Message::text("from unix"), None));
+    assert_eq!(text(&next(&mut b).await), "from tls");
+    assert_eq!(text(&next(&mut a).await), "from unix");
+
+    // Both have been retrying all along, and never got a session.
+    assert_eq!(c.link.state(), LinkState::Down);
+    assert_eq!(untrusted.link.state(), LinkState::Down);
+    assert_eq!(c.link.stats().probes_ok, 0);
+    assert_eq!(untrusted.link.stats().probes_ok, 0);
 }

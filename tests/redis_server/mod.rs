@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 use std::{
+    collections::HashMap,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -68,6 +69,8 @@ fn free_port() -> u16 {
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// The ports picked for `{free:NAME}` arguments, by name.
+    ports: HashMap<String, u16>,
     args: Vec<String>,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -79,8 +82,19 @@ impl RedisServer {
         Self::start(&[], None)
     }
 
-    /// A server started with `extra` arguments; `ports` picks the ports
-    /// (the first is the client port) and may return extra arguments.
+    /// A standalone server with `extra` arguments: `{port}` stands for its
+    /// client port, `{free:NAME}` for another free port (see
+    /// [`RedisServer::extra_port`]).
+    pub fn with_args(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        Self::start(&extra, None)
+    }
+
+    /// The port picked for `{free:NAME}`.
+    pub fn extra_port(&self, name: &str) -> u16 {
+        self.ports[name]
+    }
+
     fn start(extra: &[String], dir: Option<&Path>) -> Self {
         let temp = match dir {
             Some(_) => None,
@@ -108,17 +122,20 @@ impl RedisServer {
                     .iter()
                     .map(|arg| arg.replace("{port}", &port.to_string())),
             );
-            if extra.iter().any(|arg| arg == "{cluster_port}") {
-                let cluster_port = free_port().to_string();
-                for arg in &mut args {
-                    if arg == "{cluster_port}" {
-                        *arg = cluster_port.clone();
-                    }
+            let mut ports = HashMap::new();
+            for arg in &mut args {
+                if let Some(name) = arg
+                    .strip_prefix("{free:")
+                    .and_then(|rest| rest.strip_suffix('}'))
+                {
+                    let extra_port = *ports.entry(name.to_owned()).or_insert_with(free_port);
+                    *arg = extra_port.to_string();
                 }
             }
             let mut server = Self {
                 child: None,
                 port,
+                ports,
                 args,
                 dir: dir.clone(),
                 _temp: None,
@@ -164,10 +181,11 @@ impl RedisServer {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        // A server with a password answers -NOAUTH: up all the same.
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 
     pub fn url(&self) -> String {
@@ -275,7 +293,7 @@ impl RedisCluster {
             "--cluster-config-file",
             "nodes-{port}.conf",
             "--cluster-port",
-            "{cluster_port}",
+            "{free:cluster}",
             "--cluster-node-timeout",
             "1000",
             "--cluster-require-full-coverage",
