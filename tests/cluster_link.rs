@@ -79,10 +79,16 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 
 async fn up(nodes: &[&Node]) {
     for node in nodes {
-        until(&format!("{} up", node.link.node_name()), || {
-            node.link.state() == LinkState::Up
-        })
-        .await;
+        let deadline = Instant::now() + PATIENCE;
+        while node.link.state() != LinkState::Up {
+            assert!(
+                Instant::now() < deadline,
+                "{} not up: {:?}",
+                node.link.node_name(),
+                node.link.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -642,4 +648,43 @@ async fn tls_a_unix_socket_and_a_password_file_all_reach_the_same_redis() {
     assert_eq!(untrusted.link.state(), LinkState::Down);
     assert_eq!(c.link.stats().probes_ok, 0);
     assert_eq!(untrusted.link.stats().probes_ok, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_shard_follows_the_promoted_replica() {
+    if !installed() {
+        return;
+    }
+    let mut cluster = RedisCluster::with_replicas(3, 1);
+    let a = node(&cluster.url(), Mode::Cluster, "node-a");
+    let mut b = node(&cluster.url(), Mode::Cluster, "node-b");
+    up(&[&a, &b]).await;
+    assert_eq!(a.link.stats().shards, 3, "masters only");
+    let lobby = room("lobby");
+    b.link.subscribe(&lobby);
+    until("b subscribed", || b.link.stats().subscriptions == 1).await;
+    let master = cluster.owner(&a.link.topic(&lobby));
+    let refreshes = b.link.stats().topology_refreshes;
+
+    // The lobby's master dies for good; its replica takes over.
+    cluster.nodes[master].kill();
+    until("the loss seen", || b.link.state() != LinkState::Up).await;
+    cluster.wait_ok();
+    up(&[&a, &b]).await;
+    until("b resubscribed on the new master", || {
+        b.link.stats().subscriptions == 1
+    })
+    .await;
+    assert!(b.link.stats().topology_refreshes > refreshes);
+    let promoted = cluster.owner(&a.link.topic(&lobby));
+    assert_ne!(promoted, master);
+    let listed = cluster.nodes[promoted].cli(&["PUBSUB", "SHARDCHANNELS", &a.link.topic(&lobby)]);
+    assert_eq!(listed.trim(), a.link.topic(&lobby));
+
+    assert!(
+        a.link
+            .publish(&lobby, &Message::text("after failover"), None)
+    );
+    assert_eq!(text(&next(&mut b).await), "after failover");
+    assert_eq!(a.link.stats().shards, 3);
 }

@@ -275,7 +275,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of masters without replicas.
+/// A Redis Cluster: masters, and replicas if asked for.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
     _dir: tempfile::TempDir,
@@ -286,6 +286,12 @@ impl RedisCluster {
     /// ok. `cluster-require-full-coverage no`: a lost master takes only its
     /// own slots away, as a pub/sub deployment would configure it.
     pub fn start(masters: usize) -> Self {
+        Self::with_replicas(masters, 0)
+    }
+
+    /// `masters` masters with `replicas` replicas each (`redis-cli` assigns
+    /// them; the first `masters` nodes become the masters).
+    pub fn with_replicas(masters: usize, replicas: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let extra: Vec<String> = [
             "--cluster-enabled",
@@ -298,11 +304,17 @@ impl RedisCluster {
             "1000",
             "--cluster-require-full-coverage",
             "no",
+            // Replicas sync at once (the default waits 5 s to batch them),
+            // and may take over however long their master was gone.
+            "--repl-diskless-sync-delay",
+            "0",
+            "--cluster-replica-validity-factor",
+            "0",
         ]
         .iter()
         .map(|arg| (*arg).to_owned())
         .collect();
-        let nodes: Vec<RedisServer> = (0..masters)
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| RedisServer::start(&extra, Some(dir.path())))
             .collect();
         let addresses: Vec<String> = nodes
@@ -313,7 +325,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .unwrap();
         assert!(
@@ -326,7 +338,7 @@ impl RedisCluster {
     }
 
     /// Waits until every running node reports `cluster_state:ok` and knows
-    /// every slot.
+    /// every slot, and every running replica is in sync with its master.
     pub fn wait_ok(&self) {
         let deadline = Instant::now() + STARTUP;
         loop {
@@ -336,7 +348,11 @@ impl RedisCluster {
                 .filter(|node| node.child.is_some())
                 .all(|node| {
                     let info = node.cli(&["CLUSTER", "INFO"]);
-                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                    let replication = node.cli(&["INFO", "replication"]);
+                    info.contains("cluster_state:ok")
+                        && info.contains("cluster_slots_ok:16384")
+                        && (replication.contains("role:master")
+                            || replication.contains("master_link_status:up"))
                 });
             if ok {
                 return;
@@ -353,9 +369,11 @@ impl RedisCluster {
         self.nodes[0].url()
     }
 
-    /// The node owning `key`'s slot.
+    /// The running node owning `key`'s slot.
     pub fn owner(&self, key: &str) -> usize {
-        let slot = self.nodes[0].cli_number(&["CLUSTER", "KEYSLOT", key]);
+        let running = |node: &&RedisServer| node.child.is_some();
+        let any = self.nodes.iter().find(running).expect("a running node");
+        let slot = any.cli_number(&["CLUSTER", "KEYSLOT", key]);
         let myself = |node: &RedisServer| {
             node.cli(&["CLUSTER", "NODES"])
                 .lines()
@@ -366,11 +384,13 @@ impl RedisCluster {
         self.nodes
             .iter()
             .position(|node| {
-                myself(node).split_whitespace().skip(8).any(|range| {
-                    let (start, end) = range.split_once('-').unwrap_or((range, range));
-                    let (start, end): (i64, i64) = (start.parse().unwrap(), end.parse().unwrap());
-                    (start..=end).contains(&slot)
-                })
+                running(&node)
+                    && myself(node).split_whitespace().skip(8).any(|range| {
+                        let (start, end) = range.split_once('-').unwrap_or((range, range));
+                        let (start, end): (i64, i64) =
+                            (start.parse().unwrap(), end.parse().unwrap());
+                        (start..=end).contains(&slot)
+                    })
             })
             .expect("a node owns every slot")
     }
