@@ -12,12 +12,18 @@
 mod redis_server;
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use redis_server::{RedisCluster, RedisServer, installed};
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::mpsc,
+};
 use tokio_rustls::rustls::RootCertStore;
 use wsedge::{
     Message,
@@ -687,4 +693,140 @@ async fn after_a_failover_the_shard_follows_the_promoted_replica() {
     );
     assert_eq!(text(&next(&mut b).await), "after failover");
     assert_eq!(a.link.stats().shards, 3);
+}
+
+/// A TCP proxy in front of Redis that can silently stop relaying Redis's
+/// bytes to subscriber connections (those that named themselves `*-sub`
+/// with CLIENT SETNAME), while the sockets stay open and every other
+/// connection works: a subscriber connection that stopped delivering with
+/// nothing closed, as a half-open connection or a wedged proxy leaves it.
+struct Blackhole {
+    port: u16,
+    active: Arc<AtomicBool>,
+}
+
+impl Blackhole {
+    async fn start(redis_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let active = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&active);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = Arc::clone(&flag);
+                tokio::spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                    else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let subscriber = Arc::new(AtomicBool::new(false));
+                    let seen = Arc::clone(&subscriber);
+                    let upstream = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut head = Vec::new();
+                        loop {
+                            let n = match client_read.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if head.len() < 4096 {
+                                head.extend_from_slice(&buf[..n]);
+                                if head.windows(4).any(|w| w == b"-sub") {
+                                    seen.store(true, Ordering::SeqCst);
+                                }
+                            }
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match server_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if subscriber.load(Ordering::SeqCst) && flag.load(Ordering::SeqCst) {
+                            continue; // swallowed: the client never hears
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    upstream.abort();
+                });
+            }
+        });
+        Self { port, active }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_silently_stopped_delivering_is_caught_by_the_probe_alone() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let proxy = Blackhole::start(redis.port).await;
+    let a = node(&redis.url(), Mode::Standalone, "node-a");
+    let mut b = node(
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        Mode::Standalone,
+        "node-b",
+    );
+    up(&[&a, &b]).await;
+    let lobby = room("lobby");
+    b.link.subscribe(&lobby);
+    numsub(&redis, &a.link.topic(&lobby), 1).await;
+    assert!(a.link.publish(&lobby, &Message::text("before"), None));
+    assert_eq!(text(&next(&mut b).await), "before");
+
+    // b's subscriber connection goes silent; Redis, b's publisher
+    // connection and every socket are fine, and Redis still counts b as
+    // subscribed: only the probe can tell.
+    let missed = b.link.stats().probes_missed;
+    proxy.active.store(true, Ordering::SeqCst);
+    let silenced = Instant::now();
+    assert!(
+        a.link
+            .publish(&lobby, &Message::text("into the void"), None)
+    );
+    until("b sees its subscriber is silent", || {
+        b.link.state() != LinkState::Up
+    })
+    .await;
+    let detected = silenced.elapsed();
+    assert!(
+        detected <= PROBE_INTERVAL + PROBE_TIMEOUT + SLACK,
+        "detected after {detected:?}, bound {:?}",
+        PROBE_INTERVAL + PROBE_TIMEOUT
+    );
+    assert_eq!(
+        b.link.stats().probes_missed,
+        missed + 1,
+        "the probe caught it"
+    );
+    assert_eq!(
+        a.link.state(),
+        LinkState::Up,
+        "a, on the same Redis, is fine"
+    );
+
+    // Relaying again: b's next session is through the proxy too, and works.
+    proxy.active.store(false, Ordering::SeqCst);
+    up(&[&b]).await;
+    until("b resubscribed", || b.link.stats().subscriptions == 1).await;
+    assert!(a.link.publish(&lobby, &Message::text("after"), None));
+    assert_eq!(text(&next(&mut b).await), "after");
+}
+
+/// The node shares one link between every connection task.
+#[test]
+fn a_link_can_be_shared_between_tasks() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Link>();
+    shareable::<Envelope>();
 }
