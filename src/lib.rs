@@ -67,7 +67,6 @@
 #![warn(missing_docs)]
 
 mod admin;
-#[cfg_attr(not(test), allow(dead_code))] // until `[auth]` is parsed
 mod auth;
 mod channel;
 pub mod cluster;

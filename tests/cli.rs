@@ -115,6 +115,44 @@ kind = "fanout"
 }
 
 #[test]
+fn check_reports_a_missing_auth_key_file_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wsedge.toml");
+    std::fs::write(
+        &file,
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+
+[auth]
+algorithms = ["HS256"]
+secret_file = "jwt.secret"
+"#,
+    )
+    .unwrap();
+    let output = run_cli(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr:\n{stderr}");
+    let expected = format!(
+        "{}:6:15: auth.secret_file: cannot read {}: ",
+        file.display(),
+        dir.path().join("jwt.secret").display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "missing {expected:?} in stderr:\n{stderr}"
+    );
+
+    std::fs::write(dir.path().join("jwt.secret"), "x".repeat(32)).unwrap();
+    let output = run_cli(&["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "with the file in place: {}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
 fn check_names_a_missing_file() {
     let output = run_cli(&["check", "-c", "/nonexistent.toml"]);
     let stderr = text(&output.stderr);

@@ -471,6 +471,332 @@ mode = "fast"
         ],
     ),
     (
+        "unknown key inside [auth] and [auth.webhook]",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithm = "RS256"
+"#,
+        &[
+            "<string>:4:1: ",
+            "unknown field `algorithm`, expected one of `algorithms`, `secret_file`",
+        ],
+    ),
+    (
+        "unknown key inside [auth.webhook]",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+method = "GET"
+"#,
+        &[
+            "<string>:5:1: ",
+            "unknown field `method`, expected one of `url`, `timeout`, `headers`, `ca_file`",
+        ],
+    ),
+    (
+        "[auth] without a verifier",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+absent_grants = "allow_all"
+"#,
+        &["<string>:3:1: auth: [auth] needs a verifier: set `algorithms`"],
+    ),
+    (
+        "JWT keys without algorithms are one error, at the first of them",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+leeway = "10s"
+jwks_url = "https://idp.example.com/jwks"
+user_claim = "uid"
+"#,
+        &[
+            "<string>:4:10: auth.algorithms: missing `algorithms`: `leeway` belongs to JWT verification, which needs the algorithms your tokens are signed with; use \"HS256\", \"HS384\", \"HS512\", \"RS256\", \"RS384\", \"RS512\", \"PS256\", \"ES256\", \"ES384\" or \"EdDSA\"",
+        ],
+    ),
+    (
+        "unknown, repeated and keyless algorithms",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS256", "none", "HS256", "RS256", "ES256"]
+public_keys = []
+"#,
+        &[
+            "<string>:4:24: auth.algorithms: \"none\" is not a JWT algorithm this server verifies; use \"HS256\"",
+            "<string>:4:32: auth.algorithms: HS256 verifies with a shared secret; set `secret_file`",
+            "<string>:4:41: auth.algorithms: RS256 is listed twice",
+            "<string>:5:15: auth.public_keys: an empty list names no key",
+        ],
+    ),
+    (
+        "asymmetric algorithms without public keys, and an empty list",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[[channel]]
+name = "e"
+path = "/e"
+kind = "echo"
+[auth]
+algorithms = ["EdDSA"]
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+"#,
+        &[
+            "<string>:8:15: auth.algorithms: EdDSA verifies with public keys; set `public_keys` (PEM files), `jwks_file` or `jwks_url`",
+        ],
+    ),
+    (
+        "an empty algorithms list",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = []
+jwks_url = "https://idp.example.com/jwks"
+"#,
+        &[
+            "<string>:4:14: auth.algorithms: an empty list accepts no token",
+            "<string>:5:12: auth.jwks_url: public keys verify RS*, PS256, ES* and EdDSA tokens, and `algorithms` lists none of them",
+        ],
+    ),
+    (
+        "a secret without HS*, public keys without their algorithms",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS256"]
+secret_file = "jwt.secret"
+jwks_url = "https://idp.example.com/jwks"
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+[[channel]]
+name = "e"
+path = "/e"
+kind = "echo"
+"#,
+        &[
+            "<string>:5:15: auth.secret_file: a secret verifies HS256, HS384 and HS512 tokens, and `algorithms` lists none of them; add one, or remove `secret_file`",
+        ],
+    ),
+    (
+        "public keys with only HS* accepted",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["HS512"]
+public_keys = ["rsa.pem"]
+jwks_file = "keys.json"
+"#,
+        &[
+            "<string>:4:15: auth.algorithms: HS512 verifies with a shared secret",
+            "<string>:5:15: auth.public_keys: public keys verify RS*, PS256, ES* and EdDSA tokens, and `algorithms` lists none of them; add one, or remove `public_keys`",
+            "<string>:6:13: auth.jwks_file: public keys verify",
+        ],
+    ),
+    (
+        "JWKS URL keys without jwks_url",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["ES256"]
+jwks_file = "/nonexistent/keys.json"
+jwks_refresh = "1m"
+jwks_min_refetch = "10s"
+jwks_timeout = "1s"
+ca_file = "ca.pem"
+"#,
+        &[
+            "<string>:5:13: auth.jwks_file: cannot read /nonexistent/keys.json",
+            "<string>:6:16: auth.jwks_refresh: `jwks_refresh` applies to `jwks_url`, which is not set; set it, or remove `jwks_refresh`",
+            "<string>:7:20: auth.jwks_min_refetch: `jwks_min_refetch` applies to `jwks_url`",
+            "<string>:8:16: auth.jwks_timeout: `jwks_timeout` applies to `jwks_url`",
+            "<string>:9:11: auth.ca_file: `ca_file` applies to `jwks_url`",
+        ],
+    ),
+    (
+        "JWKS and webhook URLs that are not https or loopback http",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS256"]
+jwks_url = "http://idp.example.com/jwks"
+jwks_refresh = "0s"
+[auth.webhook]
+url = "ftp://app.example.com/ws-auth"
+"#,
+        &[
+            "<string>:5:12: auth.jwks_url: \"http://idp.example.com/jwks\" is plain HTTP to a non-loopback host; use https:// (plain http:// is for 127.0.0.1, [::1] and localhost only)",
+            "<string>:6:16: auth.jwks_refresh: must be longer than zero",
+            "<string>:8:7: auth.webhook.url: \"ftp://app.example.com/ws-auth\" is not an http:// or https:// URL",
+        ],
+    ),
+    (
+        "a CA file beside plain loopback http",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS256"]
+jwks_url = "http://127.0.0.1:8000/jwks"
+ca_file = "ca.pem"
+[auth.webhook]
+url = "http://localhost:8000/ws-auth"
+ca_file = "ca.pem"
+"#,
+        &[
+            "<string>:6:11: auth.ca_file: `ca_file` verifies an https:// server, and `jwks_url` is plain http:// to this machine; remove `ca_file`, or use https://",
+            "<string>:9:11: auth.webhook.ca_file: `ca_file` verifies an https:// server, and `url` is plain http://",
+        ],
+    ),
+    (
+        "bad durations in [auth] (the leeway may be zero)",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS256"]
+jwks_url = "https://idp.example.com/jwks"
+jwks_timeout = "0s"
+leeway = "a minute"
+sources = ["first_message"]
+first_message_timeout = "0s"
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+timeout = "2 fortnights"
+"#,
+        &[
+            "<string>:6:16: auth.jwks_timeout: must be longer than zero",
+            "<string>:7:10: auth.leeway: \"a minute\" is not a duration",
+            "<string>:8:12: auth.sources: with an [auth.webhook], a handshake without a token is decided by the webhook, so \"first_message\" would never be used; remove one of them",
+            "<string>:9:25: auth.first_message_timeout: `first_message_timeout` applies to the \"first_message\" token source, which `sources` does not list",
+            "<string>:9:25: auth.first_message_timeout: must be longer than zero",
+            "<string>:12:11: auth.webhook.timeout: \"2 fortnights\" is not a duration",
+        ],
+    ),
+    (
+        "token sources: unknown, repeated, first message not last, empty",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["ES384"]
+jwks_url = "https://idp.example.com/jwks"
+sources = ["first_message", "cookie", "header", "cookie"]
+"#,
+        &[
+            "<string>:6:12: auth.sources: \"first_message\" must be the last source: the connection is upgraded to wait for it, so nothing is looked for after it; move it to the end",
+            "<string>:6:39: auth.sources: \"header\" is not a token source; use \"bearer\" (the Authorization: Bearer header), \"cookie\"",
+            "<string>:6:49: auth.sources: \"cookie\" is listed twice",
+        ],
+    ),
+    (
+        "an empty sources list",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["ES384"]
+jwks_url = "https://idp.example.com/jwks"
+sources = []
+"#,
+        &["<string>:6:11: auth.sources: an empty list reads no token; use \"bearer\""],
+    ),
+    (
+        "source names without their source, and bad names",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["PS256"]
+jwks_url = "https://idp.example.com/jwks"
+sources = ["bearer", "cookie", "query"]
+cookie = "my session"
+protocol_marker = "token"
+query_parameter = "t&x"
+"#,
+        &[
+            "<string>:7:10: auth.cookie: \"my session\" is not a valid `cookie`; use letters, digits and !#$%&'*+-.^_`|~",
+            "<string>:8:19: auth.protocol_marker: `protocol_marker` applies to the \"protocol\" token source, which `sources` does not list; add it there, or remove `protocol_marker`",
+            "<string>:9:19: auth.query_parameter: \"t&x\" is not a valid `query_parameter`; use letters, digits and -._~",
+        ],
+    ),
+    (
+        "empty claim names, issuers and audiences; an unknown absent-grants policy",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["RS384"]
+jwks_url = "https://idp.example.com/jwks"
+issuers = ["https://idp.example.com/", ""]
+audiences = ["wsedge", "wsedge"]
+user_claim = ""
+absent_grants = "allow"
+"#,
+        &[
+            "<string>:6:40: auth.issuers: an empty string is not an issuer",
+            "<string>:7:24: auth.audiences: \"wsedge\" is listed twice",
+            "<string>:8:14: auth.user_claim: an empty claim name matches no claim; name one such as \"sub\"",
+            "<string>:9:17: auth.absent_grants: \"allow\" is not a policy for absent grants; use \"deny\" (a grant left out allows nothing) or \"allow_all\" (a grant left out allows everything)",
+        ],
+    ),
+    (
+        "webhook without url, and bad header names",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth.webhook]
+headers = ["cookie", "X-Session", "x-session", "bad header"]
+"#,
+        &[
+            "<string>:3:1: auth.webhook.url: missing `url`; the backend endpoint wsedge POSTs each handshake to",
+            "<string>:4:35: auth.webhook.headers: \"x-session\" is listed twice (header names are case-insensitive)",
+            "<string>:4:48: auth.webhook.headers: \"bad header\" is not a header name",
+        ],
+    ),
+    (
+        "channel auth without [auth], and rooms where they do not apply",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[[channel]]
+name = "a"
+path = "/a"
+kind = "echo"
+auth = "optional"
+rooms = "shared"
+[[channel]]
+name = "b"
+path = "/b/{room}"
+kind = "room"
+auth = "none"
+rooms = "per_user"
+[[channel]]
+name = "c"
+path = "/c/{room}"
+kind = "room"
+auth = "maybe"
+rooms = "private"
+"#,
+        &[
+            "<string>:7:8: channel[0].auth: auth = \"optional\" needs an [auth] table that says how identities are verified; add one, or remove `auth`",
+            "<string>:8:9: channel[0].rooms: `rooms` applies to room and hub channels only; remove it",
+            "<string>:14:9: channel[1].rooms: \"per_user\" rooms belong to the users they are named after, so the channel must know who connects: it needs auth = \"required\" or \"optional\" (and an [auth] table)",
+            "<string>:19:8: channel[2].auth: \"maybe\" is not a channel auth mode; use \"required\" (no valid identity, no connection), \"optional\" (verified when given, anonymous otherwise) or \"none\" (credentials are not looked at)",
+            "<string>:20:9: channel[2].rooms: \"private\" is not a room ownership; use \"shared\" (anyone the grants allow) or \"per_user\" (each room belongs to the user it is named after)",
+        ],
+    ),
+    (
+        "per-user rooms on a channel that opts out of [auth]",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+[[channel]]
+name = "inbox"
+path = "/inbox"
+kind = "hub"
+auth = "none"
+rooms = "per_user"
+"#,
+        &["<string>:10:9: channel[0].rooms: \"per_user\" rooms belong to the users"],
+    ),
+    (
         // The column counts characters: "bücher.pem" is 11 bytes but 10
         // characters, so a byte offset would say 3:45.
         "column counts characters, not bytes",
@@ -877,6 +1203,315 @@ fn pem(label: &str, der: &[u8]) -> String {
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
+}
+
+/// Key material for `[auth]`, written into `dir`: public keys in PEM
+/// (Ed25519, P-256), a JWKS file with a P-384 key, a 64-byte secret, and the
+/// wrong things people put in their place (a private key, a certificate, a
+/// short secret).
+struct AuthFiles {
+    dir: tempfile::TempDir,
+}
+
+impl AuthFiles {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let write =
+            |name: &str, contents: &[u8]| std::fs::write(dir.path().join(name), contents).unwrap();
+        let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        write("ed25519.pub.pem", ed25519.public_key_pem().as_bytes());
+        write("p256.pub.pem", p256.public_key_pem().as_bytes());
+        write("p256.key.pem", p256.serialize_pem().as_bytes());
+        // An uncompressed point: 0x04, then x and y.
+        let point = &p384.public_key_raw()[1..];
+        let b64 = |bytes: &[u8]| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        };
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"EC","crv":"P-384","kid":"k1","x":"{}","y":"{}"}}]}}"#,
+            b64(&point[..48]),
+            b64(&point[48..])
+        );
+        write("keys.json", jwks.as_bytes());
+        write("empty.json", br#"{"keys":[]}"#);
+        write("jwt.secret", format!("{}\n", "s".repeat(64)).as_bytes());
+        write("short.secret", "s".repeat(40).as_bytes());
+        let cert = rcgen::generate_simple_self_signed(vec!["idp.example.com".to_owned()]).unwrap();
+        write("ca.pem", cert.cert.pem().as_bytes());
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Writes `toml` as `wsedge.toml` beside the keys and loads it.
+    fn load(&self, toml: &str) -> Result<Config, ConfigError> {
+        let file = self.dir.path().join("wsedge.toml");
+        std::fs::write(&file, toml).unwrap();
+        Config::from_file(&file)
+    }
+}
+
+/// Every `[auth]` key, relative paths, and channels that take the default,
+/// opt out, and own their rooms.
+const AUTH_JWT: &str = r#"[server]
+plain = ["127.0.0.1:8080"]
+
+[auth]
+algorithms = ["HS384", "EdDSA", "ES256", "ES384", "RS256"]
+secret_file = "jwt.secret"
+public_keys = ["ed25519.pub.pem", "p256.pub.pem"]
+jwks_file = "keys.json"
+jwks_url = "https://idp.example.com/.well-known/jwks.json"
+jwks_refresh = "10m"
+jwks_min_refetch = "1m"
+jwks_timeout = "3s"
+ca_file = "ca.pem"
+leeway = "0s"
+issuers = ["https://idp.example.com/"]
+audiences = ["wsedge", "chat"]
+require_exp = false
+sources = ["bearer", "protocol", "query", "cookie", "first_message"]
+cookie = "session"
+protocol_marker = "jwt"
+query_parameter = "token"
+first_message_timeout = "3s"
+user_claim = "uid"
+join_claim = "rooms"
+publish_claim = "talk"
+absent_grants = "allow_all"
+
+[[channel]]
+name = "chat"
+path = "/chat/{room}"
+kind = "room"
+
+[[channel]]
+name = "inbox"
+path = "/inbox/{room}"
+kind = "room"
+auth = "optional"
+rooms = "per_user"
+
+[[channel]]
+name = "health"
+path = "/health"
+kind = "echo"
+auth = "none"
+"#;
+
+/// The connect webhook with every key, beside JWT on one key.
+const AUTH_WEBHOOK: &str = r#"[server]
+plain = ["127.0.0.1:8080"]
+
+[auth]
+algorithms = ["EdDSA"]
+public_keys = ["ed25519.pub.pem"]
+
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+timeout = "500ms"
+headers = ["Cookie", "x-session"]
+ca_file = "ca.pem"
+
+[[channel]]
+name = "hub"
+path = "/hub"
+kind = "hub"
+rooms = "per_user"
+"#;
+
+/// Loads `toml` (next to the key files), prints it, and checks that the
+/// printed form loads from anywhere and prints the same.
+fn round_trip(files: &AuthFiles, toml: &str) -> String {
+    let config = files
+        .load(toml)
+        .unwrap_or_else(|e| panic!("a valid [auth] was rejected:\n{e}\n---\n{toml}"));
+    let printed = config.to_toml_string();
+    let reparsed = Config::from_toml_str(&printed)
+        .unwrap_or_else(|e| panic!("printed config does not parse:\n{e}\n---\n{printed}"));
+    assert_eq!(reparsed.to_toml_string(), printed);
+    assert_eq!(reparsed.channels, config.channels, "{printed}");
+    printed
+}
+
+#[test]
+fn auth_with_every_key_loads_and_round_trips() {
+    let files = AuthFiles::new();
+    let printed = round_trip(&files, AUTH_JWT);
+    for line in [
+        format!("secret_file = {:?}", files.path("jwt.secret")),
+        format!(
+            "public_keys = [{:?}, {:?}]",
+            files.path("ed25519.pub.pem"),
+            files.path("p256.pub.pem")
+        ),
+        format!("jwks_file = {:?}", files.path("keys.json")),
+        format!("ca_file = {:?}", files.path("ca.pem")),
+        "jwks_refresh = \"10m\"".to_owned(),
+        "leeway = \"0s\"".to_owned(),
+        "require_exp = false".to_owned(),
+        "sources = [\"bearer\", \"protocol\", \"query\", \"cookie\", \"first_message\"]".to_owned(),
+        "protocol_marker = \"jwt\"".to_owned(),
+        "first_message_timeout = \"3s\"".to_owned(),
+        "absent_grants = \"allow_all\"".to_owned(),
+        // The channel that does not say requires an identity.
+        "path = \"/chat/{room}\"\nkind = \"room\"\n".to_owned(),
+        "max_rooms = 10000\npresence_events = false\nauth = \"required\"\nrooms = \"shared\"\n"
+            .to_owned(),
+        "auth = \"optional\"\nrooms = \"per_user\"".to_owned(),
+        "auth = \"none\"".to_owned(),
+    ] {
+        assert!(printed.contains(&line), "missing {line:?} in:\n{printed}");
+    }
+
+    let printed = round_trip(&files, AUTH_WEBHOOK);
+    for line in [
+        "[auth.webhook]\nurl = \"https://app.example.com/ws-auth\"\ntimeout = \"500ms\"\nheaders = [\"cookie\", \"x-session\"]".to_owned(),
+        format!("ca_file = {:?}", files.path("ca.pem")),
+        "auth = \"required\"\nrooms = \"per_user\"".to_owned(),
+    ] {
+        assert!(printed.contains(&line), "missing {line:?} in:\n{printed}");
+    }
+}
+
+#[test]
+fn auth_defaults_are_written_out() {
+    let files = AuthFiles::new();
+    let printed = round_trip(
+        &files,
+        "[server]\nplain = [\"127.0.0.1:8080\"]\n[auth]\nalgorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\n[[channel]]\nname = \"e\"\npath = \"/e\"\nkind = \"echo\"\n",
+    );
+    let expected = r#"[auth]
+algorithms = ["RS256"]
+jwks_url = "https://idp.example.com/jwks"
+jwks_refresh = "5m"
+jwks_min_refetch = "30s"
+jwks_timeout = "5s"
+leeway = "1m"
+issuers = []
+audiences = []
+require_exp = true
+sources = ["bearer", "cookie", "protocol"]
+cookie = "access_token"
+protocol_marker = "bearer"
+user_claim = "sub"
+join_claim = "join"
+publish_claim = "publish"
+absent_grants = "deny"
+"#;
+    assert!(
+        printed.contains(expected),
+        "expected\n{expected}\nin:\n{printed}"
+    );
+    assert!(
+        printed.contains(
+            "kind = \"echo\"\norigins = [\"*\"]\nsubprotocols = []\nauth = \"required\"\n"
+        ),
+        "{printed}"
+    );
+
+    let printed = round_trip(
+        &files,
+        "[server]\nplain = [\"127.0.0.1:8080\"]\n[auth.webhook]\nurl = \"http://127.0.0.1:8000/ws-auth\"\n",
+    );
+    let expected = "[auth]\nabsent_grants = \"deny\"\n\n[auth.webhook]\nurl = \"http://127.0.0.1:8000/ws-auth\"\ntimeout = \"2s\"\nheaders = [\"cookie\", \"authorization\"]\n";
+    assert!(
+        printed.contains(expected),
+        "expected\n{expected}\nin:\n{printed}"
+    );
+}
+
+#[test]
+fn unusable_auth_files_are_reported_at_their_keys() {
+    let files = AuthFiles::new();
+    let toml = r#"[server]
+plain = ["127.0.0.1:8080"]
+[auth]
+algorithms = ["HS512", "EdDSA"]
+secret_file = "short.secret"
+public_keys = [
+  "p256.key.pem",
+  "ca.pem",
+  "missing.pem",
+  "p256.pub.pem",
+  "ed25519.pub.pem",
+]
+jwks_file = "empty.json"
+[auth.webhook]
+url = "https://app.example.com/ws-auth"
+ca_file = "jwt.secret"
+"#;
+    let error = files.load(toml).expect_err("every file is wrong");
+    let text = error.to_string();
+    let file = files.path("wsedge.toml");
+    let expected = [
+        format!("{file}:5:15: auth.secret_file: the secret is 40 bytes; HS512 needs at least 64"),
+        format!(
+            "{file}:7:3: auth.public_keys: {}: this is a private key; give the public key (`openssl pkey -pubout` prints it)",
+            files.path("p256.key.pem")
+        ),
+        format!(
+            "{file}:8:3: auth.public_keys: {}: this is a certificate; give its public key (`openssl x509 -pubkey -noout` prints it)",
+            files.path("ca.pem")
+        ),
+        format!(
+            "{file}:9:3: auth.public_keys: cannot read {}: ",
+            files.path("missing.pem")
+        ),
+        format!(
+            "{file}:10:3: auth.public_keys: {}: none of the accepted algorithms verifies with its P-256 key; accept one that does, or remove the key",
+            files.path("p256.pub.pem")
+        ),
+        format!(
+            "{file}:13:13: auth.jwks_file: {}: the JWKS document has no usable signing key",
+            files.path("empty.json")
+        ),
+        format!(
+            "{file}:16:11: auth.webhook.ca_file: CA file {}: no \"-----BEGIN CERTIFICATE-----\" block",
+            files.path("jwt.secret")
+        ),
+    ];
+    for line in &expected {
+        assert!(text.contains(line.as_str()), "missing {line:?} in:\n{text}");
+    }
+    assert_eq!(error.issues().len(), expected.len(), "{text}");
+}
+
+#[test]
+fn an_algorithm_no_key_verifies_is_reported_at_its_entry() {
+    let files = AuthFiles::new();
+    let toml = "[server]\nplain = [\"127.0.0.1:8080\"]\n[auth]\nalgorithms = [\"EdDSA\", \"ES384\"]\npublic_keys = [\"ed25519.pub.pem\"]\n";
+    let error = files.load(toml).expect_err("ES384 has no key");
+    let file = files.path("wsedge.toml");
+    let expected = format!(
+        "{file}:4:24: auth.algorithms: ES384 is accepted but none of the public keys (PEM files, JWKS file) verifies ES384 tokens, and no JWKS URL may bring one that does; add its public key, or stop accepting ES384"
+    );
+    assert_eq!(error.to_string(), expected);
+    // A JWKS URL may bring the key later: it is not fetched to find out.
+    let with_url = format!("{toml}jwks_url = \"http://127.0.0.1:1/jwks\"\n");
+    files
+        .load(&with_url)
+        .unwrap_or_else(|e| panic!("a JWKS URL may serve ES384 keys: {e}"));
+}
+
+#[test]
+fn a_missing_jwks_ca_file_is_reported_at_ca_file() {
+    let files = AuthFiles::new();
+    let error = files
+        .load("[server]\nplain = [\"127.0.0.1:8080\"]\n[auth]\nalgorithms = [\"RS256\"]\njwks_url = \"https://idp.example.com/jwks\"\nca_file = \"corp-ca.pem\"\n")
+        .expect_err("no such CA file");
+    let expected = format!(
+        "{}:6:11: auth.ca_file: CA file {}: cannot read it: ",
+        files.path("wsedge.toml"),
+        files.path("corp-ca.pem")
+    );
+    assert!(error.to_string().starts_with(&expected), "{error}");
+    assert_eq!(error.issues().len(), 1, "{error}");
 }
 
 fn example_path() -> PathBuf {

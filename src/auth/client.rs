@@ -100,6 +100,19 @@ enum Transport {
 
 /// One backend URL and its idle connections.
 pub(crate) struct Endpoint {
+    to: Target,
+    transport: Transport,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Endpoint").field(&self.to.display).finish()
+    }
+}
+
+/// What a URL says about where to connect, checked without any I/O.
+struct Target {
     /// `scheme://authority/path`, for logs: never the query.
     display: String,
     host: String,
@@ -108,20 +121,21 @@ pub(crate) struct Endpoint {
     authority: String,
     /// The request target.
     target: String,
-    transport: Transport,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// HTTPS, or plain HTTP to a loopback host.
+    scheme: Scheme,
 }
 
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Endpoint").field(&self.display).finish()
-    }
+/// How an endpoint URL is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// `https://`: TLS, verified against a CA file or the system's store.
+    Https,
+    /// `http://` to 127.0.0.1, [::1] or localhost.
+    LoopbackHttp,
 }
 
-impl Endpoint {
-    /// An endpoint for `url`, trusting `ca_file`'s certificates or else the
-    /// system's store.
-    pub(crate) fn new(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, EndpointError> {
+impl Target {
+    fn parse(url: &str) -> Result<Target, EndpointError> {
         let bad = || EndpointError::BadUrl(url.to_owned());
         let uri: Uri = url.parse().map_err(|_| bad())?;
         let authority = uri.authority().ok_or_else(bad)?.as_str().to_owned();
@@ -134,29 +148,54 @@ impl Endpoint {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host)
             .to_owned();
-        let (transport, default_port) = match uri.scheme_str() {
+        let (scheme, default_port) = match uri.scheme_str() {
             Some("https") => {
-                let name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
-                let connector = TlsConnector::from(Arc::new(client_config(ca_file)?));
-                (Transport::Tls { connector, name }, 443)
+                ServerName::try_from(host.as_str()).map_err(|_| bad())?;
+                (Scheme::Https, 443)
             }
-            Some("http") if is_loopback(&host) => (Transport::Plain, 80),
+            Some("http") if is_loopback(&host) => (Scheme::LoopbackHttp, 80),
             Some("http") => return Err(EndpointError::PlainHttp(url.to_owned())),
             _ => return Err(bad()),
         };
-        let path = uri.path().to_owned();
         let target = uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-        Ok(Endpoint {
+        Ok(Target {
             display: format!(
-                "{}://{authority}{path}",
-                uri.scheme_str().unwrap_or_default()
+                "{}://{authority}{}",
+                uri.scheme_str().unwrap_or_default(),
+                uri.path()
             ),
-            host,
             port: uri.port_u16().unwrap_or(default_port),
+            host,
             authority,
             target,
+            scheme,
+        })
+    }
+}
+
+/// Checks `url` as [`Endpoint::new`] would, without reading anything: for
+/// the configuration, which reports a bad URL at its key.
+pub(crate) fn check_url(url: &str) -> Result<Scheme, EndpointError> {
+    Target::parse(url).map(|target| target.scheme)
+}
+
+impl Endpoint {
+    /// An endpoint for `url`, trusting `ca_file`'s certificates or else the
+    /// system's store.
+    pub(crate) fn new(url: &str, ca_file: Option<&Path>) -> Result<Endpoint, EndpointError> {
+        let to = Target::parse(url)?;
+        let transport = match to.scheme {
+            Scheme::Https => Transport::Tls {
+                connector: TlsConnector::from(Arc::new(client_config(ca_file)?)),
+                name: ServerName::try_from(to.host.clone())
+                    .expect("the host was checked as a server name by Target::parse"),
+            },
+            Scheme::LoopbackHttp => Transport::Plain,
+        };
+        Ok(Endpoint {
+            to,
             transport,
             idle: Mutex::new(Vec::new()),
         })
@@ -164,7 +203,7 @@ impl Endpoint {
 
     /// The URL without its query, for logs.
     pub(crate) fn display(&self) -> &str {
-        &self.display
+        &self.to.display
     }
 
     /// GET the URL.
@@ -235,8 +274,8 @@ impl Endpoint {
         sender.ready().await?;
         let mut request = Request::builder()
             .method(method)
-            .uri(&self.target)
-            .header(header::HOST, &self.authority)
+            .uri(&self.to.target)
+            .header(header::HOST, &self.to.authority)
             .header(header::USER_AGENT, USER_AGENT)
             .header(header::ACCEPT, "application/json");
         if body.is_some() {
@@ -263,7 +302,7 @@ impl Endpoint {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = TcpStream::connect((self.to.host.as_str(), self.to.port))
             .await
             .map_err(CallError::Connect)?;
         // Requests are small and latency-bound.
@@ -320,35 +359,41 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The CA certificates of a PEM file, at least one.
+pub(crate) fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, EndpointError> {
+    let ca_error = |reason: String| EndpointError::CaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = fs::read(path).map_err(|error| ca_error(format!("cannot read it: {error}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|error| ca_error(error.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|error| ca_error(error.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no \"-----BEGIN CERTIFICATE-----\" block".into()));
+    }
+    Ok(roots)
+}
+
 /// A TLS client configuration on ring, trusting `ca_file` or the system.
 fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, EndpointError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let ca_error = |reason: String| EndpointError::CaFile {
-                path: path.to_owned(),
-                reason,
-            };
-            let pem = fs::read(path).map_err(|error| ca_error(error.to_string()))?;
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|error| ca_error(error.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|error| ca_error(error.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(ca_error("no CERTIFICATE block".into()));
-            }
-        }
+    let roots = match ca_file {
+        Some(path) => ca_roots(path)?,
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             let native = rustls_native_certs::load_native_certs();
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
                 let reasons: Vec<String> = native.errors.iter().map(ToString::to_string).collect();
                 return Err(EndpointError::NoRoots(reasons.join("; ")));
             }
+            roots
         }
-    }
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -391,7 +436,11 @@ mod tests {
         for (url, display, target, port) in ok {
             let endpoint = Endpoint::new(url, None).unwrap();
             assert_eq!(
-                (endpoint.display(), endpoint.target.as_str(), endpoint.port),
+                (
+                    endpoint.display(),
+                    endpoint.to.target.as_str(),
+                    endpoint.to.port
+                ),
                 (display, target, port),
                 "{url}"
             );
@@ -407,6 +456,18 @@ mod tests {
             let error = Endpoint::new(url, None).unwrap_err().to_string();
             assert!(error.contains(message), "{url}: {error}");
         }
+        assert!(matches!(
+            check_url("https://idp.example.com/jwks"),
+            Ok(Scheme::Https)
+        ));
+        assert!(matches!(
+            check_url("http://localhost:8080/jwks"),
+            Ok(Scheme::LoopbackHttp)
+        ));
+        assert!(matches!(
+            check_url("http://10.0.0.1/jwks"),
+            Err(EndpointError::PlainHttp(_))
+        ));
         let missing = Endpoint::new("https://x.example/", Some(Path::new("/nonexistent/ca.pem")))
             .unwrap_err();
         assert!(matches!(missing, EndpointError::CaFile { .. }), "{missing}");

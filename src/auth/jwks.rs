@@ -138,6 +138,7 @@ impl JwksCache {
         self.fetch(true).await
     }
 
+    #[cfg(test)]
     /// A receiver that changes each time a fetch finishes.
     pub(crate) fn finished(&self) -> watch::Receiver<u64> {
         self.finished.subscribe()

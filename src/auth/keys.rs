@@ -96,15 +96,8 @@ pub(crate) struct Key {
 impl fmt::Debug for Key {
     /// Never the secret: the family, the `kid` and the pinned algorithm.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let family = match self.material {
-            Material::Hmac(_) => "hmac",
-            Material::Rsa(_) => "rsa",
-            Material::P256(_) => "p256",
-            Material::P384(_) => "p384",
-            Material::Ed25519(_) => "ed25519",
-        };
         f.debug_struct("Key")
-            .field("family", &family)
+            .field("family", &self.family())
             .field("kid", &self.kid)
             .field("alg", &self.alg.map(Algorithm::name))
             .finish()
@@ -173,6 +166,17 @@ impl Key {
                 alg.name()
             ))),
             _ => Ok(key),
+        }
+    }
+
+    /// The key's family, as people name it: "RSA", "P-256", "Ed25519".
+    pub(crate) fn family(&self) -> &'static str {
+        match self.material {
+            Material::Hmac(_) => "HMAC",
+            Material::Rsa(_) => "RSA",
+            Material::P256(_) => "P-256",
+            Material::P384(_) => "P-384",
+            Material::Ed25519(_) => "Ed25519",
         }
     }
 
@@ -469,7 +473,7 @@ mod tests {
         assert_eq!(skipped, 10);
         assert_eq!(
             format!("{:?}", keys[2]),
-            r#"Key { family: "ed25519", kid: None, alg: Some("EdDSA") }"#
+            r#"Key { family: "Ed25519", kid: None, alg: Some("EdDSA") }"#
         );
         assert!(keys[2].accepts(Algorithm::EdDsa, None));
     }

@@ -42,7 +42,7 @@ use hyper::{HeaderMap, Uri};
 use thiserror::Error;
 
 pub(crate) use self::{
-    client::EndpointError,
+    client::{EndpointError, Scheme, check_url},
     error::{AuthError, Invalid},
     jwks::JwksStats,
     keys::KeyError,
@@ -138,17 +138,23 @@ pub(crate) enum SetupError {
         /// The least length.
         min: usize,
     },
-    /// An asymmetric algorithm without a public key source.
-    #[error("{0} is accepted but no PEM file, JWKS file or JWKS URL gives public keys")]
+    /// An asymmetric algorithm that no configured key verifies.
+    #[error(
+        "{0} is accepted but none of the public keys (PEM files, JWKS file) verifies {0} tokens, and no JWKS URL may bring one that does; add its public key, or stop accepting {0}"
+    )]
     NoPublicKeys(&'static str),
     /// A PEM key that no accepted algorithm verifies with.
-    #[error("{path}: the key fits none of the accepted algorithms")]
+    #[error(
+        "{path}: none of the accepted algorithms verifies with its {family} key; accept one that does, or remove the key"
+    )]
     UnusedKey {
         /// The file.
         path: PathBuf,
+        /// The key's family.
+        family: &'static str,
     },
     /// A key file could not be read.
-    #[error("{path}: {error}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -334,84 +340,41 @@ fn verifier(settings: &AuthSettings, jwt: &JwtSettings) -> Result<Verifier, Setu
     if jwt.algorithms.is_empty() {
         return Err(SetupError::NoAlgorithms);
     }
-    let read = |path: &PathBuf| {
-        fs::read(path).map_err(|error| SetupError::Read {
-            path: path.clone(),
-            error,
-        })
-    };
-    let mut fixed = Vec::new();
-    let mut remote = Vec::new();
-    let mut secret = None;
-    for source in &jwt.keys {
-        match source {
-            KeySource::Secret(path) => {
-                if secret.is_some() {
-                    return Err(SetupError::Secret("more than one secret configured"));
-                }
-                let bytes = read(path)?;
-                // A file written by `echo` ends in a line ending that is no part of the secret.
-                let bytes = bytes
-                    .strip_suffix(b"\r\n")
-                    .or_else(|| bytes.strip_suffix(b"\n"))
-                    .unwrap_or(&bytes);
-                secret = Some(bytes.len());
-                fixed.push(Arc::new(Key::secret(bytes)));
-            }
-            KeySource::PemFile(path) => {
-                let keys = Key::from_pem(&read(path)?).map_err(|error| SetupError::Key {
-                    path: path.clone(),
-                    error,
-                })?;
-                for key in keys {
-                    if !jwt.algorithms.iter().any(|&alg| key.accepts(alg, None)) {
-                        return Err(SetupError::UnusedKey { path: path.clone() });
-                    }
-                    fixed.push(Arc::new(key));
-                }
-            }
-            KeySource::JwksFile(path) => {
-                let (keys, _) =
-                    keys::parse_jwks(&read(path)?).map_err(|error| SetupError::Key {
-                        path: path.clone(),
-                        error,
-                    })?;
-                fixed.extend(keys.into_iter().map(Arc::new));
-            }
-            KeySource::JwksUrl(url) => remote.push(Arc::new(JwksCache::new(url)?)),
-        }
-    }
-    let hmac = jwt.algorithms.iter().filter(|alg| alg.is_hmac());
-    match secret {
-        None if hmac.clone().next().is_some() => {
+    let secrets = jwt
+        .keys
+        .iter()
+        .filter(|source| matches!(source, KeySource::Secret(_)))
+        .count();
+    let hmac = jwt.algorithms.iter().any(|alg| alg.is_hmac());
+    match (secrets, hmac) {
+        (0, true) => {
             return Err(SetupError::Secret(
                 "an HS* algorithm is accepted but no secret is configured",
             ));
         }
-        Some(_) if hmac.clone().next().is_none() => {
+        (1.., false) => {
             return Err(SetupError::Secret(
                 "a secret is configured but no HS* algorithm accepts it",
             ));
         }
-        Some(len) => {
-            for &alg in hmac {
-                let min = hmac_min_len(alg);
-                if len < min {
-                    return Err(SetupError::SecretTooShort {
-                        alg: alg.name(),
-                        len,
-                        min,
-                    });
-                }
-            }
+        (2.., true) => return Err(SetupError::Secret("more than one secret configured")),
+        _ => {}
+    }
+    let mut fixed = Vec::new();
+    let mut remote = Vec::new();
+    for source in &jwt.keys {
+        match source {
+            KeySource::JwksUrl(url) => remote.push(Arc::new(JwksCache::new(url)?)),
+            source => fixed.extend(
+                read_keys(source, &jwt.algorithms)?
+                    .into_iter()
+                    .map(Arc::new),
+            ),
         }
-        None => {}
     }
     let fixed = KeySet::new(fixed);
-    for &alg in jwt.algorithms.iter().filter(|alg| !alg.is_hmac()) {
-        if remote.is_empty() && fixed.candidates(alg, None).next().is_none() {
-            return Err(SetupError::NoPublicKeys(alg.name()));
-        }
+    if let Some(alg) = uncovered(&jwt.algorithms, &fixed, !remote.is_empty()).next() {
+        return Err(SetupError::NoPublicKeys(alg.name()));
     }
     if !remote.is_empty() {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SetupError::NoRuntime)?;
@@ -426,6 +389,136 @@ fn verifier(settings: &AuthSettings, jwt: &JwtSettings) -> Result<Verifier, Setu
         settings.claims.clone(),
         settings.absent_grants,
     ))
+}
+
+/// The keys of one fixed source (a secret, a PEM file, a JWKS file), read
+/// and checked against the accepted `algorithms`; a JWKS URL has none until
+/// it is fetched.
+fn read_keys(source: &KeySource, algorithms: &[Algorithm]) -> Result<Vec<Key>, SetupError> {
+    let read = |path: &PathBuf| {
+        fs::read(path).map_err(|error| SetupError::Read {
+            path: path.clone(),
+            error,
+        })
+    };
+    match source {
+        KeySource::Secret(path) => {
+            let bytes = read(path)?;
+            // A file written by `echo` ends in a line ending that is no part of the secret.
+            let secret = bytes
+                .strip_suffix(b"\r\n")
+                .or_else(|| bytes.strip_suffix(b"\n"))
+                .unwrap_or(&bytes);
+            for &alg in algorithms.iter().filter(|alg| alg.is_hmac()) {
+                let min = hmac_min_len(alg);
+                if secret.len() < min {
+                    return Err(SetupError::SecretTooShort {
+                        alg: alg.name(),
+                        len: secret.len(),
+                        min,
+                    });
+                }
+            }
+            Ok(vec![Key::secret(secret)])
+        }
+        KeySource::PemFile(path) => {
+            let keys = Key::from_pem(&read(path)?).map_err(|error| SetupError::Key {
+                path: path.clone(),
+                error,
+            })?;
+            if let Some(unused) = keys
+                .iter()
+                .find(|key| !algorithms.iter().any(|&alg| key.accepts(alg, None)))
+            {
+                return Err(SetupError::UnusedKey {
+                    path: path.clone(),
+                    family: unused.family(),
+                });
+            }
+            Ok(keys)
+        }
+        KeySource::JwksFile(path) => {
+            let (keys, _) = keys::parse_jwks(&read(path)?).map_err(|error| SetupError::Key {
+                path: path.clone(),
+                error,
+            })?;
+            Ok(keys)
+        }
+        KeySource::JwksUrl(_) => Ok(Vec::new()),
+    }
+}
+
+/// The accepted asymmetric algorithms that no fixed key verifies, when no
+/// JWKS URL (`remote`) may bring a key for them.
+fn uncovered<'a>(
+    algorithms: &'a [Algorithm],
+    fixed: &'a KeySet,
+    remote: bool,
+) -> impl Iterator<Item = Algorithm> + 'a {
+    algorithms.iter().copied().filter(move |&alg| {
+        !remote && !alg.is_hmac() && fixed.candidates(alg, None).next().is_none()
+    })
+}
+
+/// What a problem found by [`check_files`] is about, so that the
+/// configuration can point at the key that named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Subject {
+    /// The JWT key source at this index of [`JwtSettings::keys`] (for a JWKS
+    /// URL, its CA file).
+    Key(usize),
+    /// An accepted algorithm that none of the keys verifies.
+    Algorithm(Algorithm),
+    /// The webhook's CA file.
+    WebhookCaFile,
+}
+
+/// Reads every file `settings` names and checks what the material tells,
+/// as [`Authenticator::new`] does, but starting nothing and reporting every
+/// problem with what it is about, not only the first. The settings' shape
+/// (algorithms, sources, one secret) is the configuration's to check; this
+/// is the part only the files can tell.
+pub(crate) fn check_files(settings: &AuthSettings) -> Vec<(Subject, SetupError)> {
+    let mut problems = Vec::new();
+    if let Some(jwt) = &settings.jwt {
+        let mut fixed = Vec::new();
+        for (index, source) in jwt.keys.iter().enumerate() {
+            let keys = match source {
+                KeySource::JwksUrl(url) => url
+                    .ca_file
+                    .as_deref()
+                    .map_or(Ok(()), |ca| client::ca_roots(ca).map(drop))
+                    .map(|()| Vec::new())
+                    .map_err(SetupError::from),
+                source => read_keys(source, &jwt.algorithms),
+            };
+            match keys {
+                Ok(keys) => fixed.extend(keys.into_iter().map(Arc::new)),
+                Err(error) => problems.push((Subject::Key(index), error)),
+            }
+        }
+        // A source that could not be read may hold the key an algorithm
+        // lacks: say so only when every source was read.
+        if problems.is_empty() {
+            let remote = jwt
+                .keys
+                .iter()
+                .any(|source| matches!(source, KeySource::JwksUrl(_)));
+            let fixed = KeySet::new(fixed);
+            problems.extend(uncovered(&jwt.algorithms, &fixed, remote).map(|alg| {
+                (
+                    Subject::Algorithm(alg),
+                    SetupError::NoPublicKeys(alg.name()),
+                )
+            }));
+        }
+    }
+    if let Some(ca) = settings.webhook.as_ref().and_then(|w| w.ca_file.as_deref()) {
+        if let Err(error) = client::ca_roots(ca) {
+            problems.push((Subject::WebhookCaFile, error.into()));
+        }
+    }
+    problems
 }
 
 /// The least secret length for an HMAC: its hash's output size.

@@ -15,6 +15,7 @@
 
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{error::Invalid, settings::AbsentGrants};
@@ -29,8 +30,10 @@ pub(crate) const MAX_PATTERN_LEN: usize = 200;
 /// Longest user id: ids are names, emails, UUIDs or URIs.
 pub(crate) const MAX_USER_LEN: usize = 256;
 
-/// Who the rooms of a channel belong to: a per-channel setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who the rooms of a channel belong to: a per-channel setting, written
+/// `rooms = "shared"` or `"per_user"` (the serde names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Rooms {
     /// Anyone the grants allow.
     Shared,

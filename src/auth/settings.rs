@@ -1,9 +1,18 @@
 //! The validated authentication settings: plain data with named defaults.
 //! They name files and URLs but read none: [`super::Authenticator::new`]
 //! loads the keys and checks what only the loaded material can tell (a
-//! secret long enough, a PEM that holds a public key).
+//! secret long enough, a PEM that holds a public key), and
+//! [`super::check_files`] does the same reading for the configuration's load
+//! step, so that `wsedge check` reports a bad key file at its key.
+//!
+//! The keywords the configuration file uses for these settings are the serde
+//! names of the enums here ([`Algorithm`], [`SourceKind`], [`AbsentGrants`]).
 
 use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::keyword;
 
 /// How long a connection using first-message authentication has to send
 /// `{"type":"auth",...}`: long enough for a page to fetch a token over a
@@ -71,6 +80,7 @@ pub(crate) struct AuthSettings {
 }
 
 impl AuthSettings {
+    #[cfg(test)]
     /// Settings with these verifiers, every other field its default.
     pub(crate) fn new(jwt: Option<JwtSettings>, webhook: Option<WebhookSettings>) -> Self {
         AuthSettings {
@@ -87,32 +97,45 @@ impl AuthSettings {
 /// A JWS algorithm (RFC 7518 section 3.1, RFC 8037 for EdDSA) this server
 /// verifies. Which ones a deployment accepts is configured, never read from
 /// the token alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// The serde name of each variant is its `alg` header value, the one
+/// spelling that [`Algorithm::name`] and the configuration file both use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum Algorithm {
     /// HMAC with SHA-256.
+    #[serde(rename = "HS256")]
     Hs256,
     /// HMAC with SHA-384.
+    #[serde(rename = "HS384")]
     Hs384,
     /// HMAC with SHA-512.
+    #[serde(rename = "HS512")]
     Hs512,
     /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[serde(rename = "RS256")]
     Rs256,
     /// RSASSA-PKCS1-v1_5 with SHA-384.
+    #[serde(rename = "RS384")]
     Rs384,
     /// RSASSA-PKCS1-v1_5 with SHA-512.
+    #[serde(rename = "RS512")]
     Rs512,
     /// RSASSA-PSS with SHA-256 and MGF1 with SHA-256.
+    #[serde(rename = "PS256")]
     Ps256,
     /// ECDSA with P-256 and SHA-256.
+    #[serde(rename = "ES256")]
     Es256,
     /// ECDSA with P-384 and SHA-384.
+    #[serde(rename = "ES384")]
     Es384,
     /// EdDSA with Ed25519.
+    #[serde(rename = "EdDSA")]
     EdDsa,
 }
 
 impl Algorithm {
-    /// Every algorithm, for tables and error hints.
+    /// Every algorithm, in declaration order, for tables and error hints.
     pub(crate) const ALL: [Algorithm; 10] = [
         Algorithm::Hs256,
         Algorithm::Hs384,
@@ -126,20 +149,10 @@ impl Algorithm {
         Algorithm::EdDsa,
     ];
 
-    /// The `alg` header value.
+    /// The `alg` header value (serde's name for the variant: the variants
+    /// are listed in declaration order, without explicit discriminants).
     pub(crate) fn name(self) -> &'static str {
-        match self {
-            Algorithm::Hs256 => "HS256",
-            Algorithm::Hs384 => "HS384",
-            Algorithm::Hs512 => "HS512",
-            Algorithm::Rs256 => "RS256",
-            Algorithm::Rs384 => "RS384",
-            Algorithm::Rs512 => "RS512",
-            Algorithm::Ps256 => "PS256",
-            Algorithm::Es256 => "ES256",
-            Algorithm::Es384 => "ES384",
-            Algorithm::EdDsa => "EdDSA",
-        }
+        keyword::words::<Self>()[self as usize]
     }
 
     /// The algorithm an `alg` header value names (case-sensitive, as JWS says).
@@ -172,6 +185,7 @@ pub(crate) struct JwtSettings {
 }
 
 impl JwtSettings {
+    #[cfg(test)]
     /// `algorithms` verified with `keys`, every other field its default.
     pub(crate) fn new(algorithms: Vec<Algorithm>, keys: Vec<KeySource>) -> Self {
         JwtSettings {
@@ -216,6 +230,7 @@ pub(crate) struct JwksUrlSettings {
 }
 
 impl JwksUrlSettings {
+    #[cfg(test)]
     /// `url` with the default intervals and the system's trust store.
     pub(crate) fn new(url: impl Into<String>) -> Self {
         JwksUrlSettings {
@@ -243,6 +258,7 @@ pub(crate) struct WebhookSettings {
 }
 
 impl WebhookSettings {
+    #[cfg(test)]
     /// `url` with the default timeout and headers.
     pub(crate) fn new(url: impl Into<String>) -> Self {
         WebhookSettings {
@@ -284,15 +300,45 @@ impl TokenSource {
         ]
     }
 
+    /// Which kind of source this is.
+    pub(crate) fn kind(&self) -> SourceKind {
+        match self {
+            TokenSource::Bearer => SourceKind::Bearer,
+            TokenSource::Cookie(_) => SourceKind::Cookie,
+            TokenSource::Protocol(_) => SourceKind::Protocol,
+            TokenSource::Query(_) => SourceKind::Query,
+            TokenSource::FirstMessage => SourceKind::FirstMessage,
+        }
+    }
+
     /// The label of the source in logs and metrics.
     pub(crate) fn label(&self) -> &'static str {
-        match self {
-            TokenSource::Bearer => "bearer",
-            TokenSource::Cookie(_) => "cookie",
-            TokenSource::Protocol(_) => "protocol",
-            TokenSource::Query(_) => "query",
-            TokenSource::FirstMessage => "first_message",
-        }
+        self.kind().as_str()
+    }
+}
+
+/// The kinds of [`TokenSource`], named as in the configuration's `sources`
+/// list, in logs and in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SourceKind {
+    /// [`TokenSource::Bearer`].
+    Bearer,
+    /// [`TokenSource::Cookie`].
+    Cookie,
+    /// [`TokenSource::Protocol`].
+    Protocol,
+    /// [`TokenSource::Query`].
+    Query,
+    /// [`TokenSource::FirstMessage`].
+    FirstMessage,
+}
+
+impl SourceKind {
+    /// The word for the kind (serde's name for the variant: the variants are
+    /// listed in declaration order, without explicit discriminants).
+    pub(crate) fn as_str(self) -> &'static str {
+        keyword::words::<Self>()[self as usize]
     }
 }
 
@@ -319,7 +365,8 @@ impl Default for ClaimNames {
 
 /// What a token (or webhook answer) without a `join` or `publish` grant may
 /// do there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum AbsentGrants {
     /// Nothing (default): a channel is never opened by a claim left out.
     #[default]

@@ -21,7 +21,7 @@ use std::fmt;
 
 use hyper::{HeaderMap, Uri, header};
 
-use super::settings::TokenSource;
+use super::settings::{SourceKind, TokenSource};
 
 /// A bearer token. Its `Debug` shows only the length, and it has no
 /// `Display`: a token cannot end up in a log line by accident.
@@ -60,14 +60,15 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// The metric label.
+    /// The metric label: the name of the source's kind.
     pub(crate) fn label(self) -> &'static str {
-        match self {
-            Source::Bearer => "bearer",
-            Source::Cookie => "cookie",
-            Source::Protocol => "protocol",
-            Source::Query => "query",
-        }
+        let kind = match self {
+            Source::Bearer => SourceKind::Bearer,
+            Source::Cookie => SourceKind::Cookie,
+            Source::Protocol => SourceKind::Protocol,
+            Source::Query => SourceKind::Query,
+        };
+        kind.as_str()
     }
 }
 

@@ -873,7 +873,7 @@ fn settings_errors_name_the_problem() {
                 vec![Algorithm::Es256],
                 vec![KeySource::JwksFile(jwks.clone())],
             ),
-            "ES256 is accepted but no PEM file",
+            "ES256 is accepted but none of the public keys",
         ),
         (
             jwt(vec![Algorithm::Rs256], vec![KeySource::PemFile(private)]),

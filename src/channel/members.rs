@@ -175,6 +175,17 @@ impl Members {
         delivered
     }
 
+    /// Queues `delivery` for every member that is not `user`'s (a presence
+    /// notice is news to the others only).
+    pub(crate) fn deliver_to_others(&self, delivery: &Delivery, user: &str, counters: &Counters) {
+        let inner = self.read();
+        for member in inner.entries.values() {
+            if member.user.as_deref() != Some(user) {
+                queue(&member.outbox, delivery.item_for(member.encoding), counters);
+            }
+        }
+    }
+
     /// Every member's outbox.
     pub(crate) fn outboxes(&self) -> Vec<Outbox> {
         self.read()

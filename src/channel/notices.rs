@@ -1,5 +1,5 @@
 //! Presence notices (`presence_events = true`): a user's first connection
-//! joining a room and its last leaving are told to the room's members,
+//! joining a room and its last leaving are told to the room's other members,
 //! coalesced so that churn does not become a storm of its own.
 //!
 //! Changes wait at most [`FLUSH_INTERVAL`]; within it a leave and a join of
@@ -113,35 +113,35 @@ async fn flush(channel: Weak<Channel>) {
         }
         for (room, mut events) in by_room.into_values() {
             events.sort();
-            let texts: Vec<String> = if events.len() > MAX_NOTICES_PER_ROOM {
+            // Notices are small: plain frames for everyone.
+            let plain = Compression {
+                enabled: false,
+                ..Compression::default()
+            };
+            let delivery = |text: String| {
+                Delivery::new(
+                    MessageKind::Text,
+                    Bytes::from(text),
+                    plain,
+                    &channel.compressors,
+                    &channel.counters,
+                )
+            };
+            if events.len() > MAX_NOTICES_PER_ROOM {
                 let joined = events
                     .iter()
                     .filter(|(_, event)| *event == PresenceEvent::Join)
                     .count();
-                vec![protocol::presence_summary(
-                    room.name(),
-                    joined,
-                    events.len() - joined,
-                )]
+                let summary =
+                    protocol::presence_summary(room.name(), joined, events.len() - joined);
+                room.members
+                    .deliver(&delivery(summary), None, &channel.counters);
             } else {
-                events
-                    .iter()
-                    .map(|(user, event)| protocol::presence(*event, room.name(), user))
-                    .collect()
-            };
-            for text in texts {
-                // Notices are small: plain frames for everyone.
-                let delivery = Delivery::new(
-                    MessageKind::Text,
-                    Bytes::from(text),
-                    Compression {
-                        enabled: false,
-                        ..Compression::default()
-                    },
-                    &channel.compressors,
-                    &channel.counters,
-                );
-                room.members.deliver(&delivery, None, &channel.counters);
+                for (user, event) in &events {
+                    let notice = delivery(protocol::presence(*event, room.name(), user));
+                    room.members
+                        .deliver_to_others(&notice, user, &channel.counters);
+                }
             }
         }
     }

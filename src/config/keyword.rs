@@ -12,7 +12,12 @@ use serde::{
     de::{self, DeserializeOwned, IntoDeserializer, Visitor, value},
 };
 
-use super::{ChannelKind, CompressionMode, OnExceed, Publish, SlowConsumer};
+use super::{AuthMode, ChannelKind, CompressionMode, OnExceed, Publish, SlowConsumer};
+use crate::auth::{
+    Algorithm,
+    permissions::Rooms,
+    settings::{AbsentGrants, SourceKind},
+};
 
 /// An enum of unit variants written as a string in the file.
 pub(crate) trait Keyword: DeserializeOwned + Copy {
@@ -171,6 +176,62 @@ impl Keyword for CompressionMode {
     }
 }
 
+impl Keyword for Algorithm {
+    const NOUN: &'static str = "JWT algorithm this server verifies";
+
+    fn meaning(self) -> Option<&'static str> {
+        None
+    }
+}
+
+impl Keyword for SourceKind {
+    const NOUN: &'static str = "token source";
+
+    fn meaning(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Bearer => "the Authorization: Bearer header",
+            Self::Cookie => "the cookie named by `cookie`",
+            Self::Protocol => "the Sec-WebSocket-Protocol entry after `protocol_marker`",
+            Self::Query => "the query parameter named by `query_parameter`",
+            Self::FirstMessage => "an auth message right after the upgrade",
+        })
+    }
+}
+
+impl Keyword for AbsentGrants {
+    const NOUN: &'static str = "policy for absent grants";
+
+    fn meaning(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Deny => "a grant left out allows nothing",
+            Self::AllowAll => "a grant left out allows everything",
+        })
+    }
+}
+
+impl Keyword for AuthMode {
+    const NOUN: &'static str = "channel auth mode";
+
+    fn meaning(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Required => "no valid identity, no connection",
+            Self::Optional => "verified when given, anonymous otherwise",
+            Self::None => "credentials are not looked at",
+        })
+    }
+}
+
+impl Keyword for Rooms {
+    const NOUN: &'static str = "room ownership";
+
+    fn meaning(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Shared => "anyone the grants allow",
+            Self::PerUser => "each room belongs to the user it is named after",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,12 +256,56 @@ mod tests {
         round_trips::<SlowConsumer>();
         round_trips::<OnExceed>();
         round_trips::<CompressionMode>();
+        round_trips::<Algorithm>();
+        round_trips::<SourceKind>();
+        round_trips::<AbsentGrants>();
+        round_trips::<AuthMode>();
+        round_trips::<Rooms>();
     }
 
     #[test]
     fn words_are_the_serde_names_in_declaration_order() {
         assert_eq!(words::<ChannelKind>(), ["echo", "broadcast", "room", "hub"]);
         assert_eq!(words::<OnExceed>(), ["throttle", "close"]);
+        assert_eq!(words::<Rooms>(), ["shared", "per_user"]);
+        assert_eq!(words::<AbsentGrants>(), ["deny", "allow_all"]);
+    }
+
+    #[test]
+    fn algorithm_names_are_their_alg_header_values() {
+        let names: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384",
+                "EdDSA"
+            ]
+        );
+        assert_eq!(words::<Algorithm>(), names, "ALL is in declaration order");
+        for alg in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(alg.name()), Some(alg));
+        }
+        assert_eq!(Algorithm::from_name("hs256"), None, "case-sensitive");
+    }
+
+    #[test]
+    fn source_labels_are_the_words_of_sources() {
+        use crate::auth::TokenSource;
+        let labels: Vec<&str> = [
+            TokenSource::Bearer,
+            TokenSource::Cookie("c".into()),
+            TokenSource::Protocol("p".into()),
+            TokenSource::Query("q".into()),
+            TokenSource::FirstMessage,
+        ]
+        .iter()
+        .map(TokenSource::label)
+        .collect();
+        assert_eq!(labels, words::<SourceKind>());
+        assert_eq!(
+            labels,
+            ["bearer", "cookie", "protocol", "query", "first_message"]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The files a configuration names (the `[server.tls]` certificate and key,
-//! the `[admin]` token), read in a step of their own after validation.
+//! the `[admin]` token, the `[auth]` keys and CA files), read in a step of
+//! their own after validation.
 //!
 //! Validation is pure: it yields a [`Config<Unread>`](super::Config) in which
 //! each file-backed value is the place in the text that named the file.
@@ -7,11 +8,22 @@
 //! server runs, reporting a file it cannot use at the key that named it.
 //! Every reload goes through both steps again, so renewed certificates and a
 //! rotated token are picked up.
+//!
+//! The `[auth]` files are the exception to "read once here": the settings
+//! keep their paths, and the server's authenticator reads the keys when it
+//! is built (at start and at every reload). They are read here as well, and
+//! thrown away, so that a missing or unusable key file is reported at its
+//! key by `wsedge check` and refuses a reload, instead of failing later
+//! without a line to point at. Where each was named travels beside the
+//! configuration, in [`AuthFiles`].
 
 use std::{fmt, ops::Range};
 
 use super::{AdminSettings, AdminToken, Config, ServerSettings, TlsSettings, report::Scope};
-use crate::tls::{Identity, TlsError};
+use crate::{
+    auth::{self, Algorithm, AuthSettings, Subject},
+    tls::{Identity, TlsError},
+};
 
 /// How far a configuration has come: validated with its files unread
 /// (`Unread`, inside the crate), or with their contents loaded ([`Loaded`],
@@ -62,10 +74,45 @@ pub(crate) struct PemSpans {
     pub(crate) key: Range<usize>,
 }
 
+/// Where `[auth]` named the files that [`load`] checks.
+#[derive(Debug, Default)]
+pub(crate) struct AuthFiles {
+    /// The `[auth]` table, for what has no key of its own.
+    pub(crate) table: Range<usize>,
+    /// One entry per JWT key source, in the order of the settings' sources:
+    /// the value that named its file (a JWKS URL's `ca_file`).
+    pub(crate) keys: Vec<Named>,
+    /// The accepted algorithms, where each is listed.
+    pub(crate) algorithms: Vec<(Algorithm, Range<usize>)>,
+    /// Whether a key source was written but left out (reported by
+    /// validation): an algorithm without a key may then be missing only
+    /// that one, and is not reported again.
+    pub(crate) keys_left_out: bool,
+    /// The `[auth.webhook]` `ca_file`.
+    pub(crate) webhook_ca_file: Option<Range<usize>>,
+}
+
+/// A value and its key, relative to `[auth]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Named {
+    pub(crate) span: Range<usize>,
+    pub(crate) key: &'static str,
+}
+
+impl Named {
+    pub(crate) fn new(span: Range<usize>, key: &'static str) -> Self {
+        Self { span, key }
+    }
+}
+
 /// Reads the files `config` names. A file that cannot be used is reported in
-/// `root` and its table left out; the caller discards a configuration with
-/// errors.
-pub(super) fn load(config: Config<Unread>, root: &mut Scope<'_, '_>) -> Config {
+/// `root` and its table left out (the `[auth]` settings are kept: they hold
+/// paths, not contents); the caller discards a configuration with errors.
+pub(super) fn load(
+    config: Config<Unread>,
+    auth_files: &AuthFiles,
+    root: &mut Scope<'_, '_>,
+) -> Config {
     let Config {
         server,
         admission,
@@ -89,6 +136,9 @@ pub(super) fn load(config: Config<Unread>, root: &mut Scope<'_, '_>) -> Config {
         tls,
     };
     let admin = admin.and_then(|admin| token(admin, &mut root.table("admin")));
+    if let Some(settings) = &auth {
+        check_auth(settings, auth_files, &mut root.table("auth"));
+    }
     Config {
         server,
         admission,
@@ -151,4 +201,30 @@ fn token(admin: AdminSettings<Unread>, scope: &mut Scope<'_, '_>) -> Option<Admi
         token_file: admin.token_file,
         token,
     })
+}
+
+/// Reads the key and CA files of `[auth]` and reports each problem at the
+/// key that named the file (or the algorithm that no key verifies).
+fn check_auth(settings: &AuthSettings, files: &AuthFiles, scope: &mut Scope<'_, '_>) {
+    for (subject, error) in auth::check_files(settings) {
+        if files.keys_left_out && matches!(subject, Subject::Algorithm(_)) {
+            continue;
+        }
+        let at = match subject {
+            Subject::Key(index) => files.keys.get(index).cloned(),
+            Subject::Algorithm(alg) => files
+                .algorithms
+                .iter()
+                .find(|(listed, _)| *listed == alg)
+                .map(|(_, span)| Named::new(span.clone(), "algorithms")),
+            Subject::WebhookCaFile => files
+                .webhook_ca_file
+                .clone()
+                .map(|span| Named::new(span, "webhook.ca_file")),
+        };
+        // Validation records every file it passes on; the table is where a
+        // problem would land if it did not.
+        let at = at.unwrap_or_else(|| Named::new(files.table.clone(), ""));
+        scope.error(at.span, at.key, error.to_string());
+    }
 }

@@ -9,14 +9,14 @@
 //!    (from `defaults`) filled in, one module per table, collecting all
 //!    problems with file:line:column through a scoped `report`. It is pure:
 //!    the files the configuration names are not read yet.
-//! 3. `load` reads those files (certificates, the admin token) and reports a
-//!    file it cannot use at the key that named it.
+//! 3. `load` reads those files (certificates, the admin token, the auth keys)
+//!    and reports a file it cannot use at the key that named it.
 //!
 //! `print-config` serializes the validated config back through the raw mirror.
 
 mod defaults;
 mod error;
-mod keyword;
+pub(crate) mod keyword;
 mod load;
 mod print;
 mod raw;
@@ -323,21 +323,17 @@ pub struct ChannelConfig {
 /// How a channel treats identities (`auth` and `rooms` of a `[[channel]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChannelAuth {
+    /// Whether connections must authenticate: `Required` by default when
+    /// `[auth]` exists, so that adding it cannot leave a channel open.
     pub(crate) mode: AuthMode,
+    /// Whose rooms are whose: per user only on room and hub channels.
     pub(crate) rooms: Rooms,
 }
 
-impl ChannelAuth {
-    /// A channel that needs no identity and whose rooms anyone may join.
-    pub(crate) const OPEN: Self = Self {
-        mode: AuthMode::None,
-        rooms: Rooms::Shared,
-    };
-}
-
-/// Whether a channel's connections must authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // until `[[channel]] auth` is parsed
+/// Whether a channel's connections must authenticate (`auth` of a
+/// `[[channel]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum AuthMode {
     /// Without a valid identity the handshake is answered 401 (or the
     /// connection waits for its first message, where that is a source).
@@ -376,8 +372,9 @@ impl Config {
             Ok(raw) => {
                 // The one look at the environment: validation itself is pure.
                 let base_dir = absolute_dir(base_dir);
-                let validated = validate::validate(raw, &base_dir, &mut report.root());
-                Some(load::load(validated, &mut report.root()))
+                let (validated, auth_files) =
+                    validate::validate(raw, &base_dir, &mut report.root());
+                Some(load::load(validated, &auth_files, &mut report.root()))
             }
             Err(error) => {
                 report.root().error(

@@ -11,11 +11,12 @@ use super::{
     TlsSettings,
     keyword::Word,
     raw::{
-        Field, RawAdmin, RawChannel, RawCompression, RawConfig, RawLimits, RawRate, RawServer,
-        RawTls,
+        Field, RawAdmin, RawAuth, RawChannel, RawCompression, RawConfig, RawLimits, RawRate,
+        RawServer, RawTls, RawWebhook,
     },
     units,
 };
+use crate::auth::{AuthSettings, JwtSettings, KeySource, TokenSource, settings::WebhookSettings};
 
 pub(super) fn to_toml_string(config: &Config) -> String {
     let raw = RawConfig {
@@ -54,6 +55,7 @@ pub(super) fn to_toml_string(config: &Config) -> String {
                     .and_then(|file| field(file.display().to_string())),
             })
         }),
+        auth: config.auth.as_ref().and_then(|auth| field(raw_auth(auth))),
         channels: config
             .channels
             .iter()
@@ -180,8 +182,97 @@ fn raw_channel(channel: &ChannelConfig) -> RawChannel {
         } else {
             None
         },
+        auth: field(Word::Known(channel.auth.mode)),
+        rooms: if room {
+            field(Word::Known(channel.auth.rooms))
+        } else {
+            None
+        },
         limits: Some(raw_limits(&channel.limits)),
         compression: Some(raw_compression(&channel.compression)),
+    }
+}
+
+/// `[auth]`. The keys of a source that is not listed, and the JWT keys
+/// without JWT, are left out: the parser refuses them as keys that do nothing.
+fn raw_auth(auth: &AuthSettings) -> RawAuth {
+    let raw = RawAuth {
+        absent_grants: field(Word::Known(auth.absent_grants)),
+        webhook: auth.webhook.as_ref().and_then(|w| field(raw_webhook(w))),
+        ..RawAuth::default()
+    };
+    match &auth.jwt {
+        Some(jwt) => raw_jwt(auth, jwt, raw),
+        None => raw,
+    }
+}
+
+/// The JWT keys of `[auth]`, over `raw`.
+fn raw_jwt(auth: &AuthSettings, jwt: &JwtSettings, mut raw: RawAuth) -> RawAuth {
+    let path = |path: &std::path::Path| field(path.display().to_string());
+    raw.algorithms = field(
+        jwt.algorithms
+            .iter()
+            .map(|alg| Spanned::new(0..0, Word::Known(*alg)))
+            .collect(),
+    );
+    let mut public_keys = Vec::new();
+    for source in &jwt.keys {
+        match source {
+            KeySource::Secret(file) => raw.secret_file = path(file),
+            KeySource::PemFile(file) => {
+                public_keys.push(Spanned::new(0..0, file.display().to_string()))
+            }
+            KeySource::JwksFile(file) => raw.jwks_file = path(file),
+            KeySource::JwksUrl(url) => {
+                raw.jwks_url = field(url.url.clone());
+                raw.jwks_refresh = field(units::format_duration(url.refresh));
+                raw.jwks_min_refetch = field(units::format_duration(url.min_refetch));
+                raw.jwks_timeout = field(units::format_duration(url.timeout));
+                raw.ca_file = url.ca_file.as_deref().and_then(path);
+            }
+        }
+    }
+    if !public_keys.is_empty() {
+        raw.public_keys = field(public_keys);
+    }
+    raw.leeway = field(units::format_duration(jwt.leeway));
+    raw.issuers = field(list(jwt.issuers.iter().cloned()));
+    raw.audiences = field(list(jwt.audiences.iter().cloned()));
+    raw.require_exp = field(jwt.require_exp);
+    raw.sources = field(
+        auth.sources
+            .iter()
+            .map(|source| Spanned::new(0..0, Word::Known(source.kind())))
+            .collect(),
+    );
+    for source in &auth.sources {
+        match source {
+            TokenSource::Bearer => {}
+            TokenSource::Cookie(name) => raw.cookie = field(name.clone()),
+            TokenSource::Protocol(marker) => raw.protocol_marker = field(marker.clone()),
+            TokenSource::Query(name) => raw.query_parameter = field(name.clone()),
+            TokenSource::FirstMessage => {
+                raw.first_message_timeout =
+                    field(units::format_duration(auth.first_message_timeout));
+            }
+        }
+    }
+    raw.user_claim = field(auth.claims.user.clone());
+    raw.join_claim = field(auth.claims.join.clone());
+    raw.publish_claim = field(auth.claims.publish.clone());
+    raw
+}
+
+fn raw_webhook(webhook: &WebhookSettings) -> RawWebhook {
+    RawWebhook {
+        url: field(webhook.url.clone()),
+        timeout: field(units::format_duration(webhook.timeout)),
+        headers: field(list(webhook.headers.iter().cloned())),
+        ca_file: webhook
+            .ca_file
+            .as_ref()
+            .and_then(|file| field(file.display().to_string())),
     }
 }
 

@@ -11,7 +11,14 @@
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::{ChannelKind, CompressionMode, OnExceed, Publish, SlowConsumer, keyword::Word};
+use super::{
+    AuthMode, ChannelKind, CompressionMode, OnExceed, Publish, SlowConsumer, keyword::Word,
+};
+use crate::auth::{
+    Algorithm,
+    permissions::Rooms,
+    settings::{AbsentGrants, SourceKind},
+};
 
 /// An optional value that remembers where it was written.
 pub(crate) type Field<T> = Option<Spanned<T>>;
@@ -27,6 +34,8 @@ pub(crate) struct RawConfig {
     pub compression: Option<RawCompression>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Field<RawAdmin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Field<RawAuth>,
     #[serde(default, rename = "channel", skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Spanned<RawChannel>>,
 }
@@ -133,6 +142,10 @@ pub(crate) struct RawChannel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_events: Field<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Field<Word<AuthMode>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Field<Word<Rooms>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<RawLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<RawCompression>,
@@ -146,6 +159,74 @@ pub(crate) struct RawAdmin {
     pub listen: Field<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Field<String>,
+}
+
+/// `[auth]`: JWT verification (algorithms, keys, claims checks), where
+/// tokens are read from, the claims that carry the user and the grants, and
+/// the `[auth.webhook]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Field<Vec<Spanned<Word<Algorithm>>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_min_refetch: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuers: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_exp: Field<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Field<Vec<Spanned<Word<SourceKind>>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_marker: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_message_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_claim: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_claim: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent_grants: Field<Word<AbsentGrants>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Field<RawWebhook>,
+}
+
+/// `[auth.webhook]`: the connect webhook.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Field<Vec<Spanned<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Field<String>,
 }
 
 /// `[compression]` and `[channel.compression]`: permessage-deflate.

@@ -15,7 +15,7 @@ use hyper::{Request, header::HeaderValue};
 use super::{Admitted, Rejection, handshake::select_subprotocol_except};
 use crate::{
     auth::{AuthError, Authenticator, HandshakeFacts, Identity, Outcome, Via, sources::Source},
-    config::AuthMode,
+    config::{AuthMode, ChannelKind},
     stats::Counters,
 };
 
@@ -71,7 +71,10 @@ pub(crate) async fn identify<B>(
         Ok(Outcome::FirstMessage) => return Err(refuse(AuthError::Missing)),
         Err(error) => return Err(refuse(error)),
     };
-    if !identity.may_join(&config.name, admitted.room.as_deref(), config.auth.rooms) {
+    // A hub connection's grants are checked at each join, room by room.
+    if config.kind != ChannelKind::Hub
+        && !identity.may_join(&config.name, admitted.room.as_deref(), config.auth.rooms)
+    {
         return Err(refuse(AuthError::Forbidden));
     }
     if let Via::Token(found) = &via

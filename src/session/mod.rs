@@ -33,7 +33,7 @@ use self::credentials::{Credentials, Handled};
 use crate::{
     auth::{Authenticator, Identity, messages::NOT_AUTH},
     channel::{Channel, JoinError, Joiner, Membership, PublishError},
-    config::{ChannelConfig, Compression, Limits},
+    config::{ChannelConfig, ChannelKind, Compression, Limits},
     http::Caller,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
@@ -169,7 +169,11 @@ impl Session {
                     None
                 }
                 expired = &mut expiring => {
-                    counters.record_auth("expired", expired.reason);
+                    let (result, reason) = match expired.code {
+                        close::TOKEN_EXPIRED => ("expired", "token"),
+                        _ => ("rejected", "first_message_timeout"),
+                    };
+                    counters.record_auth(result, reason);
                     outbox.close(expired.code, expired.reason);
                     let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
                     None
@@ -358,7 +362,10 @@ impl Handling<'_> {
         };
         let config = &waiting.config;
         let room = waiting.room.as_deref();
-        if !identity.may_join(&config.name, room, config.auth.rooms) {
+        // As at the handshake: a hub's grants are checked at each join.
+        if config.kind != ChannelKind::Hub
+            && !identity.may_join(&config.name, room, config.auth.rooms)
+        {
             self.counters.record_auth("rejected", "forbidden");
             return self.close(close::POLICY_VIOLATION, "not permitted on this channel");
         }

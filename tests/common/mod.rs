@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod deflate;
+pub mod jwt;
 pub mod peers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

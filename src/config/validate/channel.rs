@@ -1,6 +1,6 @@
-//! `[[channel]]`: each channel's route, kind, origins, publishers and room
-//! caps, with its `[channel.limits]` and `[channel.compression]`; and what
-//! the channels must not share (names, overlapping paths).
+//! `[[channel]]`: each channel's route, kind, origins, publishers, room caps
+//! and auth mode, with its `[channel.limits]` and `[channel.compression]`;
+//! and what the channels must not share (names, overlapping paths).
 
 use std::{collections::HashMap, ops::Range};
 
@@ -10,19 +10,24 @@ use super::{
     compression::{self, Overrides},
     fields, limits,
 };
-use crate::config::{
-    ChannelAuth, ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS,
-    DEFAULT_MAX_ROOMS_PER_CONNECTION, Limits, OriginPattern, OriginPolicy, PathPattern, defaults,
-    keyword, raw::RawChannel, report::Scope,
+use crate::{
+    auth::permissions::Rooms,
+    config::{
+        AuthMode, ChannelAuth, ChannelConfig, ChannelKind, DEFAULT_MAX_MEMBERS, DEFAULT_MAX_ROOMS,
+        DEFAULT_MAX_ROOMS_PER_CONNECTION, Limits, OriginPattern, OriginPolicy, PathPattern,
+        defaults, keyword, raw::RawChannel, report::Scope,
+    },
 };
 
 /// Validates every `[[channel]]` table; `scope` is the whole file's, each
 /// channel reports under `channel[index]`. Channels with an unusable name,
-/// path or kind are left out (and reported).
+/// path or kind are left out (and reported). `auth_table`: whether the file
+/// has an `[auth]` table.
 pub(super) fn validate_all(
     raw: Vec<Spanned<RawChannel>>,
     limits: &Limits,
     compression: &Overrides,
+    auth_table: bool,
     scope: &mut Scope<'_, '_>,
 ) -> Vec<ChannelConfig> {
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -30,7 +35,8 @@ pub(super) fn validate_all(
     for (index, entry) in raw.into_iter().enumerate() {
         let span = entry.span();
         let mut scope = scope.entry("channel", index);
-        let Some(channel) = validate(entry.into_inner(), &span, limits, compression, &mut scope)
+        let raw = entry.into_inner();
+        let Some(channel) = validate(raw, &span, limits, compression, auth_table, &mut scope)
         else {
             continue;
         };
@@ -62,6 +68,7 @@ fn validate(
     span: &Range<usize>,
     global_limits: &Limits,
     global_compression: &Overrides,
+    auth_table: bool,
     scope: &mut Scope<'_, '_>,
 ) -> Option<ChannelConfig> {
     fields::require(
@@ -173,6 +180,7 @@ fn validate(
             "`presence_events` applies to room and hub channels only; remove it",
         );
     }
+    let auth = channel_auth(&raw, kind, auth_table, scope);
     let limits = limits::channel(
         raw.limits.as_ref(),
         global_limits,
@@ -193,10 +201,60 @@ fn validate(
         max_rooms,
         max_rooms_per_connection,
         presence_events: raw.presence_events.is_some_and(Spanned::into_inner),
-        auth: ChannelAuth::OPEN,
+        auth,
         limits,
         compression,
     })
+}
+
+/// `auth` and `rooms`. A channel that does not say requires an identity when
+/// the file has an `[auth]` table: adding one cannot leave a channel open by
+/// an oversight. Without the table there is nothing to verify with, so
+/// `"required"` and `"optional"` are errors.
+fn channel_auth(
+    raw: &RawChannel,
+    kind: Option<ChannelKind>,
+    auth_table: bool,
+    scope: &mut Scope<'_, '_>,
+) -> ChannelAuth {
+    let default = if auth_table {
+        AuthMode::Required
+    } else {
+        AuthMode::None
+    };
+    let mode = match (fields::keyword(raw.auth.as_ref(), "auth", scope), &raw.auth) {
+        (Some(mode @ (AuthMode::Required | AuthMode::Optional)), Some(value)) if !auth_table => {
+            scope.error(
+                value.span(),
+                "auth",
+                format!(
+                    "auth = {:?} needs an [auth] table that says how identities are verified; add one, or remove `auth`",
+                    keyword::words::<AuthMode>()[mode as usize]
+                ),
+            );
+            default
+        }
+        (mode, _) => mode.unwrap_or(default),
+    };
+    let rooms = match (
+        fields::keyword(raw.rooms.as_ref(), "rooms", scope),
+        &raw.rooms,
+    ) {
+        (Some(_), Some(value)) if kind.is_some_and(|k| !k.has_rooms()) => {
+            scope.error(
+                value.span(),
+                "rooms",
+                "`rooms` applies to room and hub channels only; remove it",
+            );
+            Rooms::Shared
+        }
+        (Some(Rooms::PerUser), Some(value)) if mode == AuthMode::None => {
+            scope.error(value.span(), "rooms", "\"per_user\" rooms belong to the users they are named after, so the channel must know who connects: it needs auth = \"required\" or \"optional\" (and an [auth] table)");
+            Rooms::Shared
+        }
+        (rooms, _) => rooms.unwrap_or(Rooms::Shared),
+    };
+    ChannelAuth { mode, rooms }
 }
 
 fn origin_policy(raw: &RawChannel, scope: &mut Scope<'_, '_>) -> OriginPolicy {
@@ -244,7 +302,7 @@ fn subprotocols(
     let mut accepted: Vec<String> = Vec::new();
     for entry in list.get_ref() {
         let name = entry.get_ref();
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
+        if !fields::is_token(name) {
             scope.error(entry.span(), "subprotocols", format!("{name:?} is not a subprotocol token; use letters, digits and !#$%&'*+-.^_`|~ such as \"chat.v1\""));
         } else if accepted.contains(name) {
             scope.error(
@@ -257,11 +315,6 @@ fn subprotocols(
         }
     }
     accepted
-}
-
-/// An HTTP token character (RFC 9110 section 5.6.2).
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `max_members` or `max_rooms`: room channels only.

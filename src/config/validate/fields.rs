@@ -30,18 +30,28 @@ pub(super) fn duration(
     default: Duration,
     scope: &mut Scope<'_, '_>,
 ) -> Duration {
-    let Some(text) = field else { return default };
-    match units::parse_duration(text.get_ref()) {
-        Ok(value) if !value.is_zero() => value,
-        Ok(_) => {
+    match (field, duration_or_zero(field, name, default, scope)) {
+        (Some(text), value) if value.is_zero() => {
             scope.error(text.span(), name, "must be longer than zero");
             default
         }
-        Err(message) => {
-            scope.error(text.span(), name, message);
-            default
-        }
+        (_, value) => value,
     }
+}
+
+/// A duration, zero included (a tolerance that may be none); `default` when
+/// absent or bad.
+pub(super) fn duration_or_zero(
+    field: Option<&Spanned<String>>,
+    name: &str,
+    default: Duration,
+    scope: &mut Scope<'_, '_>,
+) -> Duration {
+    let Some(text) = field else { return default };
+    units::parse_duration(text.get_ref()).unwrap_or_else(|message| {
+        scope.error(text.span(), name, message);
+        default
+    })
 }
 
 /// A size of at least one byte; `default` when absent or bad.
@@ -126,4 +136,18 @@ pub(super) fn require<T>(
 pub(super) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let joined = base_dir.join(path);
     std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// Whether `text` is an HTTP token (RFC 9110 section 5.6.2): what a
+/// subprotocol, a header name or a cookie name is made of.
+pub(super) fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The span of a value, if it was written.
+pub(super) fn span<T>(field: &Option<Spanned<T>>) -> Option<Range<usize>> {
+    field.as_ref().map(Spanned::span)
 }

@@ -19,8 +19,12 @@
 //! - one line in [`validate`], and its field in [`Config`];
 //! - its keys written back in `print`, and, if it names files, their reading
 //!   in `load`.
+//!
+//! `[auth]` is validated before the channels, whose default `auth` mode
+//! depends on whether the table exists.
 
 mod admin;
+mod auth;
 mod channel;
 mod compression;
 mod fields;
@@ -30,27 +34,38 @@ mod tls;
 
 use std::path::Path;
 
-use super::{Config, load::Unread, raw::RawConfig, report::Scope};
+use super::{
+    Config,
+    load::{AuthFiles, Unread},
+    raw::RawConfig,
+    report::Scope,
+};
 
 /// Validates `raw`; relative paths are resolved against `base_dir`, which is
-/// absolute.
+/// absolute. Beside the configuration, where `[auth]` named its files.
 pub(super) fn validate(
     raw: RawConfig,
     base_dir: &Path,
     root: &mut Scope<'_, '_>,
-) -> Config<Unread> {
+) -> (Config<Unread>, AuthFiles) {
     let server = server::validate(raw.server, base_dir, &mut root.table("server"));
     let (admission, limits) = limits::global(raw.limits.as_ref(), &mut root.table("limits"));
     let compression = compression::table(raw.compression.as_ref(), &mut root.table("compression"));
-    let channels = channel::validate_all(raw.channels, &limits, &compression, root);
+    let auth_table = raw.auth.is_some();
+    let (auth, auth_files) = auth::validate(raw.auth, base_dir, &mut root.table("auth"))
+        .map_or((None, AuthFiles::default()), |(settings, files)| {
+            (Some(settings), files)
+        });
+    let channels = channel::validate_all(raw.channels, &limits, &compression, auth_table, root);
     let admin = admin::validate(raw.admin, &server, base_dir, &mut root.table("admin"));
-    Config {
+    let config = Config {
         server,
         admission,
         limits,
         channels,
         admin,
-        auth: None,
+        auth,
         warnings: Vec::new(),
-    }
+    };
+    (config, auth_files)
 }
