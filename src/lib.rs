@@ -84,6 +84,7 @@ mod snapshot;
 mod stats;
 mod sync;
 mod tls;
+mod variants;
 mod ws;
 
 pub use channel::{ConnectionInfo, PublishError};

@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::keyword;
+use crate::variants::words;
 
 /// How long a connection using first-message authentication has to send
 /// `{"type":"auth",...}`: long enough for a page to fetch a token over a
@@ -152,7 +152,7 @@ impl Algorithm {
     /// The `alg` header value (serde's name for the variant: the variants
     /// are listed in declaration order, without explicit discriminants).
     pub(crate) fn name(self) -> &'static str {
-        keyword::words::<Self>()[self as usize]
+        words::<Self>()[self as usize]
     }
 
     /// The algorithm an `alg` header value names (case-sensitive, as JWS says).
@@ -338,7 +338,7 @@ impl SourceKind {
     /// The word for the kind (serde's name for the variant: the variants are
     /// listed in declaration order, without explicit discriminants).
     pub(crate) fn as_str(self) -> &'static str {
-        keyword::words::<Self>()[self as usize]
+        words::<Self>()[self as usize]
     }
 }
 

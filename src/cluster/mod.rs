@@ -69,12 +69,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use self::{
-    conn::Connector,
-    interest::Interest,
-    presence::Presence,
-    resp::Value,
-    routing::{Routing, Topic},
-    shard::ShardHandle,
+    conn::Connector, interest::Interest, presence::Presence, resp::Value, routing::Topic,
+    shard::Routing, shard::ShardHandle,
 };
 pub use self::{
     envelope::{Envelope, EnvelopeError, Target},

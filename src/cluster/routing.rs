@@ -5,10 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{
-    shard::ShardHandle,
-    slot::{SLOTS, slot},
-};
+use super::slot::{SLOTS, slot};
 
 /// A Redis channel name with its slot, computed once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,15 +30,15 @@ pub(crate) type SlotRanges = Vec<(u16, u16)>;
 /// Marks a slot no shard serves (its master failed, or no topology yet).
 const UNASSIGNED: u16 = u16::MAX;
 
-/// The shards and who owns which slot.
-pub(crate) struct Routing {
-    shards: Vec<Arc<ShardHandle>>,
+/// The shards (`S`: the shard workers' handles) and who owns which slot.
+pub(crate) struct Routing<S> {
+    shards: Vec<Arc<S>>,
     /// Per slot an index into `shards`; empty in standalone mode, where the
     /// one shard owns every slot.
     slots: Vec<u16>,
 }
 
-impl Routing {
+impl<S> Routing<S> {
     /// No shard: nothing can be published or subscribed (cluster mode
     /// before its first topology).
     pub(crate) fn empty() -> Self {
@@ -52,7 +49,7 @@ impl Routing {
     }
 
     /// One shard owning every slot.
-    pub(crate) fn standalone(shard: Arc<ShardHandle>) -> Self {
+    pub(crate) fn standalone(shard: Arc<S>) -> Self {
         Self {
             shards: vec![shard],
             slots: Vec::new(),
@@ -60,7 +57,7 @@ impl Routing {
     }
 
     /// Shards with the slot ranges each owns (inclusive bounds).
-    pub(crate) fn cluster(shards: Vec<(Arc<ShardHandle>, SlotRanges)>) -> Self {
+    pub(crate) fn cluster(shards: Vec<(Arc<S>, SlotRanges)>) -> Self {
         let mut slots = vec![UNASSIGNED; usize::from(SLOTS)];
         let mut handles = Vec::with_capacity(shards.len());
         for (index, (handle, ranges)) in shards.into_iter().enumerate() {
@@ -78,12 +75,12 @@ impl Routing {
         }
     }
 
-    pub(crate) fn shards(&self) -> &[Arc<ShardHandle>] {
+    pub(crate) fn shards(&self) -> &[Arc<S>] {
         &self.shards
     }
 
     /// The shard serving `slot`, if any.
-    pub(crate) fn shard_for(&self, slot: u16) -> Option<&Arc<ShardHandle>> {
+    pub(crate) fn shard_for(&self, slot: u16) -> Option<&Arc<S>> {
         if self.slots.is_empty() {
             return self.shards.first();
         }
@@ -94,7 +91,7 @@ impl Routing {
     }
 
     /// Whether `shard` serves `slot`.
-    pub(crate) fn owns(&self, shard: &ShardHandle, slot: u16) -> bool {
+    pub(crate) fn owns(&self, shard: &S, slot: u16) -> bool {
         self.shard_for(slot)
             .is_some_and(|owner| std::ptr::eq(Arc::as_ptr(owner), shard))
     }

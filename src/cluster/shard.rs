@@ -34,7 +34,7 @@ use super::{
     envelope::Envelope,
     error::LinkError,
     resp::{self, Value},
-    routing::{Routing, Topic},
+    routing::Topic,
     settings::{Address, Mode},
     slot::SLOTS,
 };
@@ -68,6 +68,9 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<Vec<Value>, LinkError>>,
     },
 }
+
+/// Who owns which slot, among these shard workers.
+pub(crate) type Routing = super::routing::Routing<ShardHandle>;
 
 /// The shared face of one shard's worker.
 pub(crate) struct ShardHandle {

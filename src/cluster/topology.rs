@@ -11,13 +11,8 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
-    Shared,
-    backoff::Backoff,
-    error::LinkError,
-    resp::Value,
-    routing::{Routing, SlotRanges},
-    settings::Address,
-    shard::ShardHandle,
+    Shared, backoff::Backoff, error::LinkError, resp::Value, routing::SlotRanges,
+    settings::Address, shard::Routing, shard::ShardHandle,
 };
 
 /// How often the topology is read even when nothing asked: catches a
