@@ -681,6 +681,8 @@ async fn no_query_string_authorization_cookie_or_subprotocol_in_logs() {
     let files = common::CertFiles::generate();
     let token_file = files.dir.path().join("admin.token");
     std::fs::write(&token_file, SECRET_TOKEN).unwrap();
+    let jwt_secret = files.dir.path().join("jwt.secret");
+    std::fs::write(&jwt_secret, "s".repeat(64)).unwrap();
     let config = files.dir.path().join("wsedge.toml");
     std::fs::write(
         &config,
@@ -698,20 +700,33 @@ key = {key:?}
 listen = "127.0.0.1:0"
 token_file = {token:?}
 
+[auth]
+algorithms = ["HS256"]
+secret_file = {jwt_secret:?}
+sources = ["bearer", "first_message"]
+
 [[channel]]
 name = "echo"
 path = "/echo"
 kind = "echo"
 subprotocols = ["chat.v1"]
+auth = "none"
 
 [[channel]]
 name = "news"
 path = "/news"
 kind = "broadcast"
+auth = "none"
+
+[[channel]]
+name = "secure"
+path = "/secure"
+kind = "echo"
 "#,
             cert = files.cert_path(),
             key = files.key_path(),
             token = token_file.display().to_string(),
+            jwt_secret = jwt_secret.display().to_string(),
         ),
     )
     .unwrap();
@@ -817,6 +832,31 @@ kind = "broadcast"
     send_text(&mut client, "over wss").await;
     assert_eq!(next_data(&mut client).await, Message::text("over wss"));
     close_and_wait(client).await;
+
+    // Credentials refused: a bad bearer token in the head (401), and a bad
+    // token in band, as the first message (1008).
+    let refused = http(
+        ws,
+        &format!("{}Authorization: Bearer {AUTH}", upgrade_head("/secure")),
+        b"",
+    )
+    .await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    let (mut in_band, _) = tokio_tungstenite::client_async(
+        format!("ws://localhost:{}/secure", ws.port()),
+        TcpStream::connect(ws).await.unwrap(),
+    )
+    .await
+    .expect("upgraded, to authenticate in band");
+    send_text(
+        &mut in_band,
+        &format!(r#"{{"type":"auth","token":"{QUERY}"}}"#),
+    )
+    .await;
+    assert_eq!(
+        next_close(&mut in_band).await.map(|close| close.code),
+        Some(CloseCode::Policy)
+    );
 
     // Refused WebSocket requests: unknown path (404), plain GET (426).
     for head in [
@@ -940,6 +980,14 @@ fn journal_stream_falls_back_to_stderr_without_a_journal() {
     let logged = check(Some("1:1".to_owned()));
     assert!(!logged.contains("journald"), "{logged}");
     assert!(logged.contains("unencrypted"), "{logged}");
+}
+
+/// The head of an upgrade request for `path`, up to the headers a caller
+/// adds (each ending in CRLF; `http` adds the blank line).
+fn upgrade_head(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
 }
 
 /// Opens a connection to `to` from the loopback address `source`.
