@@ -9,21 +9,13 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
-use common::{AdminServer, eventually, example_config, peers};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
-    process::{Child, ChildStdin, ChildStdout},
+use common::{
+    AdminServer,
+    browser::{Browser, assert_screenshot},
+    eventually, example_config, peers,
 };
-
-/// Bound for each step the browser reports; a step includes Chromium's
-/// start, or a reconnection after 1001 (at most the client's 5 s window).
-const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Ticker lines published before the chat; the last one is what the pages
 /// are asked to show.
@@ -32,100 +24,6 @@ const TICKER_LINES: [&str; 3] = [
     "09:30:02  GLOBX       42.17  ▲ 0.40%",
     "09:30:04  INITECH     73.41  ▼ 0.12%",
 ];
-
-/// The browser script as a child process in its own process group, so that
-/// a failing test also ends the Chromium it started.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-    /// Everything it printed so far, for failure messages.
-    transcript: String,
-}
-
-impl Browser {
-    fn start(node: &Path, screenshot: &Path, ws_base: &str) -> Self {
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
-        let mut child = tokio::process::Command::new(node)
-            .arg("chromium_demo.mjs")
-            .arg(&demo)
-            .arg(ws_base)
-            .arg(screenshot)
-            .current_dir(peers::peers_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node chromium_demo.mjs: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self {
-            child,
-            stdin,
-            stdout,
-            transcript: String::new(),
-        }
-    }
-
-    /// Reads lines until one equals `expected`; panics on FAIL, on the end
-    /// of the output, or after [`STEP_TIMEOUT`].
-    async fn expect(&mut self, expected: &str) {
-        let read = async {
-            while let Some(line) = self.stdout.next_line().await.expect("readable stdout") {
-                println!("browser: {line}");
-                self.transcript.push_str(&line);
-                self.transcript.push('\n');
-                if line.starts_with("FAIL:") || line == expected {
-                    return Some(line);
-                }
-            }
-            None
-        };
-        let line = tokio::time::timeout(STEP_TIMEOUT, read)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no {expected} within {STEP_TIMEOUT:?}:\n{}",
-                    self.transcript
-                )
-            });
-        assert_eq!(
-            line.as_deref(),
-            Some(expected),
-            "the browser script failed:\n{}",
-            self.transcript
-        );
-    }
-
-    async fn tell(&mut self, line: &str) {
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .expect("the browser script reads its stdin");
-    }
-
-    async fn finish(mut self) {
-        self.expect("OK").await;
-        let status = tokio::time::timeout(STEP_TIMEOUT, self.child.wait())
-            .await
-            .expect("the browser script exits after OK")
-            .unwrap();
-        assert!(status.success(), "{status}:\n{}", self.transcript);
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // Not reaped yet, so the group id is still ours.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
 
 /// config.example.toml without its `news` channel.
 fn without_news(config: &str) -> String {
@@ -168,7 +66,17 @@ async fn two_pages_chat_and_the_ticker_survives_a_1001() {
     let server = common::start_with_admin(&example).await;
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("demo.png");
     let _ = std::fs::remove_file(&screenshot);
-    let mut browser = Browser::start(&node, &screenshot, &format!("ws://{}", server.ws));
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
+    let ws_base = format!("ws://{}", server.ws);
+    let mut browser = Browser::start(
+        &node,
+        "chromium_demo.mjs",
+        &[
+            demo.to_str().unwrap(),
+            &ws_base,
+            screenshot.to_str().unwrap(),
+        ],
+    );
 
     browser.expect("READY").await;
     for line in TICKER_LINES {
@@ -196,13 +104,7 @@ async fn two_pages_chat_and_the_ticker_survives_a_1001() {
     assert_eq!(server.publish_text("news", after).await, 2);
     browser.tell(&format!("TICKER {after}")).await;
     browser.finish().await;
-    let png = std::fs::read(&screenshot).expect("the screenshot was written");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
-        "{} is not a screenshot of a page ({} bytes)",
-        screenshot.display(),
-        png.len()
-    );
+    assert_screenshot(&screenshot);
 
     // Two joins and two chat lines, and nothing more: a chat that had
     // reconnected would have sent its join again. The pages never publish

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod browser;
 pub mod deflate;
 pub mod jwt;
 pub mod peers;
