@@ -10,9 +10,11 @@
 //! | `/channels` | GET, HEAD | yes | JSON statistics |
 //! | `/publish/{channel}[/{room}]` | POST | yes | JSON `{"delivered": n}`; 404 unknown channel, 413 over `max_payload` |
 //! | `/users/{user}/...`, `/presence/...` | see `users` | yes | publish to, disconnect and list a user's connections; who is on a channel or in a room |
+//! | `/events` | GET | yes | the dashboard's live feed, Server-Sent Events (see `feed`); 503 when too many are open |
 //!
 //! Other methods get 405 with `Allow`, other paths 404, a missing or wrong
-//! token 401 with `WWW-Authenticate: Bearer`. The token is read from the
+//! token 401 with `WWW-Authenticate: Bearer`. A client that stops reading
+//! an answer is cut off (see `deadline`). The token is read from the
 //! current snapshot at each request, so a reload that changes `token_file`
 //! applies at once; the listen address itself is bound once.
 //!
@@ -26,15 +28,17 @@
 //! never a header.
 
 mod api;
+mod deadline;
+mod feed;
 mod metrics;
 mod users;
 
 use std::{collections::HashMap, convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::{
-    Method, Request, Response, StatusCode,
+    HeaderMap, Method, Request, Response, StatusCode,
     body::Incoming,
     header::{self, HeaderValue},
     server::conn::http1,
@@ -49,6 +53,10 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
+use self::{
+    deadline::{WRITE_STALL_TIMEOUT, WriteDeadline, WriteState},
+    feed::{FeedBody, Feeds},
+};
 use crate::server::{
     handle::Handle,
     listener::{Listener, recover_from_accept_error},
@@ -68,15 +76,25 @@ const MAX_CONNECTIONS_PER_PEER: usize = 16;
 /// short enough that idle sockets do not pile up.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A whole answer.
 type Reply = Response<Full<Bytes>>;
 
-/// Serves the admin API on `listeners` (from [`Listener::admin`]). It stops
-/// when the returned handles drop.
+/// What the admin service sends: a whole answer, or the dashboard feed.
+type Body = Either<Full<Bytes>, FeedBody>;
+
+/// Serves the admin API on `listeners` (from [`Listener::admin`]), and the
+/// dashboard feed's producer. They stop when the returned handles drop.
 pub(crate) fn start(listeners: Vec<Listener>, handle: Handle) -> Vec<AbortOnDropHandle<()>> {
     let sockets: Vec<TcpListener> = listeners.into_iter().map(Listener::into_socket).collect();
+    if sockets.is_empty() {
+        return Vec::new();
+    }
+    let feeds = Arc::new(Feeds::new());
+    let producer = AbortOnDropHandle::new(tokio::spawn(feeds.clone().run(handle.clone())));
     let admin = Arc::new(Admin {
         registry: metrics::registry(handle.clone()),
         handle,
+        feeds,
     });
     sockets
         .into_iter()
@@ -86,6 +104,7 @@ pub(crate) fn start(listeners: Vec<Listener>, handle: Handle) -> Vec<AbortOnDrop
             }
             AbortOnDropHandle::new(tokio::spawn(accept_loop(socket, admin.clone())))
         })
+        .chain([producer])
         .collect()
 }
 
@@ -93,6 +112,7 @@ pub(crate) fn start(listeners: Vec<Listener>, handle: Handle) -> Vec<AbortOnDrop
 struct Admin {
     handle: Handle,
     registry: Registry,
+    feeds: Arc<Feeds>,
 }
 
 /// Accepts until aborted. Connections live in a `JoinSet`, so they are
@@ -139,9 +159,13 @@ async fn accept_loop(socket: TcpListener, admin: Arc<Admin>) {
 
 async fn serve_connection(stream: TcpStream, admin: Arc<Admin>) {
     let _ = stream.set_nodelay(true);
+    deadline::limit_unsent(&stream);
+    let writer = WriteState::default();
+    let stream = WriteDeadline::new(stream, WRITE_STALL_TIMEOUT, writer.clone());
     let service = service_fn(move |request| {
         let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.respond(request).await) }
+        let writer = writer.clone();
+        async move { Ok::<_, Infallible>(admin.respond(request, writer).await) }
     });
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -154,13 +178,29 @@ async fn serve_connection(stream: TcpStream, admin: Arc<Admin>) {
 }
 
 impl Admin {
-    async fn respond(&self, request: Request<Incoming>) -> Reply {
+    /// Answers one request on a connection whose writes `writer` watches.
+    async fn respond(&self, request: Request<Incoming>, writer: WriteState) -> Response<Body> {
         let method = request.method().clone();
         // The path only: query strings may carry tokens.
         let path = request.uri().path().to_owned();
-        let answer = self.route(request).await;
+        let answer = if path == "/events" {
+            self.events(&request, writer)
+        } else {
+            self.route(request).await.map(Either::Left)
+        };
         tracing::debug!(%method, path, status = answer.status().as_u16(), "admin request");
         answer
+    }
+
+    /// `GET /events`, behind the token.
+    fn events(&self, request: &Request<Incoming>, writer: WriteState) -> Response<Body> {
+        if *request.method() != Method::GET {
+            return method_not_allowed("GET").map(Either::Left);
+        }
+        if let Some(refused) = self.refusal(request.headers()) {
+            return refused.map(Either::Left);
+        }
+        self.feeds.open(writer)
     }
 
     async fn route(&self, request: Request<Incoming>) -> Reply {
@@ -173,10 +213,8 @@ impl Admin {
             };
         }
         if path.starts_with("/users/") || path.starts_with("/presence/") {
-            let admin = self.handle.admin_settings();
-            let token = admin.as_ref().and_then(|a| a.token.as_ref());
-            if let Err(why) = api::authorize(request.headers(), token) {
-                return api::unauthorized(why);
+            if let Some(refused) = self.refusal(request.headers()) {
+                return refused;
             }
             return users::route(&self.handle, request)
                 .await
@@ -203,15 +241,19 @@ impl Admin {
                 );
                 answer
             }
-            _ => {
-                let admin = self.handle.admin_settings();
-                let token = admin.as_ref().and_then(|a| a.token.as_ref());
-                if let Err(why) = api::authorize(request.headers(), token) {
-                    return api::unauthorized(why);
-                }
-                reply(StatusCode::OK, api::channels(&self.handle.stats()))
-            }
+            _ => self
+                .refusal(request.headers())
+                .unwrap_or_else(|| reply(StatusCode::OK, api::channels(&self.handle.stats()))),
         }
+    }
+
+    /// The 401 answer when the bearer token is not the one now configured
+    /// (it follows reloads); `None` when it is.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Reply> {
+        let admin = self.handle.admin_settings();
+        api::authorize(headers, admin.as_ref().and_then(|a| a.token.as_ref()))
+            .err()
+            .map(api::unauthorized)
     }
 }
 
