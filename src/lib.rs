@@ -35,7 +35,8 @@
 //!   (sharded) subscriptions, the presence share, probes and link health.
 //! - `protocol`: WebSocket constants (close codes, frame bits, windows).
 //! - `admin`: the admin listener over [`Handle`]: health, readiness,
-//!   metrics, the publish API and channel statistics.
+//!   metrics, the publish API, channel statistics, and the dashboard page
+//!   with its live feed.
 //!
 //! # The path of one connection
 //!

@@ -244,7 +244,9 @@ async fn health_readiness_and_unknown_paths() {
         ("PUT /channels HTTP/1.1", 405, Some("GET, HEAD")),
         ("GET /publish/news HTTP/1.1", 405, Some("POST")),
         ("GET /nothing-here HTTP/1.1", 404, None),
-        ("GET / HTTP/1.1", 404, None),
+        // The dashboard page (its login form needs no token).
+        ("GET / HTTP/1.1", 200, None),
+        ("POST / HTTP/1.1", 405, Some("GET, HEAD")),
         ("POST /publish HTTP/1.1", 404, None),
         ("GET /metrics?extra=1 HTTP/1.1", 200, None),
     ] {

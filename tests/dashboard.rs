@@ -1,20 +1,27 @@
-//! The admin dashboard's live feed (`GET /events`, Server-Sent Events
-//! behind the token) read by an independent HTTP client (hyper's client
-//! half). The feed is bounded: at most eight at once, a client that stops
-//! reading is dropped, and one that falls behind skips frames instead of
-//! getting a backlog.
+//! The admin dashboard: the page and its files on the admin listener, the
+//! live feed (`GET /events`, Server-Sent Events behind the token) read by an
+//! independent HTTP client (hyper's client half), and the page itself in
+//! headless Chromium (playwright-core, `tests/peers/chromium_dashboard.mjs`):
+//! logging in, a connection appearing and leaving, publishing from the form
+//! to a real subscriber, a wrong token. The feed is bounded: at most eight
+//! at once, a client that stops reading is dropped, and one that falls
+//! behind skips frames instead of getting a backlog. The README shows a
+//! screenshot this test takes (docs/dashboard.png).
 
 mod common;
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use common::{
-    ADMIN_TOKEN, AdminServer, PATIENCE, close_and_wait, http, next_data, send_text,
-    start_with_admin, upgrade_status,
+    ADMIN_TOKEN, AdminServer, PATIENCE,
+    browser::{Browser, assert_screenshot},
+    close_and_wait, example_config, http, next_data, peers, send_text, start_with_admin,
+    upgrade_status,
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, body::Incoming, client::conn::http1};
@@ -189,6 +196,57 @@ fn channel<'a>(frame: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|channel| channel["name"] == name)
         .unwrap_or_else(|| panic!("no channel {name} in {frame:#}"))
+}
+
+#[tokio::test]
+async fn the_page_and_its_files_need_no_token() {
+    let server = start_with_admin(CHANNELS).await;
+    let page = server.admin_get("/").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = page.header("content-security-policy").unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    // The page is a login form and an empty, hidden dashboard: no data
+    // before a token.
+    assert!(
+        page.body.contains(r#"<form id="login-form">"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"<main id="dashboard" hidden>"#));
+    for data in ["\"echo\"", "\"news\"", "\"chat\""] {
+        assert!(!page.body.contains(data), "{data} in the page");
+    }
+    // No inline script: the policy would block it.
+    assert!(!page.body.contains("<script>"));
+    for (path, content_type) in [
+        ("/dashboard.js", "text/javascript; charset=utf-8"),
+        ("/dashboard.css", "text/css; charset=utf-8"),
+    ] {
+        let file = server.admin_get(path).await;
+        assert_eq!(file.status, 200, "{path}: {file:?}");
+        assert_eq!(file.header("content-type"), Some(content_type), "{path}");
+        assert!(file.body.len() > 1000, "{path}");
+    }
+    let head = http(server.admin, "HEAD / HTTP/1.1", b"").await;
+    assert_eq!(head.status, 200);
+    let post = http(server.admin, "POST / HTTP/1.1", b"x").await;
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    assert_eq!(server.admin_get("/dashboard").await.status, 404);
 }
 
 #[tokio::test]
@@ -407,6 +465,79 @@ async fn a_feed_that_falls_behind_skips_frames() {
     let skipped: u64 = seqs.windows(2).map(|pair| pair[1] - pair[0] - 1).sum();
     assert!(skipped > 0, "no frame was skipped: {seqs:?}");
     println!("a feed paused for six frames received {seqs:?}");
+}
+
+/// The page in Chromium: log in (a wrong token first), watch a connection
+/// come and go, publish from the form to real subscribers, disconnect a
+/// user, see a reload and a refusal, screenshot, log out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium() {
+    let Some(node) = peers::chromium() else {
+        return;
+    };
+    let server = start_with_admin(&example_config()).await;
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let url = format!("http://{}/", server.admin);
+    let mut browser = Browser::start(
+        &node,
+        "chromium_dashboard.mjs",
+        &[&url, ADMIN_TOKEN, screenshot.to_str().unwrap()],
+    );
+    browser.expect("READY").await;
+
+    let client = server.ws("/echo").await;
+    browser.tell("CONNECTIONS echo 1").await;
+    browser.expect("DONE").await;
+    close_and_wait(client).await;
+    browser.tell("CONNECTIONS echo 0").await;
+    browser.expect("DONE").await;
+
+    let mut news = server.ws("/news").await;
+    let mut lobby = server.ws("/chat/lobby").await;
+    let text = "maintenance at 22:00 UTC";
+    browser.tell(&format!("PUBLISH news - {text}")).await;
+    browser.expect("DONE").await;
+    assert_eq!(next_data(&mut news).await, Message::text(text));
+    let text = "the lobby closes in five minutes";
+    browser.tell(&format!("PUBLISH chat lobby {text}")).await;
+    browser.expect("DONE").await;
+    assert_eq!(next_data(&mut lobby).await, Message::text(text));
+
+    browser.tell("DISCONNECT nobody").await;
+    browser.expect("DONE").await;
+
+    let config = wsedge::Config::from_toml_str(&format!(
+        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+        example_config(),
+        server.dir.path().join("admin.token").display().to_string()
+    ))
+    .unwrap();
+    server.handle.reload(config).await.expect("reload applies");
+    browser.tell("RELOADED 2").await;
+    browser.expect("DONE").await;
+    refuse_a_handshake(&server).await;
+    browser.tell("REFUSED not_found").await;
+    browser.expect("DONE").await;
+
+    // Some traffic for the picture: chat in the lobby between two members.
+    let mut lobby_peer = server.ws("/chat/lobby").await;
+    for i in 0..20 {
+        send_text(&mut lobby, &format!("line {i}")).await;
+        assert_eq!(
+            next_data(&mut lobby_peer).await,
+            Message::text(format!("line {i}"))
+        );
+    }
+    browser.tell("SCREENSHOT").await;
+    browser.expect("DONE").await;
+    assert_screenshot(&screenshot);
+
+    browser.tell("LOGOUT").await;
+    browser.finish().await;
+    close_and_wait(news).await;
+    close_and_wait(lobby).await;
+    close_and_wait(lobby_peer).await;
 }
 
 /// A WebSocket handshake on a path with no channel: answered 404.

@@ -10,6 +10,7 @@
 //! | `/channels` | GET, HEAD | yes | JSON statistics |
 //! | `/publish/{channel}[/{room}]` | POST | yes | JSON `{"delivered": n}`; 404 unknown channel, 413 over `max_payload` |
 //! | `/users/{user}/...`, `/presence/...` | see `users` | yes | publish to, disconnect and list a user's connections; who is on a channel or in a room |
+//! | `/`, `/dashboard.js`, `/dashboard.css` | GET, HEAD | no | the dashboard page (see `dashboard`): a login form until a token is given |
 //! | `/events` | GET | yes | the dashboard's live feed, Server-Sent Events (see `feed`); 503 when too many are open |
 //!
 //! Other methods get 405 with `Allow`, other paths 404, a missing or wrong
@@ -28,6 +29,7 @@
 //! never a header.
 
 mod api;
+mod dashboard;
 mod deadline;
 mod feed;
 mod metrics;
@@ -219,6 +221,9 @@ impl Admin {
             return users::route(&self.handle, request)
                 .await
                 .unwrap_or_else(|| text(StatusCode::NOT_FOUND, "no admin endpoint at this path"));
+        }
+        if let Some(answer) = dashboard::asset(request.method(), path) {
+            return answer;
         }
         if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/channels") {
             return text(StatusCode::NOT_FOUND, "no admin endpoint at this path");
