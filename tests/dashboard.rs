@@ -3,7 +3,8 @@
 //! independent HTTP client (hyper's client half), and the page itself in
 //! headless Chromium (playwright-core, `tests/peers/chromium_dashboard.mjs`):
 //! logging in, a connection appearing and leaving, publishing from the form
-//! to a real subscriber, a wrong token. The feed is bounded: at most eight
+//! to a real subscriber, disconnecting a user (tokens signed by PyJWT), a
+//! wrong token. The feed is bounded: at most eight
 //! at once, a client that stops reading is dropped, and one that falls
 //! behind skips frames instead of getting a backlog. The README shows a
 //! screenshot this test takes (docs/dashboard.png).
@@ -20,19 +21,20 @@ use bytes::Bytes;
 use common::{
     ADMIN_TOKEN, AdminServer, PATIENCE,
     browser::{Browser, assert_screenshot},
-    close_and_wait, example_config, http, next_data, peers, send_text, start_with_admin,
-    upgrade_status,
+    close_and_wait, http,
+    jwt::{signer, unix_now},
+    next_close, next_data, peers, send_text, start_with_admin, upgrade_status,
 };
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
     task::JoinHandle,
 };
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 /// The server's cap on open feeds.
 const MAX_FEEDS: usize = 8;
@@ -467,15 +469,73 @@ async fn a_feed_that_falls_behind_skips_frames() {
     println!("a feed paused for six frames received {seqs:?}");
 }
 
-/// The page in Chromium: log in (a wrong token first), watch a connection
-/// come and go, publish from the form to real subscribers, disconnect a
-/// user, see a reload and a refusal, screenshot, log out.
+/// The configuration of the Chromium run: the example's channels, open to
+/// anonymous clients and to users with a token (signed by PyJWT).
+fn identity_channels(secret_file: &str) -> String {
+    format!(
+        r#"
+[server]
+plain = ["127.0.0.1:0"]
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+auth = "optional"
+
+[[channel]]
+name = "news"
+path = "/news"
+kind = "broadcast"
+auth = "optional"
+
+[[channel]]
+name = "chat"
+path = "/chat/{{room}}"
+kind = "room"
+auth = "optional"
+
+[auth]
+algorithms = ["HS256"]
+secret_file = {secret_file:?}
+sources = ["bearer"]
+"#
+    )
+}
+
+/// A ws:// client on `path` with `token` as its bearer credentials.
+async fn connect_as(server: &AdminServer, path: &str, token: &str) -> common::Ws {
+    let mut request = format!("ws://{}{path}", server.ws)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let stream = TcpStream::connect(server.ws).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {path}: {e}"))
+        .0
+}
+
+/// The page in Chromium: log in (no token and a wrong token first), watch
+/// a connection come and go, publish from the form to a user's connections
+/// on a broadcast channel and in a room, see a reload and a refusal,
+/// screenshot, disconnect the user from the form, log out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_chromium() {
     let Some(node) = peers::chromium() else {
         return;
     };
-    let server = start_with_admin(&example_config()).await;
+    let Some(signer) = signer() else { return };
+    let config = identity_channels(&signer.path("hmac.secret"));
+    let server = start_with_admin(&config).await;
+    let alice = signer.hs256(json!({
+        "sub": "alice",
+        "exp": unix_now(600),
+        "join": ["news", "chat"],
+        "publish": ["chat"],
+    }));
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
     let url = format!("http://{}/", server.admin);
@@ -493,8 +553,10 @@ async fn the_dashboard_in_chromium() {
     browser.tell("CONNECTIONS echo 0").await;
     browser.expect("DONE").await;
 
-    let mut news = server.ws("/news").await;
-    let mut lobby = server.ws("/chat/lobby").await;
+    let mut news = connect_as(&server, "/news", &alice).await;
+    let mut lobby = connect_as(&server, "/chat/lobby", &alice).await;
+    browser.tell("TILE users 1").await;
+    browser.expect("DONE").await;
     let text = "maintenance at 22:00 UTC";
     browser.tell(&format!("PUBLISH news - {text}")).await;
     browser.expect("DONE").await;
@@ -504,23 +566,24 @@ async fn the_dashboard_in_chromium() {
     browser.expect("DONE").await;
     assert_eq!(next_data(&mut lobby).await, Message::text(text));
 
-    browser.tell("DISCONNECT nobody").await;
-    browser.expect("DONE").await;
-
-    let config = wsedge::Config::from_toml_str(&format!(
-        "{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
-        example_config(),
+    let reloaded = wsedge::Config::from_toml_str(&format!(
+        "{config}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
         server.dir.path().join("admin.token").display().to_string()
     ))
     .unwrap();
-    server.handle.reload(config).await.expect("reload applies");
+    server
+        .handle
+        .reload(reloaded)
+        .await
+        .expect("reload applies");
     browser.tell("RELOADED 2").await;
     browser.expect("DONE").await;
     refuse_a_handshake(&server).await;
     browser.tell("REFUSED not_found").await;
     browser.expect("DONE").await;
 
-    // Some traffic for the picture: chat in the lobby between two members.
+    // Some traffic for the picture: alice chats with an anonymous member
+    // of the lobby.
     let mut lobby_peer = server.ws("/chat/lobby").await;
     for i in 0..20 {
         send_text(&mut lobby, &format!("line {i}")).await;
@@ -533,10 +596,17 @@ async fn the_dashboard_in_chromium() {
     browser.expect("DONE").await;
     assert_screenshot(&screenshot);
 
+    browser.tell("DISCONNECT alice 2").await;
+    for ws in [&mut news, &mut lobby] {
+        let close = next_close(ws).await.expect("a close frame");
+        assert_eq!(u16::from(close.code), 4000, "{close:?}");
+    }
+    browser.expect("DONE").await;
+    browser.tell("TILE users 0").await;
+    browser.expect("DONE").await;
+
     browser.tell("LOGOUT").await;
     browser.finish().await;
-    close_and_wait(news).await;
-    close_and_wait(lobby).await;
     close_and_wait(lobby_peer).await;
 }
 

@@ -14,7 +14,9 @@
 //                                     on <channel> and n in all
 //   PUBLISH <channel> <room|-> <text> publishes <text> with the publish form and
 //                                     waits for "Delivered to 1 connection"
-//   DISCONNECT <user>                 submits the disconnect form, waits for its answer
+//   TILE <id> <text>                  waits until the overview tile #<id> shows <text>
+//   DISCONNECT <user> <n>             submits the disconnect form, waits for
+//                                     "Closed <n> connections of <user>."
 //   RELOADED <generation>             waits until the page shows the generation
 //                                     and a history line for it
 //   REFUSED <reason>                  waits for a rejection row with that reason
@@ -168,11 +170,14 @@ try {
     } else if (command === 'PUBLISH') {
       const [channel, room, ...text] = args;
       await publish(channel, room, text.join(' '));
+    } else if (command === 'TILE') {
+      const [id, text] = args;
+      await waitFor(`#${id} showing ${text}`, ([id, text]) => document.getElementById(id).textContent === text, [id, text]);
     } else if (command === 'DISCONNECT') {
-      const [user] = args;
+      const [user, n] = args;
       await page.fill('#disconnect-user', user);
       await page.click('#disconnect-form button');
-      const expected = `Closed 0 connections of ${user}.`;
+      const expected = `Closed ${n} connection${n === '1' ? '' : 's'} of ${user}.`;
       await waitFor(`disconnect ${user}`, (want) => document.getElementById('disconnect-result').textContent === want, expected);
     } else if (command === 'RELOADED') {
       const [generation] = args;
