@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 root=$(dirname "$here")
 bin=${CARGO_TARGET_DIR:-$root/target}/release
-base=${BENCH_PORT_BASE:-39300}
+base=${BENCH_PORT_BASE:-29300}
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

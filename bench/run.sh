@@ -3,28 +3,31 @@
 # loopback, measures permessage-deflate on realistic JSON (wsedge alone,
 # compression on and off), and writes bench/results/latest.{json,md,svg}.
 #
-#   bench/run.sh quick   # ~2.5 minutes: short runs, 5,000 idle connections
-#   bench/run.sh full    # ~10 minutes: longer runs, 19,900 idle connections
+#   bench/run.sh quick           # ~3 minutes: short runs, 5,000 idle connections
+#   bench/run.sh full            # ~20 minutes: longer runs, 19,900 idle connections
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
 # listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5;
-# default 39180), WSEDGE_BIN (a
-# wsedge binary to measure instead of building the work tree, e.g. one built
-# from a clean checkout of a commit) and WSEDGE_LABEL (how the report names it).
+# default 29180, below the kernel's
+# ephemeral port range so that no client socket of another program holds
+# one), WSEDGE_BIN (a wsedge binary to measure instead of building the work
+# tree, e.g. one built from a clean checkout of a commit) and WSEDGE_LABEL
+# (how the report names it).
 #
 # Each server runs alone, pinned to core 0; the load generator is pinned to
 # core 1. Memory is measured on a freshly started server. Builds go to
 # $CARGO_TARGET_DIR (default: target/ in the repository).
 set -euo pipefail
 
+usage() {
+    echo "usage: $0 quick|full" >&2
+    exit 2
+}
 profile=${1:-quick}
 case "$profile" in
 quick) per_run_limit=300 ;;
 full) per_run_limit=1800 ;;
-*)
-    echo "usage: $0 quick|full" >&2
-    exit 2
-    ;;
+*) usage ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +40,7 @@ wsedge_bin=${WSEDGE_BIN:-$bin/wsedge}
 results=$here/results
 runs=$results/runs
 # Ports: BENCH_PORT_BASE+1 .. +5 on 127.0.0.1.
-base=${BENCH_PORT_BASE:-39180}
+base=${BENCH_PORT_BASE:-29180}
 wsedge_port=$((base + 1))
 wsedge_tls_port=$((base + 2))
 raw_port=$((base + 3))
@@ -102,6 +105,34 @@ echo "== building release binaries ($target_dir)"
 if [[ -z "${WSEDGE_BIN:-}" ]]; then (cd "$root" && cargo build --release --quiet -p wsedge); fi
 (cd "$root" && cargo build --release --quiet -p wsedge-bench --bins)
 
+# machine: one line about what measured, for the reports.
+machine() {
+    local cpu commit
+    cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+    if [[ -n "${WSEDGE_BIN:-}" ]]; then
+        commit=${WSEDGE_LABEL:-"binary $WSEDGE_BIN"}
+    else
+        commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+        if [[ -n "$(git -C "$root" status --porcelain -- src Cargo.toml 2>/dev/null)" ]]; then commit="$commit with uncommitted changes"; fi
+    fi
+    local node=""
+    command -v node >/dev/null && node=", Node $(node --version)"
+    echo "$(nproc) cores, $cpu, Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2)$node, wsedge $commit"
+}
+
+mkdir -p "$runs"
+
+# start NAME PORT COMMAND...: starts a server on core 0 and waits for its port.
+start() {
+    local name=$1 port=$2
+    shift 2
+    taskset -c 0 "$@" >>"$runs/$name.log" 2>&1 &
+    pids[$name]=$!
+    wait_port "$port" "${pids[$name]}" && return 0
+    echo "error: $name did not start; see $runs/$name.log" >&2
+    exit 1
+}
+
 echo "== installing the Node peer's packages"
 (
     cd "$here/peers/node"
@@ -110,7 +141,6 @@ echo "== installing the Node peer's packages"
     fi
 )
 
-mkdir -p "$runs"
 rm -f "$runs"/*.json "$runs"/*.log
 
 {
@@ -152,20 +182,10 @@ EOF
 
 "$wsedge_bin" check -c "$work/wsedge.toml" >/dev/null
 
-# start NAME PORT COMMAND...: starts a server on core 0 and waits for its port.
-start() {
-    local name=$1 port=$2
-    shift 2
-    taskset -c 0 "$@" >>"$runs/$name.log" 2>&1 &
-    pids[$name]=$!
-    wait_port "$port" "${pids[$name]}" && return 0
-    echo "error: $name did not start; see $runs/$name.log" >&2
-    exit 1
-}
-
 start_wsedge() { start wsedge $wsedge_port "$wsedge_bin" run -c "$work/wsedge.toml"; }
 start_raw() { start raw-fastwebsockets $raw_port "$bin/raw-fastwebsockets" --listen 127.0.0.1:$raw_port; }
-start_node() { start node-ws $node_port node "$here/peers/node/server.js" --listen 127.0.0.1:$node_port; }
+# start_node [--deflate]
+start_node() { start node-ws $node_port node "$here/peers/node/server.js" --listen 127.0.0.1:$node_port "$@"; }
 
 # load OUT SCENARIOS NAME,URL...: runs the load generator on core 1 against
 # the named running servers, interleaving them measurement by measurement.
@@ -200,27 +220,30 @@ stop_all
 start_node
 load capacity-node capacity "$node_ws"
 stop_all
+echo "== memory with permessage-deflate: idle connections offering it on /echo and /news"
+# Node's ws with permessage-deflate on is the peer here (raw fastwebsockets
+# has no permessage-deflate).
+for channel in echo news; do
+    start_wsedge
+    load "capacity-deflate-$channel-wsedge" "capacity-deflate-$channel" "$wsedge_ws"
+    stop_all
+    start_node --deflate
+    load "capacity-deflate-$channel-node" "capacity-deflate-$channel" "$node_ws"
+    stop_all
+done
 
 echo "== load: every measurement against the three servers in turn"
 start_wsedge
 start_raw
 start_node
-load main echo,fanout,rooms,handshakes "$wsedge_ws" "$raw_ws" "$node_ws"
+load main echo,fanout,rooms,handshakes,burst "$wsedge_ws" "$raw_ws" "$node_ws"
 load handshakes-wss handshakes "$wsedge_wss"
 echo "== compression: permessage-deflate on and off, realistic JSON (wsedge only)"
 load compression compression "$wsedge_ws"
 stop_all
 
 wall=$(($(date +%s) - started_at))
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
-if [[ -n "${WSEDGE_BIN:-}" ]]; then
-    commit=${WSEDGE_LABEL:-"binary $WSEDGE_BIN"}
-else
-    commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    if [[ -n "$(git -C "$root" status --porcelain -- src Cargo.toml 2>/dev/null)" ]]; then commit="$commit with uncommitted changes"; fi
-fi
-machine="$(nproc) cores, $cpu, Linux $(uname -r), $(rustc --version | cut -d' ' -f1-2), Node $(node --version), wsedge $commit"
-"$bin/wsedge-bench" report --out-dir "$results" --machine "$machine" \
+"$bin/wsedge-bench" report --out-dir "$results" --machine "$(machine)" \
     --command "bench/run.sh $profile" --wall-seconds "$wall" "$runs"/main.json "$runs"/capacity-*.json "$runs"/handshakes-wss.json \
     "$runs"/compression.json >/dev/null
 echo "== done in ${wall}s: $results/latest.md, latest.json, latest.svg"

@@ -24,6 +24,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use crate::deflate::{self, Agreement};
@@ -53,6 +54,11 @@ use tokio_rustls::{
 /// its own ~28,000 ephemeral ports.
 const SOURCE_ADDRESSES: usize = 16;
 static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Frame opcodes (RFC 6455 section 5.2) the load generator reads or writes.
+pub const OPCODE_TEXT: u8 = 0x1;
+pub const OPCODE_BINARY: u8 = 0x2;
+pub const OPCODE_CLOSE: u8 = 0x8;
 
 /// Initial read buffer; grown for larger frames. Allocated on first read so
 /// that idle connections cost the load generator little.
@@ -173,33 +179,39 @@ pub struct Conn {
     reader: FrameReader,
     /// The permessage-deflate parameters the server accepted, if any.
     pub deflate: Option<Agreement>,
+    /// How long the TCP connect took (the rest of the set-up is TLS and the
+    /// upgrade): the connect-burst scenario tells lost SYNs apart with it.
+    pub tcp_connect: Duration,
 }
 
-async fn tcp_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn tcp_connect(addr: SocketAddr) -> io::Result<(TcpStream, Duration)> {
     let index = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCE_ADDRESSES;
     let source = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2 + index as u8), 0);
     let socket = TcpSocket::new_v4()?;
     socket.bind(source.into())?;
+    let started = Instant::now();
     let stream = socket.connect(addr).await?;
+    let elapsed = started.elapsed();
     stream.set_nodelay(true)?;
     stream.set_zero_linger()?;
-    Ok(stream)
+    Ok((stream, elapsed))
 }
 
 /// Connects and upgrades to a WebSocket on `path` with fastwebsockets'
 /// client handshake, without extensions.
 pub async fn connect(target: &Target, path: &str) -> anyhow::Result<Conn> {
-    connect_with(target, path, false).await
+    connect_with(target, path, None).await
 }
 
-/// Connects and upgrades, offering permessage-deflate ([`deflate::OFFER`])
-/// when `offer_deflate` is set; `Conn::deflate` says what the server accepted.
+/// Connects and upgrades, sending `offer` (such as [`deflate::OFFER`] or
+/// [`deflate::BROWSER_OFFER`]) as `Sec-WebSocket-Extensions` if given;
+/// `Conn::deflate` says what the server accepted.
 pub async fn connect_with(
     target: &Target,
     path: &str,
-    offer_deflate: bool,
+    offer: Option<&str>,
 ) -> anyhow::Result<Conn> {
-    let tcp = tcp_connect(target.addr).await.context("connect")?;
+    let (tcp, tcp_connect) = tcp_connect(target.addr).await.context("connect")?;
     let mut request = Request::builder()
         .method("GET")
         .uri(path)
@@ -208,8 +220,8 @@ pub async fn connect_with(
         .header(CONNECTION, "upgrade")
         .header("Sec-WebSocket-Key", handshake::generate_key())
         .header("Sec-WebSocket-Version", "13");
-    if offer_deflate {
-        request = request.header("Sec-WebSocket-Extensions", deflate::OFFER);
+    if let Some(offer) = offer {
+        request = request.header("Sec-WebSocket-Extensions", offer);
     }
     let request = request.body(Empty::<Bytes>::new())?;
     let agreement = |response: &hyper::Response<hyper::body::Incoming>| {
@@ -236,6 +248,7 @@ pub async fn connect_with(
                 write: Box::pin(write),
                 reader: FrameReader::new(parts.read_buf),
                 deflate: agreement(&response),
+                tcp_connect,
             })
         }
         Some(connector) => {
@@ -259,6 +272,7 @@ pub async fn connect_with(
                 write: Box::pin(write),
                 reader: FrameReader::new(parts.read_buf),
                 deflate: agreement(&response),
+                tcp_connect,
             })
         }
     }
@@ -270,13 +284,11 @@ impl Conn {
         self.write.write_all(bytes).await
     }
 
-    /// Waits for at least one whole frame and hands each buffered one to
-    /// `on_frame` (opcode, payload). Returns how many data frames it saw; a
+    /// Waits for at least one whole data frame and hands each buffered one
+    /// to `on_frame` (its payload). Returns how many data frames it saw; a
     /// close frame or the end of the stream is an error.
     pub async fn read_frames(&mut self, mut on_frame: impl FnMut(&[u8])) -> io::Result<usize> {
-        self.reader
-            .read_frames(&mut self.read, |payload, _| on_frame(payload))
-            .await
+        self.read_frames_rsv1(|payload, _| on_frame(payload)).await
     }
 
     /// Like [`Conn::read_frames`], also passing each frame's RSV1 bit (set:
@@ -297,9 +309,9 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(frame.write(&mut scratch));
 }
 
-/// Encodes one masked client frame by hand: `opcode` (1 text, 2 binary),
-/// with RSV1 for a compressed payload, which fastwebsockets' `Frame` cannot
-/// set.
+/// Encodes one masked client frame by hand: `opcode` (text, binary or a
+/// control frame), with RSV1 for a compressed payload, which fastwebsockets'
+/// `Frame` cannot set.
 pub fn encode_frame_with(opcode: u8, rsv1: bool, payload: &[u8], out: &mut Vec<u8>) {
     out.push(0x80 | if rsv1 { 0x40 } else { 0 } | opcode);
     match payload.len() {
@@ -362,11 +374,11 @@ impl FrameReader {
                     } => {
                         let payload = &self.buf[self.start + header..self.start + header + len];
                         match opcode {
-                            0x1 | 0x2 => {
+                            OPCODE_TEXT | OPCODE_BINARY => {
                                 on_frame(payload, rsv1);
                                 frames += 1;
                             }
-                            0x8 => {
+                            OPCODE_CLOSE => {
                                 return Err(io::Error::new(
                                     io::ErrorKind::ConnectionAborted,
                                     close_reason(payload),

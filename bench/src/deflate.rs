@@ -12,8 +12,16 @@ use std::io;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
-/// What the load generator offers in `Sec-WebSocket-Extensions`.
+/// What the compression scenario offers in `Sec-WebSocket-Extensions`.
 pub const OFFER: &str = "permessage-deflate; client_no_context_takeover";
+
+/// What Chromium and Firefox offer: the client keeps its context and lets
+/// the server choose the client's window. The capacity, soak and reload
+/// scenarios offer this, so that the server holds what it holds for a
+/// browser. (Messages compressed each on its own, as [`compress_message`]
+/// does, refer to nothing before them, so they are valid whatever the
+/// server answers about the client's context.)
+pub const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// The empty stored block a sync flush ends with, stripped on the wire
 /// (RFC 7692 section 7.2.1) and appended again before inflating.

@@ -55,10 +55,12 @@ struct RunArgs {
     targets: Vec<(String, Option<u32>, String)>,
     #[arg(long, value_enum, default_value = "quick")]
     profile: Profile,
-    /// Comma-separated: echo, fanout, rooms, capacity, handshakes,
+    /// Comma-separated: echo, fanout, rooms, capacity,
+    /// capacity-deflate-echo, capacity-deflate-news, burst, handshakes,
     /// compression. compression needs the paths /echo-uncompressed and
     /// /news-uncompressed besides /echo and /news (bench/run.sh's wsedge
-    /// configuration has them).
+    /// configuration has them). The capacity scenarios want a freshly
+    /// started server each.
     #[arg(
         long,
         value_delimiter = ',',
@@ -141,6 +143,12 @@ enum Scenario {
     Fanout,
     Rooms,
     Capacity,
+    /// Idle connections that negotiated permessage-deflate on /echo.
+    CapacityDeflateEcho,
+    /// The same on /news.
+    CapacityDeflateNews,
+    /// Connections opened in waves.
+    Burst,
     Handshakes,
     Compression,
 }
@@ -159,12 +167,20 @@ struct Plan {
     capacity: usize,
     /// How long the idle connections are held before every one is checked.
     capacity_hold: Duration,
+    /// Idle connections offering permessage-deflate (held as long).
+    capacity_deflate: usize,
+    /// Connect burst: (connections, opened at once).
+    burst: (usize, usize),
     handshake_concurrency: usize,
     /// Compression echo runs: connections.
     compression_echo: Vec<usize>,
     /// Compression fan-out runs: (subscribers, window).
     compression_fanout: Vec<(usize, u64)>,
 }
+
+/// A reconnect storm's worth: 10,000 connections, 1,000 at a time, in
+/// either profile (it takes a second or two per server).
+const BURST: (usize, usize) = (10_000, 1_000);
 
 impl Profile {
     fn plan(self) -> Plan {
@@ -178,6 +194,8 @@ impl Profile {
                 rooms: vec![(50, 20, 5.0, 64)],
                 capacity: 5_000,
                 capacity_hold: Duration::from_secs(1),
+                capacity_deflate: 5_000,
+                burst: BURST,
                 handshake_concurrency: 32,
                 compression_echo: vec![100],
                 compression_fanout: vec![(1_000, 8)],
@@ -205,6 +223,8 @@ impl Profile {
                 capacity: 19_900,
                 // The bar: the file limit's worth, held a minute.
                 capacity_hold: Duration::from_secs(60),
+                capacity_deflate: 19_900,
+                burst: BURST,
                 handshake_concurrency: 64,
                 compression_echo: vec![100, 1_000],
                 compression_fanout: vec![(1_000, 8), (10_000, 8)],
@@ -269,6 +289,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Scenario::Capacity => {
                 measurements.push(Measurement::Capacity(plan.capacity, plan.capacity_hold))
             }
+            Scenario::CapacityDeflateEcho => measurements.push(Measurement::CapacityDeflate(
+                scenarios::DeflateChannel::Echo,
+                plan.capacity_deflate,
+                plan.capacity_hold,
+            )),
+            Scenario::CapacityDeflateNews => measurements.push(Measurement::CapacityDeflate(
+                scenarios::DeflateChannel::Broadcast,
+                plan.capacity_deflate,
+                plan.capacity_hold,
+            )),
+            Scenario::Burst => measurements.push(Measurement::Burst(plan.burst.0, plan.burst.1)),
             Scenario::Handshakes => {
                 measurements.push(Measurement::Handshakes(plan.handshake_concurrency))
             }
@@ -295,39 +326,47 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         for (index, measurement) in measurements.iter().enumerate() {
             for turn in 0..contexts.len() {
                 let ctx = &contexts[(index + turn) % contexts.len()];
-                let record = match *measurement {
+                let produced = match *measurement {
                     Measurement::Echo(conns, size, inflight) => {
-                        scenarios::echo(ctx, conns, size, inflight).await
+                        vec![scenarios::echo(ctx, conns, size, inflight).await]
                     }
                     Measurement::Fanout(subs, rate, window, size) => {
-                        scenarios::fanout(ctx, subs, rate, window, size).await
+                        vec![scenarios::fanout(ctx, subs, rate, window, size).await]
                     }
                     Measurement::Rooms(rooms, members, rate, size) => {
-                        scenarios::rooms(ctx, rooms, members, rate, size).await
+                        vec![scenarios::rooms(ctx, rooms, members, rate, size).await]
                     }
                     Measurement::Capacity(count, hold) => {
-                        scenarios::capacity(ctx, count, hold).await
+                        vec![scenarios::capacity(ctx, count, hold).await]
+                    }
+                    Measurement::CapacityDeflate(channel, count, hold) => {
+                        scenarios::capacity_deflate(ctx, channel, count, hold).await
+                    }
+                    Measurement::Burst(total, wave) => {
+                        vec![scenarios::burst(ctx, total, wave).await]
                     }
                     Measurement::Handshakes(concurrency) => {
-                        scenarios::handshakes(ctx, concurrency).await
+                        vec![scenarios::handshakes(ctx, concurrency).await]
                     }
                     Measurement::CompressionEcho(conns, deflate) => {
-                        scenarios::compression_echo(ctx, conns, deflate).await
+                        vec![scenarios::compression_echo(ctx, conns, deflate).await]
                     }
                     Measurement::CompressionFanout(subs, window, deflate) => {
-                        scenarios::compression_fanout(ctx, subs, window, deflate).await
+                        vec![scenarios::compression_fanout(ctx, subs, window, deflate).await]
                     }
                 };
-                eprintln!(
-                    "  {:<20} {:<58} {}",
-                    record.server,
-                    record.id,
-                    summary(&record)
-                );
-                for note in &record.notes {
-                    eprintln!("  {:<20}   note: {note}", "");
+                for record in produced {
+                    eprintln!(
+                        "  {:<20} {:<58} {}",
+                        record.server,
+                        record.id,
+                        summary(&record)
+                    );
+                    for note in &record.notes {
+                        eprintln!("  {:<20}   note: {note}", "");
+                    }
+                    records.push(record);
                 }
-                records.push(record);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -345,6 +384,10 @@ enum Measurement {
     Rooms(usize, usize, f64, usize),
     /// (connections, hold)
     Capacity(usize, Duration),
+    /// (channel, connections, hold)
+    CapacityDeflate(scenarios::DeflateChannel, usize, Duration),
+    /// (connections, wave)
+    Burst(usize, usize),
     Handshakes(usize),
     /// (connections, deflate on)
     CompressionEcho(usize, bool),

@@ -238,6 +238,47 @@ fn targets(comparisons: &[Comparison], records: &[Record]) -> Vec<Target> {
         ),
         met: per_conn.map(|v| v <= 8.0),
     });
+    for (what, prefix) in [
+        ("idle", "capacity-deflate ws /echo idle"),
+        ("idle", "capacity-deflate ws /news idle"),
+        (
+            "after one message",
+            "capacity-deflate ws /news after one message",
+        ),
+    ] {
+        let record = ours(prefix);
+        let per_conn = record.and_then(|r| r.metrics.get("rss_per_conn_kib").copied());
+        let path = prefix.split(' ').nth(2).unwrap_or_default();
+        targets.push(Target {
+            target: format!(
+                "memory <= 8 KiB per connection with permessage-deflate, {what} on {path}"
+            ),
+            measured: per_conn.map_or_else(
+                || "not measured".to_owned(),
+                |v| format!("{v:.2} KiB ({})", record.map_or("", |r| r.id.as_str())),
+            ),
+            met: per_conn.map(|v| v <= 8.0),
+        });
+    }
+    let burst = ours("burst ws");
+    let metric = |name: &str| burst.and_then(|r| r.metrics.get(name).copied());
+    let wanted = burst.and_then(|r| r.params.get("connections").and_then(|v| v.as_f64()));
+    targets.push(Target {
+        target: "connect burst: every connection open, p99 connect time < 50 ms".to_owned(),
+        measured: match (metric("all_open"), metric("p99_ms")) {
+            (Some(open), Some(p99)) => format!(
+                "{} of {} open, p99 {} ms ({})",
+                number(open),
+                number(wanted.unwrap_or(f64::NAN)),
+                number(p99),
+                burst.map_or("", |r| r.id.as_str())
+            ),
+            _ => "not measured".to_owned(),
+        },
+        met: burst.map(|_| {
+            metric("all_open") == wanted && metric("p99_ms").is_some_and(|p99| p99 < 50.0)
+        }),
+    });
     targets
 }
 

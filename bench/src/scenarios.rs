@@ -4,6 +4,8 @@
 //! All of them run on the load generator's single-threaded runtime (one core,
 //! `taskset -c 1`), as local tasks sharing plain `Rc` state.
 
+mod burst;
+mod capacity_deflate;
 mod compression;
 
 use std::{
@@ -17,7 +19,11 @@ use std::{
 use hdrhistogram::Histogram;
 use tokio::{sync::Notify, task::JoinHandle, time::sleep_until};
 
-pub use self::compression::{compression_echo, compression_fanout};
+pub use self::{
+    burst::burst,
+    capacity_deflate::{DeflateChannel, capacity_deflate},
+    compression::{compression_echo, compression_fanout},
+};
 use crate::{
     client::{self, Conn, Target},
     procfs::{self, CpuWindow},
@@ -52,11 +58,11 @@ fn origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     origin().elapsed().as_nanos() as u64
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -64,14 +70,15 @@ fn tinstant(deadline: Instant) -> tokio::time::Instant {
     tokio::time::Instant::from_std(deadline)
 }
 
-/// Connects `paths.len()` connections, `concurrency` at a time, offering
-/// permessage-deflate if `offer_deflate`. Returns the connections that
-/// succeeded (in no particular order), the failure count and the first error.
-async fn connect_many(
+/// Connects `paths.len()` connections, `concurrency` at a time, sending
+/// `offer` as `Sec-WebSocket-Extensions` if given. Returns the connections
+/// that succeeded (in no particular order), the failure count and the first
+/// error.
+pub(crate) async fn connect_many(
     ctx: &Context,
     paths: Vec<String>,
     concurrency: usize,
-    offer_deflate: bool,
+    offer: Option<&'static str>,
 ) -> (Vec<(usize, Conn)>, usize, Option<String>) {
     let paths = Rc::new(paths);
     let next = Rc::new(Cell::new(0));
@@ -97,7 +104,7 @@ async fn connect_many(
                     next.set(index + 1);
                     match tokio::time::timeout(
                         Duration::from_secs(10),
-                        client::connect_with(&target, &paths[index], offer_deflate),
+                        client::connect_with(&target, &paths[index], offer),
                     )
                     .await
                     {
@@ -157,7 +164,7 @@ pub async fn echo(ctx: &Context, conns: usize, size: usize, inflight: usize) -> 
         ctx,
         vec!["/echo".to_owned(); conns],
         ctx.connect_concurrency,
-        false,
+        None,
     )
     .await;
     connect_notes(&mut record, conns, opened.len(), failures, error);
@@ -402,7 +409,7 @@ pub async fn fanout(
         ctx,
         vec!["/news".to_owned(); subscribers],
         ctx.connect_concurrency,
-        false,
+        None,
     )
     .await;
     connect_notes(&mut record, subscribers, subs.len(), failures, error);
@@ -528,7 +535,7 @@ pub async fn rooms(ctx: &Context, rooms: usize, members: usize, rate: f64, size:
     let paths = (0..rooms * members)
         .map(|i| format!("/chat/room-{}", i % rooms))
         .collect();
-    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency, false).await;
+    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency, None).await;
     connect_notes(&mut record, rooms * members, conns.len(), failures, error);
     if conns.is_empty() {
         return record;
@@ -629,7 +636,7 @@ pub async fn capacity(ctx: &Context, count: usize, hold: Duration) -> Record {
         ctx,
         vec!["/echo".to_owned(); count],
         ctx.connect_concurrency,
-        false,
+        None,
     )
     .await;
     let elapsed = started.elapsed();
@@ -652,7 +659,15 @@ pub async fn capacity(ctx: &Context, count: usize, hold: Duration) -> Record {
             );
         }
     }
-    // Every connection must still be alive: each echoes one message.
+    let alive = echo_alive(&mut conns).await;
+    alive_notes(&mut record, alive, conns.len(), hold);
+    drop(conns);
+    record
+}
+
+/// How many of `conns` (on an echo channel) echo one small message, each
+/// within 2 seconds.
+async fn echo_alive(conns: &mut [(usize, Conn)]) -> usize {
     let mut frame = Vec::new();
     client::encode_frame(b"still there?", &mut frame);
     let mut alive = 0;
@@ -665,17 +680,19 @@ pub async fn capacity(ctx: &Context, count: usize, hold: Duration) -> Record {
             alive += 1;
         }
     }
+    alive
+}
+
+/// Records how many of `held` connections were still alive after `hold`.
+fn alive_notes(record: &mut Record, alive: usize, held: usize, hold: Duration) {
     record
         .metric("alive_after_hold", alive as f64)
-        .metric("dropped_during_hold", (conns.len() - alive) as f64);
-    if alive < conns.len() {
+        .metric("dropped_during_hold", (held - alive) as f64);
+    if alive < held {
         record.notes.push(format!(
-            "only {alive} of {} idle connections answered an echo after {hold:?}",
-            conns.len()
+            "only {alive} of {held} idle connections were still alive after {hold:?}"
         ));
     }
-    drop(conns);
-    record
 }
 
 /// Handshakes: `concurrency` workers each connect, upgrade and drop (RST)

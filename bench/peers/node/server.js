@@ -3,7 +3,11 @@
 //   /echo          every message straight back
 //   /news          every message to every other connection
 //   /chat/{room}   every message to every other member of the room
-// Usage: node server.js --listen 127.0.0.1:18083
+// Usage: node server.js --listen 127.0.0.1:18083 [--deflate]
+//   --deflate      negotiate permessage-deflate (ws's defaults: context kept,
+//                  window 15, zlib's default level), compressing messages from
+//                  256 bytes as wsedge's default threshold does; for the
+//                  capacity-with-deflate scenario only
 'use strict';
 
 const http = require('http');
@@ -12,13 +16,15 @@ const { WebSocketServer, WebSocket } = require('ws');
 const args = process.argv.slice(2);
 const at = args.indexOf('--listen');
 if (at < 0 || !args[at + 1]) {
-  console.error('usage: node server.js --listen 127.0.0.1:PORT');
+  console.error('usage: node server.js --listen 127.0.0.1:PORT [--deflate]');
   process.exit(2);
 }
 const [host, port] = args[at + 1].split(':');
 
-// Same limits as wsedge's defaults: 64 KiB messages, no compression.
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 });
+// Same limits as wsedge's defaults: 64 KiB messages; no compression unless
+// --deflate.
+const perMessageDeflate = args.includes('--deflate') ? { threshold: 256 } : false;
+const wss = new WebSocketServer({ noServer: true, perMessageDeflate, maxPayload: 64 * 1024 });
 const news = new Set();
 const rooms = new Map();
 

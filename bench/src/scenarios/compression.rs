@@ -65,7 +65,7 @@ impl Pool {
             .collect();
         let frame = |payload: &[u8], compressed: bool| {
             let mut out = Vec::with_capacity(payload.len() + 14);
-            client::encode_frame_with(0x1, compressed, payload, &mut out);
+            client::encode_frame_with(client::OPCODE_TEXT, compressed, payload, &mut out);
             out
         };
         let plain = texts.iter().map(|t| frame(t, false)).collect();
@@ -282,7 +282,7 @@ pub async fn compression_echo(ctx: &Context, conns: usize, deflate: bool) -> Rec
         ctx,
         vec![path.to_owned(); conns],
         ctx.connect_concurrency,
-        true,
+        Some(deflate::OFFER),
     )
     .await;
     connect_notes(&mut record, conns, opened.len(), failures, error);
@@ -415,11 +415,11 @@ pub async fn compression_fanout(
         ctx,
         vec![path.to_owned(); subscribers],
         ctx.connect_concurrency,
-        true,
+        Some(deflate::OFFER),
     )
     .await;
     connect_notes(&mut record, subscribers, subs.len(), failures, error);
-    let mut publisher = match client::connect_with(&ctx.target, path, true).await {
+    let mut publisher = match client::connect_with(&ctx.target, path, Some(deflate::OFFER)).await {
         Ok(conn) => conn,
         Err(error) => {
             record
