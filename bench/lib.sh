@@ -48,3 +48,196 @@ wait_port() {
     done
     return 1
 }
+
+# reload_configs DIR BASE: writes the two configurations the soak and reload
+# scenarios alternate between, DIR/a.toml (the one wsedge starts with) and
+# DIR/b.toml, which changes every setting a reload applies (see README
+# "Reload") while keeping the channels the load holds connections on
+# (echo, news, chat: same name, kind and path) and its admin listener.
+# Plain listener BASE+1, TLS BASE+2, admin BASE+5; BASE+6 is a plain
+# listener that B puts behind PROXY protocol, BASE+7 one that only B has.
+# Also writes the certificate, key and tokens the files name.
+reload_configs() {
+    local dir=$1 base=$2
+    local main=127.0.0.1:$((base + 1)) tls=127.0.0.1:$((base + 2)) admin=127.0.0.1:$((base + 5))
+    local extra=127.0.0.1:$((base + 6)) added=127.0.0.1:$((base + 7))
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+    echo "token-of-config-a" >"$dir/a.token"
+    echo "token-of-config-b" >"$dir/b.token"
+    chmod 600 "$dir"/*.token "$dir/key.pem"
+    cat >"$dir/a.toml" <<TOML
+# Reload scenario, configuration A: the defaults where the load allows.
+[server]
+listen = ["$tls"]
+plain = ["$main", "$extra"]
+handshake_timeout = "10s"
+drain_window = "10s"
+shutdown_timeout = "30s"
+
+[server.tls]
+self_signed = ["localhost"]
+
+# Limits lifted far above the load (still checked), as in run.sh.
+[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+ipv6_prefix = 64
+handshake_rate = { per_second = 1000000000, burst = 1000000000 }
+message_rate = { per_second = 1000000000, burst = 1000000000 }
+max_payload = "64KiB"
+send_buffer = "1MiB"
+on_slow_consumer = "close"
+ping_interval = "25s"
+idle_timeout = "5m"
+close_timeout = "5s"
+
+[compression]
+enabled = true
+level = 6
+threshold = "256B"
+
+[admin]
+listen = "$admin"
+token_file = "a.token"
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+
+[[channel]]
+name = "news"
+path = "/news"
+kind = "broadcast"
+publish = "clients"
+
+[[channel]]
+name = "chat"
+path = "/chat/{room}"
+kind = "room"
+publish = "clients"
+max_rooms = 100000
+max_members = 100000
+
+# Changes its path at every reload.
+[[channel]]
+name = "moving"
+path = "/moving-a"
+kind = "broadcast"
+publish = "api"
+
+# Removed at every reload to B, added back at every reload to A.
+[[channel]]
+name = "spare-a"
+path = "/spare-a"
+kind = "echo"
+
+# Changes its kind at every reload.
+[[channel]]
+name = "morph"
+path = "/morph"
+kind = "echo"
+TOML
+    cat >"$dir/b.toml" <<TOML
+# Reload scenario, configuration B: every reloadable setting differs from A.
+[server]
+listen = ["$tls"]
+plain = ["$main", "$extra", "$added"]
+proxy_protocol = ["$extra"]
+trusted_proxies = ["127.0.0.250/32"]
+handshake_timeout = "8s"
+drain_window = "5s"
+shutdown_timeout = "20s"
+
+[server.tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[limits]
+max_connections = 900000
+max_connections_per_ip = 900000
+ipv6_prefix = 56
+handshake_rate = { per_second = 900000000, burst = 900000000 }
+message_rate = { per_second = 900000000, burst = 900000000, on_exceed = "close" }
+byte_rate = { per_second = "1GiB", burst = "1GiB" }
+max_payload = "128KiB"
+send_buffer = "2MiB"
+on_slow_consumer = "drop"
+ping_interval = "20s"
+idle_timeout = "4m"
+close_timeout = "4s"
+
+[compression]
+mode = "dedicated"
+level = 1
+threshold = "512B"
+server_max_window_bits = 12
+client_max_window_bits = 12
+server_no_context_takeover = true
+client_no_context_takeover = true
+
+[admin]
+listen = "$admin"
+token_file = "b.token"
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+origins = ["https://bench.example"]
+allow_missing_origin = true
+subprotocols = ["bench.v1"]
+[channel.limits]
+max_connections = 800000
+max_payload = "48KiB"
+ping_interval = "15s"
+idle_timeout = "3m"
+[channel.compression]
+enabled = false
+
+[[channel]]
+name = "news"
+path = "/news"
+kind = "broadcast"
+publish = "clients"
+echo_to_sender = true
+origins = ["https://bench.example"]
+allow_missing_origin = true
+subprotocols = ["bench.v1"]
+[channel.limits]
+max_connections = 800000
+send_buffer = "4MiB"
+[channel.compression]
+mode = "shared"
+level = 3
+
+[[channel]]
+name = "chat"
+path = "/chat/{room}"
+kind = "room"
+publish = "clients"
+echo_to_sender = true
+max_rooms = 90000
+max_members = 90000
+[channel.limits]
+message_rate = { per_second = 800000000, burst = 800000000 }
+
+[[channel]]
+name = "moving"
+path = "/moving-b"
+kind = "broadcast"
+publish = "clients"
+
+[[channel]]
+name = "spare-b"
+path = "/spare-b"
+kind = "echo"
+
+[[channel]]
+name = "morph"
+path = "/morph"
+kind = "broadcast"
+TOML
+}

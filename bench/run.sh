@@ -2,13 +2,18 @@
 # Benchmarks wsedge against two peers, raw fastwebsockets and Node ws, on
 # loopback, measures permessage-deflate on realistic JSON (wsedge alone,
 # compression on and off), and writes bench/results/latest.{json,md,svg}.
+# Two more modes put wsedge alone under long or reload-heavy load.
 #
 #   bench/run.sh quick           # ~3 minutes: short runs, 5,000 idle connections
 #   bench/run.sh full            # ~20 minutes: longer runs, 19,900 idle connections
+#   bench/run.sh soak [MINUTES]  # default 30: churn, traffic, slow consumers and a
+#                                # reload every 10 s; bench/results/soak.{json,md}
+#   bench/run.sh reload          # 10,000 connections through 1,000 reloads;
+#                                # bench/results/reload.{json,md}
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
-# listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5;
-# default 29180, below the kernel's
+# listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5,
+# soak and reload also BASE+6 and BASE+7; default 29180, below the kernel's
 # ephemeral port range so that no client socket of another program holds
 # one), WSEDGE_BIN (a wsedge binary to measure instead of building the work
 # tree, e.g. one built from a clean checkout of a commit) and WSEDGE_LABEL
@@ -20,13 +25,25 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 quick|full" >&2
+    echo "usage: $0 quick|full|soak [MINUTES]|reload" >&2
     exit 2
 }
 profile=${1:-quick}
+minutes=
 case "$profile" in
 quick) per_run_limit=300 ;;
 full) per_run_limit=1800 ;;
+soak)
+    minutes=${2:-30}
+    [[ "$minutes" =~ ^[0-9]+$ ]] && ((minutes >= 2 && minutes <= 240)) || {
+        echo "error: MINUTES must be a whole number from 2 to 240" >&2
+        usage
+    }
+    # The run, then the cool-down, the build-up of the held connections
+    # and the report.
+    per_run_limit=$((minutes * 60 + 300))
+    ;;
+reload) per_run_limit=900 ;;
 *) usage ;;
 esac
 
@@ -39,13 +56,15 @@ bin=$target_dir/release
 wsedge_bin=${WSEDGE_BIN:-$bin/wsedge}
 results=$here/results
 runs=$results/runs
-# Ports: BENCH_PORT_BASE+1 .. +5 on 127.0.0.1.
+# Ports: BENCH_PORT_BASE+1 .. +7 on 127.0.0.1.
 base=${BENCH_PORT_BASE:-29180}
 wsedge_port=$((base + 1))
 wsedge_tls_port=$((base + 2))
 raw_port=$((base + 3))
 node_port=$((base + 4))
 wsedge_admin_port=$((base + 5))
+# Listeners only the reload configurations have (see reload_configs).
+reload_ports="$((base + 6)) $((base + 7))"
 started_at=$(date +%s)
 
 work=$(mktemp -d)
@@ -75,7 +94,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for tool in cargo node npm taskset; do
+tools="cargo taskset"
+case "$profile" in
+quick | full) tools="$tools node npm" ;;
+*) tools="$tools openssl" ;;
+esac
+for tool in $tools; do
     command -v "$tool" >/dev/null || {
         echo "error: $tool is required" >&2
         exit 1
@@ -88,7 +112,7 @@ fi
 # Each process may hold up to ~20,000 sockets (capacity scenario).
 hard=$(ulimit -Hn)
 if [[ "$hard" == unlimited ]] || ((hard >= 20000)); then ulimit -n 20000; else ulimit -n "$hard"; fi
-for port in $wsedge_port $wsedge_tls_port $raw_port $node_port $wsedge_admin_port; do
+for port in $wsedge_port $wsedge_tls_port $raw_port $node_port $wsedge_admin_port $reload_ports; do
     if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: 127.0.0.1:$port is already in use" >&2
         exit 1
@@ -132,6 +156,26 @@ start() {
     echo "error: $name did not start; see $runs/$name.log" >&2
     exit 1
 }
+
+if [[ "$profile" == soak || "$profile" == reload ]]; then
+    # wsedge alone, started on configuration A and reloaded between A and B.
+    reload_configs "$work" "$base"
+    for which in a b; do "$wsedge_bin" check -c "$work/$which.toml" >/dev/null; done
+    cp "$work/a.toml" "$work/wsedge.toml"
+    rm -f "$runs/$profile-wsedge.log"
+    start "$profile-wsedge" $wsedge_port "$wsedge_bin" run -c "$work/wsedge.toml"
+    what=(--minutes "$minutes")
+    [[ "$profile" == reload ]] && what=(--reloads 1000 --connections 10000)
+    echo "== $profile: wsedge on 127.0.0.1:$wsedge_port, log in $runs/$profile-wsedge.log"
+    timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" "$profile" \
+        --target "wsedge,${pids[$profile-wsedge]},ws://127.0.0.1:$wsedge_port" \
+        --metrics "127.0.0.1:$wsedge_admin_port" --config "$work/wsedge.toml" \
+        --alternate "$work/a.toml" --alternate "$work/b.toml" "${what[@]}" \
+        --out-dir "$results" --machine "$(machine)" --command "bench/run.sh $profile${minutes:+ $minutes}"
+    stop_all
+    echo "== done in $(($(date +%s) - started_at))s: $results/$profile.md, $profile.json"
+    exit 0
+fi
 
 echo "== installing the Node peer's packages"
 (

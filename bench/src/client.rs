@@ -10,6 +10,9 @@
 //! - With a permessage-deflate offer ([`connect_with`]) the agreement is
 //!   read from the server's answer and each data frame reports its RSV1 bit;
 //!   inflating is the caller's (see `deflate`).
+//! - Pings are answered (with a pong carrying the same payload) when the
+//!   next data frame has been read, so that connections held for minutes
+//!   (soak, reload) stay alive past the server's idle timeout.
 //! - Every socket is bound to one of several loopback source addresses so
 //!   that tens of thousands of connections do not exhaust one address's
 //!   ephemeral ports, and closes with RST (zero linger) so that no run leaves
@@ -59,6 +62,8 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 pub const OPCODE_TEXT: u8 = 0x1;
 pub const OPCODE_BINARY: u8 = 0x2;
 pub const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PING: u8 = 0x9;
+const OPCODE_PONG: u8 = 0xA;
 
 /// Initial read buffer; grown for larger frames. Allocated on first read so
 /// that idle connections cost the load generator little.
@@ -182,6 +187,10 @@ pub struct Conn {
     /// How long the TCP connect took (the rest of the set-up is TLS and the
     /// upgrade): the connect-burst scenario tells lost SYNs apart with it.
     pub tcp_connect: Duration,
+    /// Bytes of `reader.pongs` already written: pongs go out a write at a
+    /// time, so that a read cancelled in a `select!` never leaves half a
+    /// frame on the wire.
+    pongs_written: usize,
 }
 
 async fn tcp_connect(addr: SocketAddr) -> io::Result<(TcpStream, Duration)> {
@@ -249,6 +258,7 @@ pub async fn connect_with(
                 reader: FrameReader::new(parts.read_buf),
                 deflate: agreement(&response),
                 tcp_connect,
+                pongs_written: 0,
             })
         }
         Some(connector) => {
@@ -273,15 +283,34 @@ pub async fn connect_with(
                 reader: FrameReader::new(parts.read_buf),
                 deflate: agreement(&response),
                 tcp_connect,
+                pongs_written: 0,
             })
         }
     }
 }
 
 impl Conn {
-    /// Writes already encoded frames.
+    /// Writes already encoded frames (after any pong still due).
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush_pongs().await?;
         self.write.write_all(bytes).await
+    }
+
+    /// Writes the pongs due. Cancel-safe: progress is kept per write.
+    async fn flush_pongs(&mut self) -> io::Result<()> {
+        while self.pongs_written < self.reader.pongs.len() {
+            let n = self
+                .write
+                .write(&self.reader.pongs[self.pongs_written..])
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.pongs_written += n;
+        }
+        self.reader.pongs.clear();
+        self.pongs_written = 0;
+        Ok(())
     }
 
     /// Waits for at least one whole data frame and hands each buffered one
@@ -292,12 +321,38 @@ impl Conn {
     }
 
     /// Like [`Conn::read_frames`], also passing each frame's RSV1 bit (set:
-    /// a compressed message). Server messages are unfragmented.
+    /// a compressed message). Server messages are unfragmented. Answers the
+    /// pings read on the way.
     pub async fn read_frames_rsv1(
         &mut self,
         on_frame: impl FnMut(&[u8], bool),
     ) -> io::Result<usize> {
-        self.reader.read_frames(&mut self.read, on_frame).await
+        let frames = self.reader.read_frames(&mut self.read, on_frame).await?;
+        self.flush_pongs().await?;
+        Ok(frames)
+    }
+
+    /// Closes with a close handshake: sends a close frame with `code` and
+    /// reads (discarding data) until the server's close frame or the end of
+    /// the stream. Returns the server's close code, if it sent one.
+    pub async fn close(mut self, code: u16) -> io::Result<Option<u16>> {
+        let mut frame = Vec::with_capacity(8);
+        encode_frame_with(OPCODE_CLOSE, false, &code.to_be_bytes(), &mut frame);
+        self.write.write_all(&frame).await?;
+        loop {
+            if let Err(error) = self.read_frames(|_| {}).await {
+                return match self.reader.close_code {
+                    Some(code) => Ok(Some(code)),
+                    None if error.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+                    None => Err(error),
+                };
+            }
+        }
+    }
+
+    /// The code of the close frame the server sent, once one was read.
+    pub fn close_code(&self) -> Option<u16> {
+        self.reader.close_code
     }
 }
 
@@ -345,6 +400,10 @@ struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Pongs (encoded) answering the pings read, for the caller to write.
+    pongs: Vec<u8>,
+    /// The code of the server's close frame, once read.
+    close_code: Option<u16>,
 }
 
 impl FrameReader {
@@ -353,6 +412,8 @@ impl FrameReader {
             end: leftover.len(),
             buf: leftover.to_vec(),
             start: 0,
+            pongs: Vec::new(),
+            close_code: None,
         }
     }
 
@@ -379,10 +440,16 @@ impl FrameReader {
                                 frames += 1;
                             }
                             OPCODE_CLOSE => {
+                                if let [a, b, ..] = payload {
+                                    self.close_code = Some(u16::from_be_bytes([*a, *b]));
+                                }
                                 return Err(io::Error::new(
                                     io::ErrorKind::ConnectionAborted,
                                     close_reason(payload),
                                 ));
+                            }
+                            OPCODE_PING => {
+                                encode_frame_with(OPCODE_PONG, false, payload, &mut self.pongs)
                             }
                             _ => {}
                         }
@@ -512,6 +579,34 @@ mod tests {
             Some(Parsed::Incomplete(0))
         ));
         assert!(parse_frame(&[]).is_none());
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_and_the_close_code_kept() {
+        // A ping and a message left over from the handshake; the close
+        // arrives later.
+        let leftover = Bytes::from_static(&[0x89, 2, b'h', b'i', 0x82, 1, b'x']);
+        let mut reader = FrameReader::new(leftover);
+        let later = std::io::Cursor::new(vec![0x88, 4, 0x03, 0xF5, b'b', b'y']);
+        let mut read: BoxedRead = Box::pin(later);
+        let mut seen = Vec::new();
+        let frames = reader
+            .read_frames(&mut read, |payload, _| seen.push(payload.to_vec()))
+            .await
+            .unwrap();
+        assert_eq!((frames, seen), (1, vec![b"x".to_vec()]));
+        // One masked pong carrying the ping's payload.
+        let pong = &reader.pongs;
+        assert_eq!(pong[..2], [0x8A, 0x80 | 2]);
+        let unmasked: Vec<u8> = pong[6..]
+            .iter()
+            .zip(&pong[2..6])
+            .map(|(b, m)| b ^ m)
+            .collect();
+        assert_eq!(unmasked, b"hi");
+        let closed = reader.read_frames(&mut read, |_, _| {}).await.unwrap_err();
+        assert_eq!(closed.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(reader.close_code, Some(1013));
     }
 
     #[test]

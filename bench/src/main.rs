@@ -7,6 +7,10 @@
 //! wsedge-bench run --target wsedge,PID,ws://127.0.0.1:39181 \
 //!     --metrics wsedge,127.0.0.1:39185 --scenarios compression --out compression.json
 //! wsedge-bench report --out-dir bench/results FILE...
+//! wsedge-bench soak --target wsedge,PID,ws://127.0.0.1:39181 --metrics 127.0.0.1:39185 \
+//!     --config wsedge.toml --alternate a.toml --alternate b.toml --minutes 30 --out-dir bench/results
+//! wsedge-bench reload --target wsedge,PID,ws://127.0.0.1:39181 --metrics 127.0.0.1:39185 \
+//!     --config wsedge.toml --alternate a.toml --alternate b.toml --out-dir bench/results
 //! ```
 //!
 //! Loopback only; every run is bounded in time and in connections.
@@ -18,8 +22,13 @@ mod json;
 mod metrics;
 mod procfs;
 mod record;
+mod reload;
+mod reloader;
 mod report;
 mod scenarios;
+mod soak;
+mod steady;
+mod trend;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -41,6 +50,13 @@ enum Command {
     Run(RunArgs),
     /// Combine the JSON of several runs into latest.json, latest.md and latest.svg.
     Report(report::ReportArgs),
+    /// Minutes of churn, traffic, slow consumers and reloads against one
+    /// wsedge, sampling its memory and open files; writes soak.json and
+    /// soak.md.
+    Soak(soak::SoakArgs),
+    /// Thousands of connections held through a series of reloads; writes
+    /// reload.json and reload.md.
+    Reload(reload::ReloadArgs),
 }
 
 #[derive(clap::Args)]
@@ -81,7 +97,7 @@ struct RunArgs {
     echo: Vec<(usize, usize, usize)>,
 }
 
-fn parse_target(text: &str) -> Result<(String, Option<u32>, String), String> {
+pub(crate) fn parse_target(text: &str) -> Result<(String, Option<u32>, String), String> {
     let mut parts = text.splitn(3, ',');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(name), Some(pid), Some(url)) if !name.is_empty() => {
@@ -238,6 +254,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report::write(&args),
+        Command::Soak(args) => soak::run(args),
+        Command::Reload(args) => reload::run(args),
     }
 }
 

@@ -59,6 +59,19 @@ pub fn parse(body: &str) -> Samples {
         .collect()
 }
 
+/// The sum of every series of metric `name`, whatever its labels.
+pub fn sum(samples: &Samples, name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
 /// `after - before` for one series (0 when missing).
 pub fn delta(before: &Samples, after: &Samples, series: &str) -> f64 {
     let get = |samples: &Samples| samples.get(series).copied().unwrap_or(0.0);
@@ -83,5 +96,14 @@ mod tests {
         later.insert("wsedge_compressions_total".to_owned(), 20.0);
         assert_eq!(delta(&samples, &later, "wsedge_compressions_total"), 8.0);
         assert_eq!(delta(&samples, &later, "missing"), 0.0);
+    }
+
+    #[test]
+    fn sums_a_metric_over_its_labels() {
+        let samples = parse(
+            "wsedge_disconnects_total{code=\"1000\",initiator=\"client\"} 3\nwsedge_disconnects_total{code=\"1006\",initiator=\"client\"} 4\nwsedge_disconnects_total_other 100\n",
+        );
+        assert_eq!(sum(&samples, "wsedge_disconnects_total"), 7.0);
+        assert_eq!(sum(&samples, "wsedge_missing_total"), 0.0);
     }
 }

@@ -1,5 +1,5 @@
-//! What the load generator reads about processes from /proc: resident memory
-//! and CPU time, of the server under test and of itself.
+//! What the load generator reads about processes from /proc: resident memory,
+//! open files and CPU time, of the server under test and of itself.
 
 use std::{fs, time::Instant};
 
@@ -11,6 +11,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many files (sockets, listeners, pipes...) a process has open: the
+/// entries of /proc/PID/fd.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// User plus system CPU time of a process, in seconds. `None` for ourselves
