@@ -2,7 +2,8 @@
 # Before/after for one change: two wsedge binaries and raw fastwebsockets as
 # a common reference, measured in the same run (interleaved, server pinned
 # to core 0, load to core 1), plus each wsedge's idle memory on a freshly
-# started server. Read the ratios, not the absolute figures.
+# started server. Read the ratios, not the absolute figures. The records
+# are kept in bench/results/runs/compare-*.json (git-ignored).
 #
 #   bench/compare.sh OLD_WSEDGE NEW_WSEDGE [SCENARIOS]
 #
@@ -23,6 +24,8 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 (cd "$root" && cargo build --release --quiet -p wsedge-bench --bins)
+# The fan-out holds 10,000 connections per server and in the load generator.
+raise_file_limit
 
 config() {
     printf '[server]\nplain = ["127.0.0.1:%s"]\n\n' "$1"
@@ -55,3 +58,10 @@ for which in old new; do
         --target "$which,${pids[0]},ws://127.0.0.1:$port" --out "$work/capacity-$which.json"
     kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
 done
+# Keep the records (git-ignored) for a table: the console lines above are
+# the summary.
+mkdir -p "$here/results/runs"
+for file in "$work"/load.json "$work"/capacity-old.json "$work"/capacity-new.json; do
+    cp "$file" "$here/results/runs/compare-$(basename "$file")"
+done
+echo "records: $here/results/runs/compare-{load,capacity-old,capacity-new}.json"

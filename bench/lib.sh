@@ -38,6 +38,14 @@ max_members = 100000
 TOML
 }
 
+# raise_file_limit: lets this shell's children hold up to ~20,000 sockets
+# each (the capacity scenario's 19,900), or the hard limit if lower.
+raise_file_limit() {
+    local hard
+    hard=$(ulimit -Hn)
+    if [[ "$hard" == unlimited ]] || ((hard >= 20000)); then ulimit -n 20000; else ulimit -n "$hard"; fi
+}
+
 # wait_port PORT [PID]: returns once something listens on 127.0.0.1:PORT,
 # 1 after ten seconds or as soon as PID (if given) has exited.
 wait_port() {

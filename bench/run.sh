@@ -110,8 +110,7 @@ if (($(nproc) < 2)); then
     exit 1
 fi
 # Each process may hold up to ~20,000 sockets (capacity scenario).
-hard=$(ulimit -Hn)
-if [[ "$hard" == unlimited ]] || ((hard >= 20000)); then ulimit -n 20000; else ulimit -n "$hard"; fi
+raise_file_limit
 for port in $wsedge_port $wsedge_tls_port $raw_port $node_port $wsedge_admin_port $reload_ports; do
     if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
         echo "error: 127.0.0.1:$port is already in use" >&2

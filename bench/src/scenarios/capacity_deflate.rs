@@ -5,8 +5,8 @@
 //! broadcast channel (shared mode: compressors pooled), then some traffic,
 //! then the memory again.
 //!
-//! Two records per run, each the server's resident memory (VmRSS) per
-//! connection:
+//! Two records per run (three on the echo channel), each the server's
+//! resident memory (VmRSS) per connection:
 //!
 //! - idle: the growth from before the first connect to after the hold,
 //!   divided by the connections held, exactly as the plain capacity
@@ -17,7 +17,10 @@
 //!   to every connection, each inflating and checking it. The figure is the
 //!   idle figure plus the growth over the traffic phase divided by the
 //!   connections that had traffic: what a connection costs once it has
-//!   carried a message.
+//!   carried a message;
+//! - on the echo channel, the same after [`RELEASE_WAIT`] more without
+//!   traffic: whether the server gives back what a dedicated compressor
+//!   and inflater took once the connection is idle again.
 //!
 //! Then every echo connection must still echo; on the broadcast channel the
 //! published message is the check.
@@ -42,6 +45,10 @@ const MESSAGES: usize = 64;
 /// Time the server gets after the traffic before its memory is read, as
 /// after the idle hold: writers and pooled buffers settle.
 const SETTLE: Duration = Duration::from_secs(1);
+/// How long the echo connections stay silent after their message before the
+/// last reading: longer than the 10 s after which wsedge releases an idle
+/// dedicated compressor.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
 /// Bound on the whole traffic phase.
 const TRAFFIC_LIMIT: Duration = Duration::from_secs(60);
 
@@ -100,7 +107,7 @@ impl Checked {
 
 /// Holds `count` connections offering permessage-deflate on `channel` for
 /// `hold`, then lets some carry a message; returns the idle and the
-/// after-one-message records.
+/// after-one-message records, and on the echo channel the after-idle one.
 pub async fn capacity_deflate(
     ctx: &Context,
     channel: DeflateChannel,
@@ -126,7 +133,18 @@ pub async fn capacity_deflate(
         "rss_per_conn_kib",
         false,
     );
-    for record in [&mut idle, &mut after] {
+    let mut released = Record::new(
+        &ctx.server,
+        "capacity-deflate",
+        format!(
+            "capacity-deflate {} {path} after one message and {}s idle c={traffic}",
+            ctx.transport(),
+            RELEASE_WAIT.as_secs()
+        ),
+        "rss_per_conn_kib",
+        false,
+    );
+    for record in [&mut idle, &mut after, &mut released] {
         record
             .param("connections", count)
             .param("traffic_connections", traffic)
@@ -209,24 +227,33 @@ pub async fn capacity_deflate(
             checked.compressed, checked.ok
         ));
     }
-    if let (Some(idle_per_conn), Some(idle_rss), Some(after_rss), true) =
-        (idle_per_conn, idle_rss, after_rss, carried > 0)
-    {
-        let growth = after_rss.saturating_sub(idle_rss) as f64 / carried as f64;
-        after
-            .metric("rss_idle_kib", idle_rss as f64)
-            .metric("rss_after_kib", after_rss as f64)
-            .metric("traffic_growth_per_conn_kib", growth)
-            .metric("rss_per_conn_kib", idle_per_conn + growth);
+    let per_carrier = |record: &mut Record, rss: Option<u64>| {
+        if let (Some(idle_per_conn), Some(idle_rss), Some(rss), true) =
+            (idle_per_conn, idle_rss, rss, carried > 0)
+        {
+            let growth = rss.saturating_sub(idle_rss) as f64 / carried as f64;
+            record
+                .metric("rss_idle_kib", idle_rss as f64)
+                .metric("rss_after_kib", rss as f64)
+                .metric("traffic_growth_per_conn_kib", growth)
+                .metric("rss_per_conn_kib", idle_per_conn + growth);
+        }
+    };
+    per_carrier(&mut after, after_rss);
+    let mut records = vec![idle, after];
+    if let DeflateChannel::Echo = channel {
+        tokio::time::sleep(RELEASE_WAIT).await;
+        per_carrier(&mut released, procfs::rss_kib(pid));
+        records.push(released);
     }
 
     let alive = match channel {
         DeflateChannel::Echo => echo_alive(&mut conns).await,
         DeflateChannel::Broadcast => checked.ok,
     };
-    alive_notes(&mut idle, alive, conns.len(), hold);
+    alive_notes(&mut records[0], alive, conns.len(), hold);
     drop(conns);
-    vec![idle, after]
+    records
 }
 
 /// The messages, each compressed on its own as a client frame (RSV1 set).
