@@ -7,7 +7,10 @@
 //!
 //! Each reload is confirmed (the server's configuration generation went up)
 //! before the next is sent; the time from the signal to the confirmation is
-//! reported. The server's resident memory and open files are read before
+//! reported. A reload the server refuses (both files are valid, so that is
+//! the server's failure) is counted and sent again after [`RETRY_AFTER`],
+//! at most [`RETRIES`] times in a row, so that the held traffic is still
+//! carried through the number of reloads asked for. The server's resident memory and open files are read before
 //! and after the reloads (an even number, so both on the first
 //! configuration), and its disconnect counter over the reloads must not
 //! move.
@@ -24,7 +27,7 @@ use serde::Serialize;
 use crate::{
     client::Target,
     metrics, procfs,
-    reloader::Reloader,
+    reloader::{Reloaded, Reloader},
     report::number,
     scenarios::{self, Context},
     steady::{self, Steady},
@@ -33,8 +36,15 @@ use crate::{
 /// Pause between a confirmed reload and the next signal, so that traffic
 /// flows between reloads too (a few publisher messages every ten reloads).
 const RELOAD_GAP: Duration = Duration::from_millis(10);
-/// How long the traffic runs before the first reload and after the last.
-const SETTLE: Duration = Duration::from_secs(2);
+/// After a refused reload: the pause before sending it again, and how many
+/// times in a row.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+const RETRIES: u32 = 10;
+/// How long the traffic runs before the first reload (the latency without
+/// reloads is measured over it) and after the last.
+const SETTLE: Duration = Duration::from_secs(5);
+/// The server is sampled every this many reloads.
+const SAMPLE_EVERY: u64 = 100;
 
 #[derive(clap::Args)]
 pub struct ReloadArgs {
@@ -85,6 +95,15 @@ fn spec(connections: usize) -> steady::Spec {
     }
 }
 
+/// The server after some reloads.
+#[derive(Serialize)]
+struct Sample {
+    reloads: u64,
+    t_s: f64,
+    rss_kib: Option<u64>,
+    fds: Option<usize>,
+}
+
 #[derive(Serialize)]
 struct Server {
     rss_kib: Option<u64>,
@@ -98,6 +117,8 @@ struct ReloadResult<'a> {
     command: &'a str,
     requested: u64,
     applied: u64,
+    /// Reloads the server refused (each sent again).
+    refused: u64,
     failed: Option<String>,
     reloads_wall_s: f64,
     p50_ms: Option<f64>,
@@ -108,6 +129,12 @@ struct ReloadResult<'a> {
     after: Server,
     /// `wsedge_disconnects_total` over the reloads (all codes).
     server_disconnects: f64,
+    /// Every SAMPLE_EVERY reloads.
+    samples: Vec<Sample>,
+    /// Broadcast delivery latency before the first reload, and during the
+    /// reloads.
+    latency_without_reloads: steady::Latency,
+    latency_during_reloads: steady::Latency,
     steady: steady::Report,
     passed: bool,
 }
@@ -169,6 +196,7 @@ async fn reload<'a>(
     let steady = Steady::start(ctx, spec).await?;
     eprintln!("  holding {} connections", steady.held());
     tokio::time::sleep(SETTLE).await;
+    let latency_without_reloads = steady.take_news_latency();
     let before = server(pid, args.metrics).await;
     let disconnects_before = metrics::sum(
         &metrics::scrape(args.metrics).await?,
@@ -176,18 +204,44 @@ async fn reload<'a>(
     );
     let mut latencies = scenarios::histogram();
     let mut failed = None;
+    let mut refused = 0;
     let started = Instant::now();
-    for done in 1..=args.reloads {
-        match reloader.reload().await {
-            Ok(took) => {
-                latencies.record(took.as_nanos().max(1) as u64).ok();
-            }
-            Err(error) => {
-                failed = Some(format!("reload {done}: {error:#}"));
-                break;
+    let mut samples = vec![Sample {
+        reloads: 0,
+        t_s: 0.0,
+        rss_kib: before.rss_kib,
+        fds: before.fds,
+    }];
+    'reloads: for done in 1..=args.reloads {
+        let mut tries = 0;
+        loop {
+            match reloader.reload().await {
+                Ok(Reloaded::Applied(took)) => {
+                    latencies.record(took.as_nanos().max(1) as u64).ok();
+                    break;
+                }
+                Ok(Reloaded::Refused) if tries < RETRIES => {
+                    refused += 1;
+                    tries += 1;
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                Ok(Reloaded::Refused) => {
+                    failed = Some(format!("reload {done}: refused {tries} times in a row"));
+                    break 'reloads;
+                }
+                Err(error) => {
+                    failed = Some(format!("reload {done}: {error:#}"));
+                    break 'reloads;
+                }
             }
         }
-        if done % 100 == 0 {
+        if done % SAMPLE_EVERY == 0 {
+            samples.push(Sample {
+                reloads: done,
+                t_s: started.elapsed().as_secs_f64(),
+                rss_kib: procfs::rss_kib(pid),
+                fds: procfs::open_fds(pid),
+            });
             eprintln!(
                 "  {done} reloads (generation {}), {} connections dropped so far",
                 reloader.generation(),
@@ -197,6 +251,7 @@ async fn reload<'a>(
         tokio::time::sleep(RELOAD_GAP).await;
     }
     let reloads_wall = started.elapsed();
+    let latency_during_reloads = steady.take_news_latency();
     tokio::time::sleep(SETTLE).await;
     let disconnects_after = metrics::sum(
         &metrics::scrape(args.metrics).await?,
@@ -209,6 +264,7 @@ async fn reload<'a>(
         |q: f64| (!latencies.is_empty()).then(|| latencies.value_at_quantile(q) as f64 / 1e6);
     let server_disconnects = disconnects_after - disconnects_before;
     let passed = failed.is_none()
+        && refused == 0
         && applied == args.reloads
         && steady.clean()
         && steady.held == steady.spec.connections()
@@ -218,6 +274,7 @@ async fn reload<'a>(
         command: &args.command,
         requested: args.reloads,
         applied,
+        refused,
         failed,
         reloads_wall_s: reloads_wall.as_secs_f64(),
         p50_ms: quantile(0.5),
@@ -226,6 +283,9 @@ async fn reload<'a>(
         before,
         after,
         server_disconnects,
+        samples,
+        latency_without_reloads,
+        latency_during_reloads,
         steady,
         passed,
     })
@@ -257,13 +317,19 @@ fn markdown(r: &ReloadResult<'_>) -> String {
     let _ = writeln!(md, "|---|---|");
     let _ = writeln!(
         md,
-        "| reloads applied | {} of {}{} |",
+        "| reloads applied | {} of {}{}; refused (and sent again): {}{} |",
         number(r.applied as f64),
         number(r.requested as f64),
         r.failed
             .as_ref()
             .map(|e| format!(" ({e})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        r.refused,
+        if r.refused > 0 {
+            " (the server's log says why)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
@@ -286,7 +352,7 @@ fn markdown(r: &ReloadResult<'_>) -> String {
     );
     let _ = writeln!(
         md,
-        "| broadcast `/news`, numbered | {} messages to {} subscribers ({} offering deflate): {} delivered ({} compressed), **{} lost**, {} out of order, {} bad; latency p50 {} ms, p99 {} ms, max {} ms |",
+        "| broadcast `/news`, numbered | {} messages to {} subscribers ({} offering deflate): {} delivered ({} compressed), **{} lost**, {} out of order, {} bad |",
         number(s.published as f64),
         number(s.spec.subscribers as f64),
         number(s.spec.deflate_subscribers as f64),
@@ -295,9 +361,6 @@ fn markdown(r: &ReloadResult<'_>) -> String {
         s.news_lost,
         s.news_reordered,
         s.news_bad,
-        opt(s.news_p50_ms),
-        opt(s.news_p99_ms),
-        opt(s.news_max_ms)
     );
     let _ = writeln!(
         md,
@@ -315,6 +378,22 @@ fn markdown(r: &ReloadResult<'_>) -> String {
         number(s.room_expected as f64),
         s.room_lost
     );
+    let latency = |l: &steady::Latency| {
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms ({} deliveries)",
+            opt(l.p50_ms),
+            opt(l.p99_ms),
+            opt(l.max_ms),
+            number(l.deliveries as f64)
+        )
+    };
+    let _ = writeln!(
+        md,
+        "| broadcast latency without reloads (the {} s before the first) / during the reloads | {} / {} |",
+        SETTLE.as_secs(),
+        latency(&r.latency_without_reloads),
+        latency(&r.latency_during_reloads)
+    );
     let show = |server: &Server| {
         format!(
             "{} KiB, {} open files, {} connections",
@@ -329,5 +408,17 @@ fn markdown(r: &ReloadResult<'_>) -> String {
         show(&r.before),
         show(&r.after)
     );
+    let _ = writeln!(md, "\n| reloads | t (s) | VmRSS (KiB) | open files |");
+    let _ = writeln!(md, "|---:|---:|---:|---:|");
+    for s in &r.samples {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {} | {} |",
+            number(s.reloads as f64),
+            s.t_s,
+            s.rss_kib.map_or("?".into(), |v| number(v as f64)),
+            s.fds.map_or("?".into(), |v| v.to_string())
+        );
+    }
     md
 }

@@ -1,11 +1,13 @@
 //! Reloads a running wsedge the way an operator does: write the new
 //! configuration over the file the server was started with, send SIGHUP,
-//! and read `/metrics` until `wsedge_config_generation` says it was applied.
+//! and read `/metrics` until `wsedge_config_generation` says it was applied
+//! or `wsedge_config_reload_failures_total` that it was refused.
 //!
 //! The soak and reload scenarios alternate between configurations this way;
 //! each reload is confirmed before the next one is sent (wsedge coalesces
 //! signals that arrive during a reload, so unconfirmed ones could go
-//! uncounted), and a reload the server refused stops the scenario.
+//! uncounted). Both configurations are valid, so a refusal is the server's
+//! failure (its log says why); the scenarios count refusals and try again.
 
 use std::{
     net::SocketAddr,
@@ -26,6 +28,15 @@ const POLL: Duration = Duration::from_millis(2);
 /// A reload not applied by then is a failure (a reload that regenerates a
 /// certificate and rebinds listeners takes milliseconds).
 const RELOAD_LIMIT: Duration = Duration::from_secs(10);
+
+/// What became of one reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Applied this long after the signal.
+    Applied(Duration),
+    /// The server kept its running configuration.
+    Refused,
+}
 
 /// Alternates a running server between configurations.
 pub struct Reloader {
@@ -88,15 +99,16 @@ impl Reloader {
         self.generation
     }
 
-    /// Applies the next alternate and waits until the server says it did;
-    /// returns how long that took from the signal.
-    pub async fn reload(&mut self) -> anyhow::Result<Duration> {
+    /// Applies the next alternate (after a refusal, the same one again) and
+    /// waits until the server says what it did. An error is a failure to
+    /// signal or to read the server, or no answer in time.
+    pub async fn reload(&mut self) -> anyhow::Result<Reloaded> {
         self.reload_to((self.current + 1) % self.alternates.len())
             .await
     }
 
     /// Applies alternate `index` (a reload even if it is the current one).
-    pub async fn reload_to(&mut self, index: usize) -> anyhow::Result<Duration> {
+    pub async fn reload_to(&mut self, index: usize) -> anyhow::Result<Reloaded> {
         // Written beside the file and renamed over it, so that the server
         // never reads half a file.
         let staged = self.config.with_extension("next");
@@ -114,16 +126,14 @@ impl Reloader {
             let samples = metrics::scrape(self.metrics).await?;
             let failures = samples.get(FAILURES).copied().unwrap_or(0.0);
             if failures > self.failures {
-                bail!(
-                    "the server refused the reload to {} (see its log)",
-                    self.config.display()
-                );
+                self.failures = failures;
+                return Ok(Reloaded::Refused);
             }
             let generation = samples.get(GENERATION).copied().unwrap_or(0.0);
             if generation > self.generation {
                 self.generation = generation;
                 self.current = index;
-                return Ok(signalled.elapsed());
+                return Ok(Reloaded::Applied(signalled.elapsed()));
             }
             if signalled.elapsed() > RELOAD_LIMIT {
                 bail!("the reload was not applied within {RELOAD_LIMIT:?}");

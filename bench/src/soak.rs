@@ -34,7 +34,7 @@ use crate::{
     client::{self, Target},
     deflate::{self, Inflater},
     json, metrics, procfs,
-    reloader::Reloader,
+    reloader::{Reloaded, Reloader},
     report::number,
     scenarios::{self, Context},
     steady::{self, Steady},
@@ -175,6 +175,8 @@ struct Slow {
 #[derive(Serialize)]
 struct Reloads {
     applied: u64,
+    /// Refused by the server (the next tick tries again).
+    refused: u64,
     failed: Option<String>,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
@@ -307,6 +309,7 @@ async fn soak<'a>(args: &'a SoakArgs, ctx: &Context, pid: u32) -> anyhow::Result
         Duration::from_secs(args.reload_every),
     );
     let mut latencies = scenarios::histogram();
+    let mut refused = 0;
     let mut reload_error = None;
     while Instant::now() < end {
         tokio::select! {
@@ -326,7 +329,8 @@ async fn soak<'a>(args: &'a SoakArgs, ctx: &Context, pid: u32) -> anyhow::Result
             }
             _ = reload_ticks.tick(), if reload_error.is_none() => {
                 match reloader.reload().await {
-                    Ok(took) => { latencies.record(took.as_nanos() as u64).ok(); }
+                    Ok(Reloaded::Applied(took)) => { latencies.record(took.as_nanos() as u64).ok(); }
+                    Ok(Reloaded::Refused) => refused += 1,
                     Err(error) => {
                         eprintln!("  reload failed: {error:#}");
                         reload_error = Some(format!("{error:#}"));
@@ -343,8 +347,16 @@ async fn soak<'a>(args: &'a SoakArgs, ctx: &Context, pid: u32) -> anyhow::Result
     // Back on the first configuration, so that the last sample compares
     // with the baseline (same listeners).
     if reloader.current() != 0 && reload_error.is_none() {
-        if let Err(error) = reloader.reload_to(0).await {
-            reload_error = Some(format!("{error:#}"));
+        match reloader.reload_to(0).await {
+            Ok(Reloaded::Applied(_)) => {}
+            Ok(Reloaded::Refused) => {
+                refused += 1;
+                notes.push(
+                    "the reload back to the first configuration was refused: the last sample is on the second"
+                        .to_owned(),
+                );
+            }
+            Err(error) => reload_error = Some(format!("{error:#}")),
         }
     }
     // Churning connections still closing.
@@ -375,6 +387,7 @@ async fn soak<'a>(args: &'a SoakArgs, ctx: &Context, pid: u32) -> anyhow::Result
         |q: f64| (!latencies.is_empty()).then(|| latencies.value_at_quantile(q) as f64 / 1e6);
     let reloads = Reloads {
         applied: latencies.len(),
+        refused,
         failed: reload_error,
         p50_ms: quantile(0.5),
         p99_ms: quantile(0.99),
@@ -386,7 +399,7 @@ async fn soak<'a>(args: &'a SoakArgs, ctx: &Context, pid: u32) -> anyhow::Result
         fds_flat: fds_trend.as_ref().map(|t| !t.grows),
         held_traffic_clean: steady.clean(),
         churn_clean,
-        reloads_clean: reloads.failed.is_none(),
+        reloads_clean: reloads.failed.is_none() && reloads.refused == 0,
     };
     let delta = |name: &str| metrics::sum(&server_after, name) - metrics::sum(&server_before, name);
     Ok(SoakResult {
@@ -774,8 +787,9 @@ fn markdown(r: &SoakResult<'_>) -> String {
     );
     let _ = writeln!(
         md,
-        "| reloads | {} applied{}; SIGHUP to applied p50 {} ms, p99 {} ms, max {} ms |",
+        "| reloads | {} applied, {} refused{}; SIGHUP to applied p50 {} ms, p99 {} ms, max {} ms |",
         r.reloads.applied,
+        r.reloads.refused,
         r.reloads
             .failed
             .as_ref()

@@ -153,6 +153,28 @@ impl Report {
     }
 }
 
+/// Broadcast delivery latency over a window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub deliveries: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let at =
+            |q: f64| (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1e6);
+        Self {
+            deliveries: histogram.len(),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: (!histogram.is_empty()).then(|| histogram.max() as f64 / 1e6),
+        }
+    }
+}
+
 /// The held connections and their tasks.
 pub struct Steady {
     spec: Spec,
@@ -265,6 +287,15 @@ impl Steady {
     /// Connections opened and held.
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// The broadcast delivery latency since the start or the last call;
+    /// starts a new window.
+    pub fn take_news_latency(&self) -> Latency {
+        let mut histogram = self.tally.news_latency.borrow_mut();
+        let latency = histogram.as_ref().map(Latency::of);
+        *histogram = Some(scenarios::histogram());
+        latency.expect("the histogram is set at the start")
     }
 
     /// Stops sending, waits for the last messages, closes everything and
