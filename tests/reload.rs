@@ -258,6 +258,13 @@ async fn listeners_open_and_close_with_the_configuration() {
 
     let report = handle.reload(config(&[second])).await.unwrap();
     assert_eq!((report.opened.len(), report.closed.len()), (1, 1));
+    // The closed listener's socket is gone when the reload reports: the
+    // address can be taken again at once, by a reload or anyone.
+    drop(
+        TcpListener::bind(("127.0.0.1", first))
+            .await
+            .expect("the closed address is free"),
+    );
     let (mut on_second, _) = tokio_tungstenite::connect_async(url(second))
         .await
         .expect("the new listener accepts");

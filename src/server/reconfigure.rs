@@ -84,11 +84,15 @@ impl ServerState {
                 continue;
             };
             running.stop.cancel();
+            // The stopped loop gives its socket back: handed to the same
+            // address's new role, or closed before this reload reports done,
+            // so that a later reload can bind the address again.
+            let socket = running.task.await;
             let Some(spec) = plan.opened.iter().find(|spec| spec.addr == closed.addr) else {
+                drop(socket);
                 continue;
             };
-            // Same address, new role: the stopped loop gives its socket back.
-            match running.task.await {
+            match socket {
                 Ok(socket) => opened.push(Listener::configured(socket, *spec)),
                 Err(error) => tracing::error!(
                     "the listener on {} could not take its new role: {error}",
