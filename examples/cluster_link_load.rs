@@ -136,7 +136,11 @@ async fn main() {
         Link::start(
             settings(&url, "load-b"),
             move |envelope: wsedge::cluster::Envelope| {
-                let sent = u64::from_be_bytes(envelope.message.payload()[..8].try_into().unwrap());
+                let sent = u64::from_be_bytes(
+                    envelope.message().unwrap().payload()[..8]
+                        .try_into()
+                        .unwrap(),
+                );
                 if record.load(Ordering::Relaxed) == 1 {
                     let now = epoch.elapsed().as_nanos() as u64;
                     latencies.lock().unwrap().push(now.saturating_sub(sent));

@@ -14,7 +14,7 @@ mod redis_server;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -28,8 +28,8 @@ use tokio_rustls::rustls::RootCertStore;
 use wsedge::{
     Message,
     cluster::{
-        ClusterSettings, Envelope, Link, LinkState, Mode, Password, SUBSCRIBE_COALESCE, Target,
-        TlsRoots,
+        ClusterSettings, DEFAULT_PRESENCE_TTL, Envelope, Link, LinkState, Mode, Password,
+        PresenceSource, SUBSCRIBE_COALESCE, Target, TlsRoots,
     },
 };
 
@@ -113,7 +113,7 @@ fn room(name: &str) -> Target {
 }
 
 fn text(envelope: &Envelope) -> &str {
-    std::str::from_utf8(envelope.message.payload()).unwrap()
+    std::str::from_utf8(envelope.message().unwrap().payload()).unwrap()
 }
 
 /// Waits until Redis counts `count` subscribers of `topic`.
@@ -173,7 +173,7 @@ async fn envelopes_reach_interested_nodes_once_and_never_their_origin() {
         assert_eq!(envelope.except, (i % 2 == 0).then_some(i));
     }
     let binary = next(&mut b).await;
-    assert_eq!(binary.message, Message::binary(vec![0u8, 255]));
+    assert_eq!(binary.message(), Some(&Message::binary(vec![0u8, 255])));
 
     // Redis delivers in order on each connection: once c has the fence,
     // any lobby message would have reached it before.
@@ -444,6 +444,96 @@ async fn presence_adds_up_over_nodes_and_a_dead_node_ages_out_within_the_ttl() {
     );
     let nodes = redis.cli(&["SMEMBERS", "test:nodes"]);
     assert_eq!(nodes.trim(), "node-a", "the reader removed the dead node");
+}
+
+/// A presence source that counts how often the link reads it.
+struct Counted {
+    share: (u64, Vec<Arc<str>>),
+    reads: Arc<AtomicUsize>,
+}
+
+impl PresenceSource for Counted {
+    fn share(&self) -> (u64, Vec<Arc<str>>) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.share.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_presence_changes_reads_its_source_once_per_flush() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let a = node(&redis.url(), Mode::Standalone, "node-a");
+    let b = node(&redis.url(), Mode::Standalone, "node-b");
+    up(&[&a, &b]).await;
+    let lobby = room("lobby");
+    let reads = Arc::new(AtomicUsize::new(0));
+    const CHANGES: u64 = 200;
+    for connections in 1..=CHANGES {
+        let users: Vec<Arc<str>> = (0..connections).map(|i| format!("u{i}").into()).collect();
+        a.link.presence_changed(
+            &lobby,
+            Arc::new(Counted {
+                share: (connections, users),
+                reads: reads.clone(),
+            }),
+        );
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let read = b.link.presence(&lobby).await.unwrap();
+        if read.connections == CHANGES {
+            assert_eq!(read.users.len(), CHANGES as usize);
+            break;
+        }
+        assert!(Instant::now() < deadline, "b read {read:?}");
+    }
+    // The changes came within one flush window; only the latest source
+    // is read (twice at most, had a flush begun in the middle).
+    assert!(reads.load(Ordering::Relaxed) <= 2, "{reads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_name_replaces_its_share_long_before_the_ttl() {
+    if !installed() {
+        return;
+    }
+    let redis = RedisServer::standalone();
+    let reader = node(&redis.url(), Mode::Standalone, "reader");
+    let crashed = node(&redis.url(), Mode::Standalone, "node-a");
+    up(&[&reader, &crashed]).await;
+    let (lobby, other) = (room("lobby"), room("other"));
+    crashed.link.set_presence(&lobby, 2, &["u1".into()]);
+    crashed.link.set_presence(&other, 1, &["u2".into()]);
+    let deadline = Instant::now() + PATIENCE;
+    while reader.link.presence(&other).await.unwrap().connections != 1 {
+        assert!(Instant::now() < deadline, "the first share was not written");
+    }
+    // A crash (no cleanup), and the node back under the same name with
+    // members in the lobby only: its share is the new one at its first
+    // write, not the old one's fields refreshed forever.
+    drop(crashed);
+    let restarted = node(&redis.url(), Mode::Standalone, "node-a");
+    up(&[&restarted]).await;
+    let started = Instant::now();
+    restarted.link.set_presence(&lobby, 1, &["u3".into()]);
+    loop {
+        let (now_lobby, now_other) = (
+            reader.link.presence(&lobby).await.unwrap(),
+            reader.link.presence(&other).await.unwrap(),
+        );
+        if now_lobby.connections == 1 && now_other.connections == 0 {
+            assert_eq!(now_lobby.users, ["u3"]);
+            break;
+        }
+        assert!(
+            started.elapsed() < DEFAULT_PRESENCE_TTL / 3,
+            "the old share is still read: lobby {now_lobby:?}, other {now_other:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,15 +3,18 @@
 //!
 //! ```text
 //! byte 0      version (1)
-//! byte 1      kind: 1 text, 2 binary
+//! byte 1      kind: 1 text, 2 binary, 3 disconnect
 //! byte 2      flags: bit 0 "except" present, bit 1 user target names a channel
 //! byte 3      target: 1 channel, 2 room, 3 user
 //! bytes 4..   origin node id (u64 BE), sequence number (u64 BE),
 //!             except connection id (u64 BE, only with flag bit 0),
 //!             target fields, each a u16 BE length and its bytes:
 //!               channel: name · room: channel, room · user: user[, channel]
-//!             payload (the rest)
+//!             payload (the rest): the message; for a disconnect, the
+//!             close code (u16 BE) and the UTF-8 reason
 //! ```
+//!
+//! A disconnect is addressed to a user (on every channel) only.
 //!
 //! A decoder rejects a version it does not know, so a later format can
 //! change anything after byte 0; a node of this version ignores (and counts)
@@ -26,6 +29,7 @@ const VERSION: u8 = 1;
 
 const KIND_TEXT: u8 = 1;
 const KIND_BINARY: u8 = 2;
+const KIND_DISCONNECT: u8 = 3;
 
 const FLAG_EXCEPT: u8 = 1 << 0;
 const FLAG_USER_CHANNEL: u8 = 1 << 1;
@@ -86,6 +90,20 @@ impl Target {
     }
 }
 
+/// What an envelope asks the receiving nodes to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Deliver this message, as it is (text stays text).
+    Message(Message),
+    /// Close the target user's connections with this code and reason.
+    Disconnect {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+}
+
 /// One message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -96,12 +114,22 @@ pub struct Envelope {
     pub seq: u64,
     /// Whom it is for.
     pub target: Target,
-    /// The message, delivered as it is (text stays text).
-    pub message: Message,
-    /// A connection on the origin node that must not receive it (the
-    /// sender, when the channel does not echo to the sender); other nodes
-    /// may ignore it, as connection ids are per node.
+    /// What to do.
+    pub body: Body,
+    /// A connection that must not receive it: the sender of a message,
+    /// which is on the origin node (other nodes may ignore it), or the
+    /// connection a disconnect spares, which may be on any node.
     pub except: Option<u64>,
+}
+
+impl Envelope {
+    /// The message it carries, if it is a message.
+    pub fn message(&self) -> Option<&Message> {
+        match &self.body {
+            Body::Message(message) => Some(message),
+            Body::Disconnect { .. } => None,
+        }
+    }
 }
 
 /// An envelope this build cannot read.
@@ -118,9 +146,9 @@ pub enum EnvelopeError {
 impl Envelope {
     /// The wire form.
     pub fn encode(&self) -> Bytes {
-        let (target, message, except) = (&self.target, &self.message, self.except);
-        let mut out = BytesMut::with_capacity(encoded_len(target, message, except));
-        encode_into(&mut out, self.origin, self.seq, target, message, except);
+        let (target, body, except) = (&self.target, &self.body, self.except);
+        let mut out = BytesMut::with_capacity(encoded_len(target, body, except));
+        encode_into(&mut out, self.origin, self.seq, target, body, except);
         out.freeze()
     }
 
@@ -173,17 +201,33 @@ impl Envelope {
                 "channel flag on a non-user target",
             ));
         }
-        let message = match kind {
-            KIND_TEXT => Message::text_from_utf8(wire)
-                .map_err(|_| EnvelopeError::Malformed("text payload is not UTF-8"))?,
-            KIND_BINARY => Message::binary(wire),
+        let body = match kind {
+            KIND_TEXT => Body::Message(
+                Message::text_from_utf8(wire)
+                    .map_err(|_| EnvelopeError::Malformed("text payload is not UTF-8"))?,
+            ),
+            KIND_BINARY => Body::Message(Message::binary(wire)),
+            KIND_DISCONNECT => {
+                if !matches!(target, Target::User { channel: None, .. }) {
+                    return Err(EnvelopeError::Malformed(
+                        "a disconnect is addressed to a user on every channel",
+                    ));
+                }
+                if wire.len() < 2 {
+                    return Err(EnvelopeError::Malformed("truncated close code"));
+                }
+                let code = wire.get_u16();
+                let reason = String::from_utf8(wire.to_vec())
+                    .map_err(|_| EnvelopeError::Malformed("close reason is not UTF-8"))?;
+                Body::Disconnect { code, reason }
+            }
             _ => return Err(EnvelopeError::Malformed("unknown message kind")),
         };
         Ok(Self {
             origin,
             seq,
             target,
-            message,
+            body,
             except,
         })
     }
@@ -211,8 +255,16 @@ fn field_bytes(field: &str) -> &[u8] {
     &field.as_bytes()[..field.len().min(usize::from(u16::MAX))]
 }
 
+/// The bytes after the target fields.
+fn payload_len(body: &Body) -> usize {
+    match body {
+        Body::Message(message) => message.payload().len(),
+        Body::Disconnect { reason, .. } => 2 + reason.len(),
+    }
+}
+
 /// The length of an envelope's wire form.
-pub(crate) fn encoded_len(target: &Target, message: &Message, except: Option<u64>) -> usize {
+pub(crate) fn encoded_len(target: &Target, body: &Body, except: Option<u64>) -> usize {
     let (_, _, fields) = target_fields(target);
     FIXED_HEADER
         + if except.is_some() { 8 } else { 0 }
@@ -221,7 +273,7 @@ pub(crate) fn encoded_len(target: &Target, message: &Message, except: Option<u64
             .flatten()
             .map(|field| 2 + field_bytes(field).len())
             .sum::<usize>()
-        + message.payload().len()
+        + payload_len(body)
 }
 
 /// Appends an envelope's wire form to `out` (straight into a publish
@@ -231,7 +283,7 @@ pub(crate) fn encode_into(
     origin: u64,
     seq: u64,
     target: &Target,
-    message: &Message,
+    body: &Body,
     except: Option<u64>,
 ) {
     let (mut flags, tag, fields) = target_fields(target);
@@ -239,9 +291,12 @@ pub(crate) fn encode_into(
         flags |= FLAG_EXCEPT;
     }
     out.put_u8(VERSION);
-    out.put_u8(match message.kind() {
-        MessageKind::Text => KIND_TEXT,
-        MessageKind::Binary => KIND_BINARY,
+    out.put_u8(match body {
+        Body::Message(message) => match message.kind() {
+            MessageKind::Text => KIND_TEXT,
+            MessageKind::Binary => KIND_BINARY,
+        },
+        Body::Disconnect { .. } => KIND_DISCONNECT,
     });
     out.put_u8(flags);
     out.put_u8(tag);
@@ -255,7 +310,13 @@ pub(crate) fn encode_into(
         out.put_u16(bytes.len() as u16);
         out.put_slice(bytes);
     }
-    out.put_slice(message.payload());
+    match body {
+        Body::Message(message) => out.put_slice(message.payload()),
+        Body::Disconnect { code, reason } => {
+            out.put_u16(*code);
+            out.put_slice(reason.as_bytes());
+        }
+    }
 }
 
 fn field(wire: &mut Bytes) -> Result<String, EnvelopeError> {
@@ -302,11 +363,26 @@ mod tests {
                         origin: 0x0102_0304_0506_0708,
                         seq: i as u64 * 1000 + 7,
                         target: target.clone(),
-                        message: message.clone(),
+                        body: Body::Message(message.clone()),
                         except,
                     });
                 }
             }
+        }
+        for (reason, except) in [("", None), ("log out ✓", Some(9))] {
+            out.push(Envelope {
+                origin: 3,
+                seq: 4,
+                target: Target::User {
+                    user: "u3".into(),
+                    channel: None,
+                },
+                body: Body::Disconnect {
+                    code: 4000,
+                    reason: reason.into(),
+                },
+                except,
+            });
         }
         out
     }
@@ -332,7 +408,7 @@ mod tests {
                 channel: "c".into(),
                 room: "r".into(),
             },
-            message: Message::text("hi"),
+            body: Body::Message(Message::text("hi")),
             except: Some(3),
         };
         let mut expected = vec![1, 1, FLAG_EXCEPT, TARGET_ROOM];
@@ -347,7 +423,11 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         for envelope in samples() {
             let wire = envelope.encode();
-            let payload = envelope.message.payload().len();
+            // A disconnect's code is required; its reason may be cut.
+            let payload = match &envelope.body {
+                Body::Message(message) => message.payload().len(),
+                Body::Disconnect { reason, .. } => reason.len(),
+            };
             for cut in 0..wire.len() - payload {
                 assert!(
                     Envelope::decode(wire.slice(..cut)).is_err(),
@@ -374,7 +454,7 @@ mod tests {
         ));
         assert!(matches!(with(3, 9), Err(EnvelopeError::Malformed(_))));
         let text = Envelope {
-            message: Message::text("ok"),
+            body: Body::Message(Message::text("ok")),
             ..samples()[0].clone()
         }
         .encode();
@@ -384,6 +464,28 @@ mod tests {
             Envelope::decode(Bytes::from(invalid)),
             Err(EnvelopeError::Malformed(_))
         ));
+        // A disconnect goes to a user on every channel, nowhere else.
+        for target in [
+            Target::Channel("news".into()),
+            Target::User {
+                user: "u".into(),
+                channel: Some("chat".into()),
+            },
+        ] {
+            let wire = Envelope {
+                target,
+                body: Body::Disconnect {
+                    code: 4000,
+                    reason: String::new(),
+                },
+                ..samples()[0].clone()
+            }
+            .encode();
+            assert!(matches!(
+                Envelope::decode(wire),
+                Err(EnvelopeError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

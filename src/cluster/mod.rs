@@ -14,8 +14,11 @@
 //! - [`Link::publish`] on each fan-out that may have recipients elsewhere,
 //!   after delivering to local recipients directly: the link never hands a
 //!   node its own envelopes back.
-//! - [`Link::set_presence`] when this node's share of a target changes;
-//!   [`Link::presence`] for the cluster-wide totals.
+//! - [`Link::presence_changed`] (or [`Link::set_presence`]) when this
+//!   node's share of a target changes; [`Link::presence`] for the
+//!   cluster-wide totals.
+//! - [`Link::publish_disconnect`] to close a user's connections on the
+//!   other nodes.
 //! - [`Link::state`] for readiness, [`Link::stats`] for metrics.
 //!
 //! # Guarantees
@@ -73,10 +76,10 @@ use self::{
     shard::Routing, shard::ShardHandle,
 };
 pub use self::{
-    envelope::{Envelope, EnvelopeError, Target},
+    envelope::{Body, Envelope, EnvelopeError, Target},
     error::LinkError,
     interest::SUBSCRIBE_COALESCE,
-    presence::{PRESENCE_FLUSH, PresenceTotals},
+    presence::{PRESENCE_FLUSH, PresenceSource, PresenceTotals},
     settings::{
         Address, ClusterSettings, DEFAULT_PORT, DEFAULT_PREFIX, DEFAULT_PRESENCE_TTL,
         DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_RECONNECT_MAX,
@@ -356,10 +359,35 @@ impl Link {
     /// message was dropped (counted in [`LinkStats::publish_lost`]). Never
     /// waits.
     pub fn publish(&self, target: &Target, message: &Message, except: Option<u64>) -> bool {
+        self.publish_body(target, &Body::Message(message.clone()), except)
+    }
+
+    /// Asks every other node to close `user`'s connections, but the one
+    /// whose id is `except`, with `code` and `reason`. Like
+    /// [`Link::publish`]: at most once, never waits.
+    pub fn publish_disconnect(
+        &self,
+        user: &str,
+        except: Option<u64>,
+        code: u16,
+        reason: &str,
+    ) -> bool {
+        let target = Target::User {
+            user: user.to_owned(),
+            channel: None,
+        };
+        let body = Body::Disconnect {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.publish_body(&target, &body, except)
+    }
+
+    fn publish_body(&self, target: &Target, body: &Body, except: Option<u64>) -> bool {
         let shared = &self.shared;
         let topic = target.topic(&shared.settings.prefix);
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let envelope_len = envelope::encoded_len(target, message, except);
+        let envelope_len = envelope::encoded_len(target, body, except);
         let command: &[u8] = match shared.settings.mode {
             Mode::Standalone => b"PUBLISH",
             Mode::Cluster => b"SPUBLISH",
@@ -372,7 +400,7 @@ impl Link {
             frame.put_slice(b"\r\n");
         }
         frame.put_slice(format!("${envelope_len}\r\n").as_bytes());
-        envelope::encode_into(&mut frame, shared.node_id, seq, target, message, except);
+        envelope::encode_into(&mut frame, shared.node_id, seq, target, body, except);
         frame.put_slice(b"\r\n");
         let routing = shared.routing.load();
         let sent = routing
@@ -391,6 +419,13 @@ impl Link {
         self.shared
             .presence
             .set(self.topic(target), connections, users);
+    }
+
+    /// Records that this node's share of `target` changed, to be read from
+    /// `source` when it is written (within [`PRESENCE_FLUSH`]): however many
+    /// changes a window sees, the source is read once.
+    pub fn presence_changed(&self, target: &Target, source: Arc<dyn PresenceSource>) {
+        self.shared.presence.changed(self.topic(target), source);
     }
 
     /// The cluster-wide presence of `target`: the shares of every live

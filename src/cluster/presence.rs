@@ -12,12 +12,19 @@
 //!   finds a node's hash gone removes the name.
 //!
 //! Writes are coalesced for [`PRESENCE_FLUSH`]: what the totals report
-//! lags local changes by about that much. Each flush checks that the hash
-//! still exists (it does not after Redis lost its data, say on a restart
-//! without persistence), and rewrites the whole share when it does not.
-//! A share's user list is written whole on every change of that target:
-//! cheap for the small rooms presence lists are for, costly for a target
-//! with a hundred thousand users on one node.
+//! lags local changes by about that much. A change may name a
+//! [`PresenceSource`] instead of the share itself: the source is read once
+//! per flush, however many changes the window saw, so a burst of joins
+//! costs one copy of a target's user list, not one per join. Each flush
+//! checks that the hash still exists (it does not after Redis lost its
+//! data, say on a restart without persistence), and rewrites the whole
+//! share when it does not; the first write of a link rewrites it too. A
+//! rewrite replaces the hash in one transaction, so that fields a previous
+//! process of the same node name left behind do not outlive it, and no
+//! reader sees the node without its hash. A share's user list is written
+//! whole on every change of that target: cheap for the small rooms
+//! presence lists are for, costly for a target with a hundred thousand
+//! users on one node.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -55,6 +62,14 @@ pub struct PresenceTotals {
     pub nodes: usize,
 }
 
+/// Reads this node's current share of one target when the link is about
+/// to write it. Called on the link's task, without any lock of the link's
+/// held: it may take the node's own (short) locks.
+pub trait PresenceSource: Send + Sync + 'static {
+    /// This node's connections to the target and their distinct users.
+    fn share(&self) -> (u64, Vec<Arc<str>>);
+}
+
 /// This node's share, as the link last wrote it or will write it.
 pub(crate) struct Presence {
     local: Mutex<Local>,
@@ -66,8 +81,22 @@ struct Local {
     shares: HashMap<String, Bytes>,
     /// Topics changed since the last write.
     dirty: HashSet<String>,
+    /// Topics whose share is to be read from their source at the next write.
+    pending: HashMap<String, Arc<dyn PresenceSource>>,
     /// Whether the next write must rewrite the whole share.
     rewrite: bool,
+}
+
+impl Local {
+    fn store(&mut self, topic: String, connections: u64, users: &[impl AsRef<str>]) {
+        if connections == 0 {
+            self.shares.remove(&topic);
+        } else {
+            self.shares
+                .insert(topic.clone(), encode_share(connections, users));
+        }
+        self.dirty.insert(topic);
+    }
 }
 
 impl Presence {
@@ -76,6 +105,7 @@ impl Presence {
             local: Mutex::new(Local {
                 shares: HashMap::new(),
                 dirty: HashSet::new(),
+                pending: HashMap::new(),
                 rewrite: true,
             }),
             changed: Notify::new(),
@@ -85,16 +115,37 @@ impl Presence {
     /// Records this node's share of `target`; zero connections removes it.
     pub(crate) fn set(&self, topic: String, connections: u64, users: &[String]) {
         let mut local = lock(&self.local);
-        if connections == 0 {
-            local.shares.remove(&topic);
-        } else {
-            local
-                .shares
-                .insert(topic.clone(), encode_share(connections, users));
-        }
-        local.dirty.insert(topic);
+        local.pending.remove(&topic);
+        local.store(topic, connections, users);
         drop(local);
         self.changed.notify_one();
+    }
+
+    /// Records that this node's share of `target` changed: `source` is
+    /// read at the next write (the latest source of a topic wins).
+    pub(crate) fn changed(&self, topic: String, source: Arc<dyn PresenceSource>) {
+        lock(&self.local).pending.insert(topic, source);
+        self.changed.notify_one();
+    }
+
+    /// Reads the pending sources (outside the lock: they take locks of
+    /// their own) and stores what they say.
+    fn read_sources(&self) {
+        let pending = std::mem::take(&mut lock(&self.local).pending);
+        if pending.is_empty() {
+            return;
+        }
+        let shares: Vec<_> = pending
+            .into_iter()
+            .map(|(topic, source)| (topic, source.share()))
+            .collect();
+        let mut local = lock(&self.local);
+        for (topic, (connections, users)) in shares {
+            // A direct `set` since the read is newer than the source.
+            if !local.pending.contains_key(&topic) {
+                local.store(topic, connections, &users);
+            }
+        }
     }
 }
 
@@ -138,6 +189,7 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
     let key = node_key(shared, &shared.settings.node_name);
     let ttl = shared.settings.presence_ttl.as_millis().to_string();
     let id = shared.node_id.to_string();
+    shared.presence.read_sources();
     loop {
         let (rewrite, set, removed) = {
             let mut local = lock(&shared.presence.local);
@@ -170,7 +222,10 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
             (rewrite, set, removed)
         };
         let mut commands: Vec<Vec<&[u8]>> = Vec::new();
-        if !rewrite {
+        if rewrite {
+            commands.push(vec![b"MULTI"]);
+            commands.push(vec![b"DEL", key.as_bytes()]);
+        } else {
             // Whether the hash survived: if not, what follows is partial.
             commands.push(vec![b"PEXPIRE", key.as_bytes(), ttl.as_bytes()]);
         }
@@ -198,6 +253,9 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
             commands.push(command);
         }
         commands.push(vec![b"PEXPIRE", key.as_bytes(), ttl.as_bytes()]);
+        if rewrite {
+            commands.push(vec![b"EXEC"]);
+        }
         let replies = shared.call(&key, &commands).await?;
         let survived = rewrite || replies.first().and_then(Value::as_integer) == Some(1);
         let nodes = nodes_key(shared);
@@ -296,10 +354,13 @@ pub(crate) async fn remove(shared: &Shared) {
 
 /// Connections (u64 BE), the number of users (u32 BE), each user as a u16
 /// BE length and its bytes.
-fn encode_share(connections: u64, users: &[String]) -> Bytes {
+fn encode_share(connections: u64, users: &[impl AsRef<str>]) -> Bytes {
     let users: Vec<&[u8]> = users
         .iter()
-        .map(|user| &user.as_bytes()[..user.len().min(usize::from(u16::MAX))])
+        .map(|user| {
+            let user = user.as_ref().as_bytes();
+            &user[..user.len().min(usize::from(u16::MAX))]
+        })
         .collect();
     let size = 12 + users.iter().map(|user| 2 + user.len()).sum::<usize>();
     let mut out = BytesMut::with_capacity(size);
@@ -344,6 +405,9 @@ mod tests {
         for cut in 0..wire.len() {
             assert_eq!(decode_share(wire.slice(..cut)), None, "cut at {cut}");
         }
-        assert_eq!(decode_share(encode_share(1, &[])), Some((1, vec![])));
+        assert_eq!(
+            decode_share(encode_share(1, &[] as &[&str])),
+            Some((1, vec![]))
+        );
     }
 }
