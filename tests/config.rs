@@ -414,6 +414,86 @@ plain = ["127.0.0.1:9090"]
         ],
     ),
     (
+        "[cluster] without a url",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+prefix = "ws:"
+"#,
+        &["<string>:3:1: cluster.url: missing `url`; name the Redis"],
+    ),
+    (
+        "every bad [cluster] key at its place",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+engine = "kafka"
+url = "redis://127.0.0.1:6379"
+mode = "sharded"
+prefix = "{ws}"
+node_name = "node a"
+probe_interval = "0s"
+probe_timeout = "soon"
+reconnect_min = "2s"
+reconnect_max = "1s"
+presence_ttl = "100ms"
+"#,
+        &[
+            "<string>:4:10: cluster.engine: \"kafka\" is not a cluster engine; use \"redis\" (Redis pub/sub)",
+            "<string>:6:8: cluster.mode: \"sharded\" is not a Redis mode; use \"standalone\" (one Redis, PUBLISH and SUBSCRIBE) or \"cluster\" (a Redis Cluster, sharded pub/sub)",
+            "<string>:7:10: cluster.prefix: \"{ws}\" contains a brace",
+            "<string>:8:13: cluster.node_name: \"node a\" is not a node name",
+            "<string>:9:18: cluster.probe_interval: must be longer than zero",
+            "<string>:10:17: cluster.probe_timeout: \"soon\" is not a duration",
+            "<string>:12:17: cluster.reconnect_max: 1s is shorter than reconnect_min (2s)",
+            "<string>:13:16: cluster.presence_ttl: 100ms is shorter than the minimum of 1s",
+        ],
+    ),
+    (
+        "a Redis Cluster has no databases and no unix sockets",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+url = "redis://10.0.0.1:7000/3"
+mode = "cluster"
+"#,
+        &["<string>:4:7: cluster.url: Redis Cluster has only database 0"],
+    ),
+    (
+        "a [cluster] url that is not one",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+url = "redis://app:secret@10.0.0.1"
+"#,
+        &[
+            "<string>:4:7: cluster.url: \"redis://app:secret@10.0.0.1\" holds a password: remove it from the URL and put it in password_file",
+        ],
+    ),
+    (
+        "a CA file without TLS",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+url = "redis://10.0.0.1"
+ca_file = "ca.pem"
+"#,
+        &["<string>:5:11: cluster.ca_file: the authorities are for TLS; use a rediss:// URL"],
+    ),
+    (
+        "unknown key inside [cluster]",
+        r#"[server]
+plain = ["127.0.0.1:8080"]
+[cluster]
+url = "redis://10.0.0.1"
+password = "hunter2"
+"#,
+        &[
+            "<string>:5:1: ",
+            "unknown field `password`, expected one of `engine`, `url`, `password_file`",
+        ],
+    ),
+    (
         "bad [compression] value with no channel",
         r#"[server]
 plain = ["127.0.0.1:8080"]
@@ -1589,4 +1669,100 @@ fn example_config_writes_out_the_defaults() {
         (ChannelKind::Echo, &Limits::default())
     );
     assert_eq!(echo.compression, Compression::default());
+}
+
+/// A `[cluster]` table over `rediss://` naming `password_file` (its value
+/// at 5:17) and `ca_file` (at 6:11), relative to the configuration file.
+const CLUSTER_FILES: &str = "[server]\nplain = [\"127.0.0.1:8080\"]\n[cluster]\nurl = \"rediss://redis.internal:6380\"\npassword_file = \"redis.password\"\nca_file = \"redis-ca.pem\"\n";
+
+/// Writes `wsedge.toml` with `text` into `dir` and loads it.
+fn load_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+    let file = dir.join("wsedge.toml");
+    std::fs::write(&file, text).unwrap();
+    Config::from_file(&file)
+}
+
+#[test]
+fn cluster_files_that_cannot_be_used_are_reported_at_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let located = |error: ConfigError| -> Vec<String> {
+        error
+            .issues()
+            .iter()
+            .map(|i| format!("{}:{}:{} {}", i.line, i.column, i.key, i.message))
+            .collect()
+    };
+    let missing = located(load_in(dir.path(), CLUSTER_FILES).unwrap_err());
+    assert_eq!(
+        missing,
+        [format!(
+            "5:17:cluster.password_file cannot read {}: No such file or directory (os error 2)",
+            path("redis.password")
+        )],
+        "a file that cannot be read stops the table there"
+    );
+    std::fs::write(dir.path().join("redis.password"), "\n").unwrap();
+    let empty = located(load_in(dir.path(), CLUSTER_FILES).unwrap_err());
+    assert!(
+        empty[0].starts_with("5:17:cluster.password_file ") && empty[0].contains("is empty"),
+        "{empty:?}"
+    );
+    std::fs::write(dir.path().join("redis.password"), "s3cret\n").unwrap();
+    std::fs::write(dir.path().join("redis-ca.pem"), "not a certificate\n").unwrap();
+    let no_certificate = located(load_in(dir.path(), CLUSTER_FILES).unwrap_err());
+    assert_eq!(
+        no_certificate,
+        [format!(
+            "6:11:cluster.ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path("redis-ca.pem")
+        )]
+    );
+}
+
+#[test]
+fn cluster_table_round_trips_with_its_defaults_and_never_prints_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("redis.password"), "s3cret\n").unwrap();
+    let (ca, _, _) = write_rcgen_pair(dir.path(), "ca");
+    std::fs::rename(&ca, dir.path().join("redis-ca.pem")).unwrap();
+    let config = load_in(dir.path(), CLUSTER_FILES).unwrap_or_else(|e| panic!("{e}"));
+    let printed = config.to_toml_string();
+    assert!(!printed.contains("s3cret"), "{printed}");
+    let password_file = dir.path().join("redis.password").display().to_string();
+    for line in [
+        "[cluster]".to_owned(),
+        "engine = \"redis\"".to_owned(),
+        "url = \"rediss://redis.internal:6380\"".to_owned(),
+        format!("password_file = {password_file:?}"),
+        "prefix = \"wsedge:\"".to_owned(),
+        "mode = \"standalone\"".to_owned(),
+        "probe_interval = \"1s\"".to_owned(),
+        "probe_timeout = \"2s\"".to_owned(),
+        "reconnect_min = \"100ms\"".to_owned(),
+        "reconnect_max = \"5s\"".to_owned(),
+        "presence_ttl = \"15s\"".to_owned(),
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "missing {line:?} in:\n{printed}"
+        );
+    }
+    // The default node name is made by each process: not written out.
+    assert!(!printed.contains("node_name"), "{printed}");
+    let reparsed = Config::from_toml_str(&printed)
+        .unwrap_or_else(|e| panic!("printed config does not parse:\n{e}\n---\n{printed}"));
+    assert_eq!(reparsed.to_toml_string(), printed);
+
+    let named = Config::from_toml_str(
+        "[server]\nplain = [\"127.0.0.1:8080\"]\n[cluster]\nurl = \"redis://10.0.0.1\"\nnode_name = \"edge-1\"\nmode = \"cluster\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let printed = named.to_toml_string();
+    for line in ["node_name = \"edge-1\"", "mode = \"cluster\""] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "{line:?} in:\n{printed}"
+        );
+    }
 }

@@ -41,15 +41,17 @@ pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(15);
 /// one would spend Redis round trips on refreshes.
 pub const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
 
-/// The engine carrying messages between nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The engine carrying messages between nodes (`engine` in `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// Redis pub/sub (standalone) or sharded pub/sub (Redis Cluster).
     Redis,
 }
 
-/// How the Redis behind the URL is deployed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the Redis behind the URL is deployed (`mode` in `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One Redis (or a proxy presenting one): `PUBLISH` and `SUBSCRIBE`.
     Standalone,
@@ -228,6 +230,20 @@ pub enum TlsRoots {
     Custom(Arc<RootCertStore>),
 }
 
+/// The same trust: the same authorities in the same order (a reload that
+/// changes them restarts the link).
+impl PartialEq for TlsRoots {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::System, Self::System) => true,
+            (Self::Custom(a), Self::Custom(b)) => a.roots == b.roots,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for TlsRoots {}
+
 impl fmt::Debug for TlsRoots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -238,7 +254,7 @@ impl fmt::Debug for TlsRoots {
 }
 
 /// Everything the link needs, validated by [`ClusterSettings::validate`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     /// The engine (Redis is the only one).
     pub engine: Engine,

@@ -1,6 +1,6 @@
 //! The files a configuration names (the `[server.tls]` certificate and key,
-//! the `[admin]` token, the `[auth]` keys and CA files), read in a step of
-//! their own after validation.
+//! the `[admin]` token, the `[auth]` keys and CA files, the `[cluster]`
+//! password and CA), read in a step of their own after validation.
 //!
 //! Validation is pure: it yields a [`Config<Unread>`](super::Config) in which
 //! each file-backed value is the place in the text that named the file.
@@ -19,9 +19,16 @@
 
 use std::{fmt, ops::Range};
 
-use super::{AdminSettings, AdminToken, Config, ServerSettings, TlsSettings, report::Scope};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use tokio_rustls::rustls::RootCertStore;
+
+use super::{
+    AdminSettings, AdminToken, ClusterConfig, ClusterFileSpans, Config, ServerSettings,
+    TlsSettings, report::Scope,
+};
 use crate::{
     auth::{self, Algorithm, AuthSettings, Subject},
+    cluster::{Password, TlsRoots, default_node_name},
     tls::{Identity, TlsError},
 };
 
@@ -36,6 +43,9 @@ pub trait Stage: sealed::Sealed + Clone + fmt::Debug + PartialEq + Eq {
     type Identity: Clone + fmt::Debug;
     /// What `[admin]` holds for its `token_file`.
     type Token: Clone + fmt::Debug + PartialEq + Eq;
+    /// What `[cluster]` holds for its `password_file` and `ca_file` beyond
+    /// the link settings they are read into.
+    type ClusterFiles: Clone + fmt::Debug + PartialEq + Eq;
 }
 
 mod sealed {
@@ -53,6 +63,7 @@ impl sealed::Sealed for Loaded {}
 impl Stage for Loaded {
     type Identity = Identity;
     type Token = AdminToken;
+    type ClusterFiles = ();
 }
 
 /// Validated, files unread: each file-backed value is where the file was
@@ -65,6 +76,7 @@ impl sealed::Sealed for Unread {}
 impl Stage for Unread {
     type Identity = PemSpans;
     type Token = Range<usize>;
+    type ClusterFiles = ClusterFileSpans;
 }
 
 /// Where the `cert` and `key` values were written.
@@ -120,6 +132,7 @@ pub(super) fn load(
         channels,
         admin,
         auth,
+        cluster,
         warnings,
     } = config;
     let tls = server
@@ -139,6 +152,7 @@ pub(super) fn load(
     if let Some(settings) = &auth {
         check_auth(settings, auth_files, &mut root.table("auth"));
     }
+    let cluster = cluster.and_then(|cluster| cluster_files(cluster, &mut root.table("cluster")));
     Config {
         server,
         admission,
@@ -146,8 +160,90 @@ pub(super) fn load(
         channels,
         admin,
         auth,
+        cluster,
         warnings,
     }
+}
+
+/// Reads the Redis password and CA file, and names the node when the table
+/// does not.
+fn cluster_files(
+    cluster: ClusterConfig<Unread>,
+    scope: &mut Scope<'_, '_>,
+) -> Option<ClusterConfig> {
+    let ClusterConfig {
+        mut settings,
+        url,
+        node_name,
+        password_file,
+        ca_file,
+        files,
+    } = cluster;
+    if let (Some(file), Some(span)) = (&password_file, files.password) {
+        match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
+                settings.password = Some(Password::new(&text));
+            }
+            Ok(_) => {
+                scope.error(span, "password_file", format!("{} is empty; put the Redis password (`requirepass`, or the ACL user's) in it", file.display()));
+                return None;
+            }
+            Err(error) => {
+                scope.error(
+                    span,
+                    "password_file",
+                    format!("cannot read {}: {error}", file.display()),
+                );
+                return None;
+            }
+        }
+    }
+    if let (Some(file), Some(span)) = (&ca_file, files.ca) {
+        let mut roots = RootCertStore::empty();
+        let added = CertificateDer::pem_file_iter(file)
+            .map_err(|error| error.to_string())
+            .and_then(|certs| {
+                certs
+                    .map(|cert| {
+                        let cert = cert.map_err(|error| error.to_string())?;
+                        roots.add(cert).map_err(|error| error.to_string())
+                    })
+                    .collect::<Result<Vec<()>, String>>()
+            });
+        match added {
+            Ok(certs) if !certs.is_empty() => settings.tls_roots = TlsRoots::Custom(roots.into()),
+            Ok(_) => {
+                scope.error(
+                    span,
+                    "ca_file",
+                    format!(
+                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        file.display()
+                    ),
+                );
+                return None;
+            }
+            Err(error) => {
+                scope.error(
+                    span,
+                    "ca_file",
+                    format!("cannot use {}: {error}", file.display()),
+                );
+                return None;
+            }
+        }
+    }
+    if node_name.is_none() {
+        settings.node_name = default_node_name();
+    }
+    Some(ClusterConfig {
+        settings,
+        url,
+        node_name,
+        password_file,
+        ca_file,
+        files: (),
+    })
 }
 
 /// Loads the certificate chain and key, checked as a pair.

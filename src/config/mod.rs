@@ -37,6 +37,7 @@ pub use self::defaults::*;
 pub use self::error::{ConfigError, ConfigIssue};
 pub use self::load::{Loaded, Stage};
 use self::report::Report;
+pub(crate) use self::validate::cluster::{ClusterConfig, ClusterFileSpans};
 use crate::auth::{AuthSettings, permissions::Rooms};
 pub use crate::http::{
     origin::{OriginPattern, OriginPolicy},
@@ -60,6 +61,8 @@ pub struct Config<S: Stage = Loaded> {
     pub admin: Option<AdminSettings<S>>,
     /// Token verification and the connect webhook, if `[auth]` is present.
     pub(crate) auth: Option<AuthSettings>,
+    /// The Redis link to other nodes, if `[cluster]` is present.
+    pub(crate) cluster: Option<ClusterConfig<S>>,
     warnings: Vec<ConfigIssue>,
 }
 

@@ -56,6 +56,7 @@ pub(super) fn to_toml_string(config: &Config) -> String {
             })
         }),
         auth: config.auth.as_ref().and_then(|auth| field(raw_auth(auth))),
+        cluster: config.cluster.as_ref().and_then(|c| field(c.to_raw())),
         channels: config
             .channels
             .iter()

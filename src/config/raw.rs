@@ -19,6 +19,7 @@ use crate::auth::{
     permissions::Rooms,
     settings::{AbsentGrants, SourceKind},
 };
+use crate::cluster::{Engine, Mode};
 
 /// An optional value that remembers where it was written.
 pub(crate) type Field<T> = Option<Spanned<T>>;
@@ -36,6 +37,7 @@ pub(crate) struct RawConfig {
     pub admin: Field<RawAdmin>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Field<RawAuth>,
+    pub cluster: Field<RawCluster>,
     #[serde(default, rename = "channel", skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Spanned<RawChannel>>,
 }
@@ -249,4 +251,34 @@ pub(crate) struct RawCompression {
     pub server_no_context_takeover: Field<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_no_context_takeover: Field<bool>,
+}
+
+/// `[cluster]`: the Redis link between nodes.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Field<Word<Engine>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Field<Word<Mode>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_timeout: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_min: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_max: Field<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_ttl: Field<String>,
 }

@@ -26,6 +26,7 @@
 mod admin;
 mod auth;
 mod channel;
+pub(super) mod cluster;
 mod compression;
 mod fields;
 mod limits;
@@ -58,6 +59,7 @@ pub(super) fn validate(
         });
     let channels = channel::validate_all(raw.channels, &limits, &compression, auth_table, root);
     let admin = admin::validate(raw.admin, &server, base_dir, &mut root.table("admin"));
+    let cluster = cluster::validate(raw.cluster, base_dir, &mut root.table("cluster"));
     let config = Config {
         server,
         admission,
@@ -65,6 +67,7 @@ pub(super) fn validate(
         channels,
         admin,
         auth,
+        cluster,
         warnings: Vec::new(),
     };
     (config, auth_files)
