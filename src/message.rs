@@ -48,6 +48,12 @@ impl Message {
         })
     }
 
+    /// A message of `kind` whose payload the caller has checked (text a
+    /// session validated as UTF-8).
+    pub(crate) fn from_parts(kind: MessageKind, payload: Bytes) -> Self {
+        Self { kind, payload }
+    }
+
     /// A binary message.
     pub fn binary(payload: impl Into<Bytes>) -> Self {
         Self {

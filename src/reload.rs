@@ -50,6 +50,9 @@ pub(crate) struct ConfigDiff {
     pub(crate) opened: Vec<ListenerSpec>,
     /// Listeners to close (their established connections stay).
     pub(crate) closed: Vec<ListenerSpec>,
+    /// `[cluster]` was added, removed or changed (its files' contents
+    /// included): the link is replaced.
+    pub(crate) cluster: bool,
 }
 
 /// Compares two validated configurations.
@@ -77,6 +80,7 @@ pub(crate) fn diff(old: &Config, new: &Config) -> ConfigDiff {
     );
     result.opened = after.difference(&before).copied().collect();
     result.closed = before.difference(&after).copied().collect();
+    result.cluster = old.cluster != new.cluster;
     result
 }
 
@@ -97,6 +101,10 @@ pub struct ReloadReport {
     pub closed: Vec<SocketAddr>,
     /// Whether a different certificate is now served.
     pub certificate_changed: bool,
+    /// Whether the cluster link was replaced (`[cluster]` added, removed or
+    /// changed): it reconnects, restores every subscription and rewrites
+    /// this node's presence share.
+    pub cluster_restarted: bool,
 }
 
 #[cfg(test)]
@@ -177,10 +185,34 @@ kind = "broadcast"
                 ConfigDiff { opened: vec![spec("127.0.0.1:8080", false, true)], closed: vec![spec("127.0.0.1:8080", false, false)], ..ConfigDiff::default() },
             ),
             ("a timeout changed", BASE.replace("[server]\n", "[server]\nhandshake_timeout = \"3s\"\n"), ConfigDiff::default()),
+            ("[cluster] added", format!("{BASE}[cluster]\nurl = \"redis://10.0.0.1\"\n"), ConfigDiff { cluster: true, ..ConfigDiff::default() }),
         ];
         let base = config(BASE);
         for (name, text, expected) in cases {
             assert_eq!(diff(&base, &config(&text)), expected, "{name}");
+        }
+        let clustered = config(&format!("{BASE}[cluster]\nurl = \"redis://10.0.0.1\"\n"));
+        let cluster_cases = [
+            (
+                "[cluster] unchanged",
+                "[cluster]\nurl = \"redis://10.0.0.1\"\n",
+                false,
+            ),
+            ("[cluster] removed", "", true),
+            (
+                "a cluster setting changed",
+                "[cluster]\nurl = \"redis://10.0.0.1\"\nprobe_interval = \"2s\"\n",
+                true,
+            ),
+            (
+                "the node renamed",
+                "[cluster]\nurl = \"redis://10.0.0.1\"\nnode_name = \"edge-2\"\n",
+                true,
+            ),
+        ];
+        for (name, table, restart) in cluster_cases {
+            let plan = diff(&clustered, &config(&format!("{BASE}{table}")));
+            assert_eq!(plan.cluster, restart, "{name}");
         }
     }
 }

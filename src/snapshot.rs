@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     auth::{Authenticator, SetupError},
-    channel::{Channel, Users},
+    channel::{Channel, Remote, Users},
     config::{ChannelConfig, Config, TlsSettings},
     limits::rate::HandshakeLimiter,
     reload::ConfigDiff,
@@ -69,6 +69,7 @@ impl Snapshot {
         config: Config,
         counters: &Arc<Counters>,
         users: &Arc<Users>,
+        remote: &Arc<Remote>,
         previous: Option<(&Snapshot, &ConfigDiff)>,
     ) -> Result<Self, BuildError> {
         let plan = previous.map(|(_, plan)| plan);
@@ -105,7 +106,13 @@ impl Snapshot {
                     .filter(|_| kept)
                     .and_then(|previous| previous.channel(&wanted.name))
                     .map(|entry| entry.live.clone())
-                    .unwrap_or_else(|| Arc::new(Channel::new(counters.clone(), users.clone())));
+                    .unwrap_or_else(|| {
+                        Arc::new(Channel::new(
+                            counters.clone(),
+                            users.clone(),
+                            remote.clone(),
+                        ))
+                    });
                 ChannelEntry {
                     config: Arc::new(wanted.clone()),
                     live,

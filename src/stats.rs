@@ -10,7 +10,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::config::ChannelKind;
+use crate::{cluster::LinkStats, config::ChannelKind};
 
 mod metered;
 mod traffic;
@@ -179,6 +179,7 @@ impl Counters {
                 })
                 .collect(),
             traffic,
+            cluster: None,
         }
     }
 }
@@ -258,6 +259,8 @@ pub struct Stats {
     pub enforced: BTreeMap<&'static str, u64>,
     /// Connections, handshakes, disconnects, messages by channel kind, and bytes.
     pub traffic: Traffic,
+    /// The cluster link's health and counters, while one runs.
+    pub cluster: Option<LinkStats>,
 }
 
 impl Stats {

@@ -166,6 +166,7 @@ async fn presence_counts_users_once_and_notices_first_joins_and_last_leaves() {
     let page = server
         .handle
         .presence("chat", Some("lobby"), None, 10)
+        .await
         .unwrap();
     assert_eq!((page.connections, page.users), (3, 2));
     assert_eq!(page.list, ["u1", "u2"]);
@@ -180,7 +181,7 @@ async fn presence_counts_users_once_and_notices_first_joins_and_last_leaves() {
     let listed: Value = serde_json::from_str(&listed.body).unwrap();
     assert_eq!(
         listed,
-        json!({"connections": 3, "users": 2, "list": ["u1"], "next": "u1"})
+        json!({"connections": 3, "users": 2, "list": ["u1"], "next": "u1", "scope": "node"})
     );
     server.publish_text("chat/lobby", "marker").await;
     assert_eq!(next_data(&mut first).await, Message::text("marker"));
@@ -194,6 +195,7 @@ async fn presence_counts_users_once_and_notices_first_joins_and_last_leaves() {
     let page = server
         .handle
         .presence("chat", Some("lobby"), None, 10)
+        .await
         .unwrap();
     assert_eq!((page.connections, page.users, page.list.len()), (1, 1, 1));
     assert_eq!(server.handle.stats().users, 1);

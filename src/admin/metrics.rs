@@ -33,6 +33,20 @@
 //! | `wsedge_config_reload_failures_total` | counter | |
 //! | `wsedge_config_generation` | gauge | |
 //! | `wsedge_build_info` | info | `version` |
+//!
+//! With `[cluster]`, the link to the other nodes (absent without one):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `wsedge_cluster_link_state` | gauge | (0 down, 1 degraded, 2 up) |
+//! | `wsedge_cluster_shards`, `wsedge_cluster_shards_up` | gauge | |
+//! | `wsedge_cluster_published_total`, `wsedge_cluster_publish_lost_total`, `wsedge_cluster_publish_errors_total` | counter | |
+//! | `wsedge_cluster_received_total`, `wsedge_cluster_delivered_total`, `wsedge_cluster_ignored_own_total`, `wsedge_cluster_malformed_total` | counter | |
+//! | `wsedge_cluster_interest`, `wsedge_cluster_subscriptions` | gauge | |
+//! | `wsedge_cluster_subscribe_commands_total`, `wsedge_cluster_reconnects_total`, `wsedge_cluster_topology_refreshes_total` | counter | |
+//! | `wsedge_cluster_probes_total` | counter | `result` (`ok`, `missed`) |
+//! | `wsedge_cluster_probe_rtt_last_seconds`, `wsedge_cluster_probe_rtt_max_seconds` | gauge | |
+//! | `wsedge_cluster_probe_rtt_seconds_total` | counter | (the probe round trips added up) |
 
 use std::fmt;
 
@@ -43,7 +57,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{server::handle::Handle, stats::Stats};
+use crate::{cluster::LinkStats, server::handle::Handle, stats::Stats};
 
 /// The media type of the OpenMetrics text format.
 pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -295,6 +309,9 @@ fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
         "Configurations applied: 1 at start, one more per successful reload.",
         stats.generation,
     )?;
+    if let Some(link) = &stats.cluster {
+        encode_link(link, e)?;
+    }
     let mut info = encoder.encode_descriptor(
         "wsedge_build",
         "The running wsedge build.",
@@ -302,6 +319,122 @@ fn encode_stats(stats: &Stats, mut encoder: DescriptorEncoder) -> fmt::Result {
         MetricType::Info,
     )?;
     info.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])
+}
+
+/// The cluster link's families.
+fn encode_link(link: &LinkStats, e: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        e,
+        "wsedge_cluster_link_state",
+        "The cluster link: 2 up (every shard probed in time), 1 degraded, 0 down. /readyz answers 503 below 2.",
+        link.state as u8 as u64,
+    )?;
+    gauge(
+        e,
+        "wsedge_cluster_shards",
+        "Redis shards in the topology (1 standalone).",
+        link.shards,
+    )?;
+    gauge(
+        e,
+        "wsedge_cluster_shards_up",
+        "Shards whose latest probe came back in time.",
+        link.shards_up,
+    )?;
+    for (name, help, value) in [
+        (
+            "wsedge_cluster_published",
+            "Messages published to Redis for other nodes, acknowledged.",
+            link.published,
+        ),
+        (
+            "wsedge_cluster_publish_lost",
+            "Messages for other nodes dropped: the link was down, its queue full, or the connection failed before Redis acknowledged them.",
+            link.publish_lost,
+        ),
+        (
+            "wsedge_cluster_publish_errors",
+            "Publishes Redis answered with an error.",
+            link.publish_errors,
+        ),
+        (
+            "wsedge_cluster_received",
+            "Messages received from Redis (probes excluded): what other nodes' traffic for local members costs.",
+            link.received,
+        ),
+        (
+            "wsedge_cluster_delivered",
+            "Received messages from other nodes handed to local delivery.",
+            link.delivered,
+        ),
+        (
+            "wsedge_cluster_ignored_own",
+            "Received messages this node published itself, not delivered twice.",
+            link.ignored_own,
+        ),
+        (
+            "wsedge_cluster_malformed",
+            "Received messages that were not readable envelopes.",
+            link.malformed,
+        ),
+        (
+            "wsedge_cluster_subscribe_commands",
+            "SUBSCRIBE and UNSUBSCRIBE commands sent (batched).",
+            link.subscribe_commands,
+        ),
+        (
+            "wsedge_cluster_reconnects",
+            "Redis sessions re-established after one was lost.",
+            link.reconnects,
+        ),
+        (
+            "wsedge_cluster_topology_refreshes",
+            "Redis Cluster topology reads.",
+            link.topology_refreshes,
+        ),
+    ] {
+        counter(e, name, help, value)?;
+    }
+    gauge(
+        e,
+        "wsedge_cluster_interest",
+        "Channels, rooms and users with local members, which this node subscribes to.",
+        link.wanted,
+    )?;
+    gauge(
+        e,
+        "wsedge_cluster_subscriptions",
+        "Subscriptions Redis confirmed.",
+        link.subscriptions,
+    )?;
+    counters(
+        e,
+        "wsedge_cluster_probes",
+        "Probe messages through each subscriber connection, by whether they came back within probe_timeout.",
+        [
+            ([("result", "ok")], link.probes_ok),
+            ([("result", "missed")], link.probes_missed),
+        ],
+    )?;
+    gauge(
+        e,
+        "wsedge_cluster_probe_rtt_last_seconds",
+        "The latest probe's round trip, publisher to Redis to subscriber: the path of every cross-node message.",
+        link.probe_rtt_last.as_secs_f64(),
+    )?;
+    gauge(
+        e,
+        "wsedge_cluster_probe_rtt_max_seconds",
+        "The longest probe round trip seen.",
+        link.probe_rtt_max.as_secs_f64(),
+    )?;
+    let metric = e.encode_descriptor(
+        "wsedge_cluster_probe_rtt_seconds",
+        "Probe round trips added up; over wsedge_cluster_probes_total{result=\"ok\"}, the mean.",
+        None,
+        MetricType::Counter,
+    )?;
+    ConstCounter::new(link.probe_rtt_sum.as_secs_f64()).encode(metric)
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
@@ -416,5 +549,60 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         // No room names in labels.
         assert!(!text.contains("lobby"), "{text}");
+        assert!(
+            !text.contains("wsedge_cluster_"),
+            "no link, no cluster families"
+        );
+    }
+
+    #[test]
+    fn the_cluster_link_is_exported_when_one_runs() {
+        let mut stats = sample_stats();
+        stats.cluster = Some(crate::cluster::LinkStats {
+            state: crate::cluster::LinkState::Degraded,
+            shards: 3,
+            shards_up: 2,
+            published: 10,
+            publish_lost: 4,
+            publish_errors: 1,
+            received: 7,
+            delivered: 6,
+            ignored_own: 0,
+            malformed: 1,
+            wanted: 5,
+            subscriptions: 4,
+            subscribe_commands: 2,
+            reconnects: 1,
+            probes_ok: 20,
+            probes_missed: 3,
+            probe_rtt_last: std::time::Duration::from_micros(250),
+            probe_rtt_max: std::time::Duration::from_millis(2),
+            probe_rtt_sum: std::time::Duration::from_millis(5),
+            topology_refreshes: 2,
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Fixed(stats)));
+        let text = render(&registry);
+        for line in [
+            "wsedge_cluster_link_state 1",
+            "wsedge_cluster_shards 3",
+            "wsedge_cluster_shards_up 2",
+            "wsedge_cluster_published_total 10",
+            "wsedge_cluster_publish_lost_total 4",
+            "wsedge_cluster_received_total 7",
+            "wsedge_cluster_interest 5",
+            "wsedge_cluster_subscriptions 4",
+            "wsedge_cluster_reconnects_total 1",
+            "wsedge_cluster_probes_total{result=\"ok\"} 20",
+            "wsedge_cluster_probes_total{result=\"missed\"} 3",
+            "wsedge_cluster_probe_rtt_last_seconds 0.00025",
+            "wsedge_cluster_probe_rtt_max_seconds 0.002",
+            "wsedge_cluster_probe_rtt_seconds_total 0.005",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! | path | method | bearer token | answer |
 //! |---|---|---|---|
 //! | `/healthz` | GET, HEAD | no | 200 while the process serves |
-//! | `/readyz` | GET, HEAD | no | 200, or 503 once shutdown has started |
+//! | `/readyz` | GET, HEAD | no | 200, or 503 once shutdown has started, or (with `[cluster]`) while the cluster link is not up |
 //! | `/metrics` | GET, HEAD | no | OpenMetrics text (see `metrics`) |
 //! | `/channels` | GET, HEAD | yes | JSON statistics |
 //! | `/publish/{channel}[/{room}]` | POST | yes | JSON `{"delivered": n}`; 404 unknown channel, 413 over `max_payload` |
@@ -59,9 +59,12 @@ use self::{
     deadline::{WRITE_STALL_TIMEOUT, WriteDeadline, WriteState},
     feed::{FeedBody, Feeds},
 };
-use crate::server::{
-    handle::Handle,
-    listener::{Listener, recover_from_accept_error},
+use crate::{
+    cluster::LinkState,
+    server::{
+        handle::Handle,
+        listener::{Listener, recover_from_accept_error},
+    },
 };
 
 /// Admin connections served at once; more are closed on accept. Ample for
@@ -236,7 +239,13 @@ impl Admin {
             "/readyz" if self.handle.is_shutting_down() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
             }
-            "/readyz" => text(StatusCode::OK, "ready"),
+            "/readyz" => match self.handle.cluster_state() {
+                Some(state) if state != LinkState::Up => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cluster link {}", state.as_str()),
+                ),
+                _ => text(StatusCode::OK, "ready"),
+            },
             "/metrics" => {
                 let mut answer =
                     Response::new(Full::new(Bytes::from(metrics::render(&self.registry))));

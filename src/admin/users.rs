@@ -5,7 +5,7 @@
 //! | `/users/{user}/publish[/{channel}]` | POST | the message (like `/publish`) | `{"delivered": n}` |
 //! | `/users/{user}/disconnect` | POST | JSON, all optional: `{"code": 4000, "reason": "...", "except": id}` | `{"closed": n}` |
 //! | `/users/{user}/connections` | GET | | `{"user": u, "connections": [{"id", "channel", "room", "since_unix_ms"}]}` |
-//! | `/presence/{channel}[/{room}]?after=&limit=` | GET | | `{"connections", "users", "list", "next"}` |
+//! | `/presence/{channel}[/{room}]?after=&limit=` | GET | | `{"connections", "users", "list", "next", "scope"}`: `scope` is `"cluster"` when the counts cover every node, `"node"` when they cover this one (no `[cluster]`, or Redis did not answer) |
 //!
 //! Path segments are percent-decoded (user ids may hold any character).
 
@@ -60,12 +60,15 @@ pub(super) async fn route(handle: &Handle, request: Request<Incoming>) -> Option
             false => method_not_allowed("GET, HEAD"),
         },
         ["presence", channel, rest @ ..] if rest.len() <= 1 && !channel.is_empty() => match get {
-            true => presence(
-                handle,
-                request.uri().query(),
-                channel,
-                rest.first().copied(),
-            ),
+            true => {
+                presence(
+                    handle,
+                    request.uri().query(),
+                    channel,
+                    rest.first().copied(),
+                )
+                .await
+            }
             false => method_not_allowed("GET, HEAD"),
         },
         _ => return None,
@@ -135,7 +138,12 @@ fn connections(handle: &Handle, user: &str) -> Reply {
     reply(StatusCode::OK, json!({ "user": user, "connections": list }))
 }
 
-fn presence(handle: &Handle, query: Option<&str>, channel: &str, room: Option<&str>) -> Reply {
+async fn presence(
+    handle: &Handle,
+    query: Option<&str>,
+    channel: &str,
+    room: Option<&str>,
+) -> Reply {
     let mut after = None;
     let mut limit = DEFAULT_PAGE;
     for (key, value) in query
@@ -152,7 +160,10 @@ fn presence(handle: &Handle, query: Option<&str>, channel: &str, room: Option<&s
             _ => {}
         }
     }
-    match handle.presence(channel, room, after.as_deref(), limit) {
+    match handle
+        .presence(channel, room, after.as_deref(), limit)
+        .await
+    {
         Ok(page) => reply(
             StatusCode::OK,
             json!({
@@ -160,6 +171,7 @@ fn presence(handle: &Handle, query: Option<&str>, channel: &str, room: Option<&s
                 "users": page.users,
                 "list": page.list,
                 "next": page.next,
+                "scope": if page.cluster { "cluster" } else { "node" },
             }),
         ),
         Err(error) => refused(&error),

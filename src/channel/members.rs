@@ -79,14 +79,15 @@ impl Members {
     }
 
     /// Inserts a member unless there are `max` already; check and insert
-    /// under one lock, so concurrent inserts cannot overshoot. `None` when
-    /// the set is full.
+    /// under one lock, so concurrent inserts cannot overshoot. Returns how
+    /// many members there are now and what it did to the set's users;
+    /// `None` when the set is full.
     pub(crate) fn insert_below(
         &self,
         id: ConnectionId,
         member: Member,
         max: usize,
-    ) -> Option<Presence> {
+    ) -> Option<(usize, Presence)> {
         let mut inner = self.write();
         if inner.entries.len() >= max {
             return None;
@@ -104,7 +105,7 @@ impl Members {
             None => Presence::Unchanged,
         };
         inner.entries.insert(id, member);
-        Some(presence)
+        Some((inner.entries.len(), presence))
     }
 
     /// Removes a member; returns how many are left and what it did to the
@@ -186,6 +187,16 @@ impl Members {
         }
     }
 
+    /// Connections and every distinct user: this node's presence share of
+    /// the set.
+    pub(crate) fn share(&self) -> (u64, Vec<UserId>) {
+        let inner = self.read();
+        (
+            inner.entries.len() as u64,
+            inner.users.keys().cloned().collect(),
+        )
+    }
+
     /// Every member's outbox.
     pub(crate) fn outboxes(&self) -> Vec<Outbox> {
         self.read()
@@ -234,12 +245,16 @@ mod tests {
             (3, None, Presence::Unchanged),
             (4, Some("u2"), Presence::Arrived),
         ];
-        for (id, user, expected) in steps {
-            assert_eq!(members.insert_below(id, member(user), 10), Some(expected));
+        for (count, (id, user, expected)) in steps.into_iter().enumerate() {
+            assert_eq!(
+                members.insert_below(id, member(user), 10),
+                Some((count + 1, expected))
+            );
         }
         assert_eq!(members.insert_below(5, member(None), 4), None, "full");
         let page = members.users(None, 10);
         assert_eq!((page.connections, page.users), (4, 2));
+        assert_eq!(members.share(), (4, vec![Arc::from("u1"), Arc::from("u2")]));
         assert_eq!(members.remove(1), (3, Presence::Unchanged));
         assert_eq!(members.remove(2), (2, Presence::Departed));
         assert_eq!(members.remove(3), (1, Presence::Unchanged));

@@ -7,16 +7,24 @@
 //! A [`Channel`] outlives configuration snapshots (a later reload carries it
 //! over by name); a [`Membership`] is one connection's place in it (and its
 //! rooms, and the user index) and leaves on drop, on every path.
+//!
+//! With a cluster link (`remote`), every fan-out with recipients beyond
+//! the sender is delivered to this node's recipients first and then handed
+//! to the link for the other nodes, which deliver it through
+//! [`Channel::deliver_local`] and [`deliver_to_user`] under their own
+//! snapshot's policy; joins and leaves keep the link's interest and this
+//! node's presence share in step.
 
 mod hub;
 mod members;
 mod notices;
+mod remote;
 mod rooms;
 mod users;
 
 use std::{
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::SystemTime,
@@ -34,11 +42,13 @@ use self::{
 };
 pub(crate) use self::{
     members::{ConnectionId, UserId, UserPage},
+    remote::Remote,
     users::{ChannelKey, Users},
 };
 use crate::{
     auth::Identity,
-    config::{ChannelConfig, ChannelKind, Publish},
+    cluster::Target,
+    config::{ChannelConfig, ChannelKind, Compression, Publish},
     http::route::ROOM_NAME_RULE,
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
@@ -48,8 +58,22 @@ use crate::{
     },
 };
 
-/// Source of connection ids.
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+/// Random bits at the top of this process's connection ids.
+const CONNECTION_ID_RANDOM_BITS: u32 = 21;
+
+/// Bits of the per-process counter below them: four billion connections
+/// in one process's life.
+const CONNECTION_ID_COUNTER_BITS: u32 = 32;
+
+/// Source of connection ids: a counter under a random prefix, so that the
+/// ids of different nodes differ (a disconnect sent to every node spares
+/// the one connection it names, wherever it is: two nodes share a prefix
+/// with a chance of one in two million), and the ids stay below 2^53,
+/// exact in every JSON reader.
+static NEXT_CONNECTION_ID: LazyLock<AtomicU64> = LazyLock::new(|| {
+    let prefix = crate::cluster::random_u64() >> (64 - CONNECTION_ID_RANDOM_BITS);
+    AtomicU64::new((prefix << CONNECTION_ID_COUNTER_BITS) | 1)
+});
 
 /// Why a connection could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +140,8 @@ pub(crate) struct Channel {
     counters: Arc<Counters>,
     /// The node's user index, shared by every channel.
     users: Arc<Users>,
+    /// The other nodes, shared by every channel.
+    remote: Arc<Remote>,
     /// Every connection on the channel, whatever its rooms.
     members: Members,
     rooms: Rooms,
@@ -135,10 +161,11 @@ pub(crate) struct Joiner {
 }
 
 impl Channel {
-    pub(crate) fn new(counters: Arc<Counters>, users: Arc<Users>) -> Self {
+    pub(crate) fn new(counters: Arc<Counters>, users: Arc<Users>, remote: Arc<Remote>) -> Self {
         Self {
             counters,
             users,
+            remote,
             members: Members::default(),
             rooms: Rooms::default(),
             closing: AtomicBool::new(false),
@@ -177,12 +204,15 @@ impl Channel {
             encoding,
             user: user.clone(),
         };
-        self.members
+        let (count, _) = self
+            .members
             .insert_below(id, member.clone(), config.limits.max_connections)
             .ok_or(JoinError::ChannelFull)?;
         // From here on the membership's drop undoes what was done.
         let mut membership = Membership {
             channel: self.clone(),
+            name: Arc::from(config.name.as_str()),
+            broadcast: config.kind == ChannelKind::Broadcast,
             id,
             outbox,
             encoding,
@@ -192,22 +222,28 @@ impl Channel {
             presence_events: config.presence_events,
             indexed: false,
         };
+        if membership.broadcast {
+            self.channel_changed(&membership.name, count == 1);
+        }
         if let Some(name) = room {
             membership.enter(config, name)?;
         }
         if let Some(user) = &membership.user {
-            self.users.add(
+            let first = self.users.add(
                 user,
                 id,
                 UserConnection {
                     channel: ChannelKey::of(self),
-                    channel_name: Arc::from(config.name.as_str()),
+                    channel_name: membership.name.clone(),
                     room: room.map(Arc::from),
                     since: SystemTime::now(),
                     member,
                 },
             );
             membership.indexed = true;
+            if first {
+                self.user_interest(user);
+            }
         }
         // Checked after the inserts so that a concurrent `close_all` either
         // sees this member or makes this check fail.
@@ -232,9 +268,11 @@ impl Channel {
     }
 
     /// Publishes from the API: to every subscriber, or every member of
-    /// `room`. On a hub channel the message is delivered in the hub's shape
+    /// `room`, on this node and then on the others. On a hub channel the
+    /// message is delivered in the hub's shape
     /// (`{"type":"message","room":...,"from":null,"payload":...}`), so its
-    /// text must be JSON.
+    /// text must be JSON. Returns how many connections of this node it was
+    /// queued for.
     pub(crate) fn publish(
         &self,
         config: &ChannelConfig,
@@ -248,35 +286,95 @@ impl Channel {
                 limit: config.limits.max_payload,
             });
         }
-        let in_room = |name: &str, kind, payload| {
-            self.rooms.get(name).map_or(0, |room| {
-                self.fan_out(config, &room.members, kind, payload, None)
-            })
-        };
-        match (config.kind, room) {
-            (ChannelKind::Echo, _) => Err(PublishError::NotPublishable(channel())),
-            (ChannelKind::Broadcast, None) => Ok(self.fan_out(
-                config,
-                &self.members,
-                message.kind(),
-                message.payload().clone(),
-                None,
-            )),
-            (ChannelKind::Room, Some(name)) => {
-                Ok(in_room(name, message.kind(), message.payload().clone()))
-            }
+        let message = match (config.kind, room) {
+            (ChannelKind::Echo, _) => return Err(PublishError::NotPublishable(channel())),
+            (ChannelKind::Broadcast, None) | (ChannelKind::Room, Some(_)) => message.clone(),
             (ChannelKind::Hub, Some(name)) => {
                 let payload = hub::api_payload(message).ok_or(PublishError::NotJson)?;
-                let text = hub::protocol::room_message(name, None, payload);
-                Ok(in_room(name, MessageKind::Text, Bytes::from(text)))
+                Message::text(hub::protocol::room_message(name, None, payload))
             }
             (ChannelKind::Broadcast, Some(_)) | (ChannelKind::Room | ChannelKind::Hub, None) => {
-                Err(PublishError::RoomMismatch {
+                return Err(PublishError::RoomMismatch {
                     channel: channel(),
                     needs_room: config.kind.has_rooms(),
+                });
+            }
+        };
+        let delivered = self.deliver_local(config, room, &message);
+        self.remote.publish(|| target(&config.name, room), &message);
+        Ok(delivered)
+    }
+
+    /// Delivers `message` to this node's connections of the channel (a
+    /// broadcast channel, `room` = `None`) or of `room`, as it is: what
+    /// the API publishes here, and what another node's members and API
+    /// published there. Returns how many it was queued for (none when the
+    /// target does not fit the channel's kind: the nodes disagree on it).
+    pub(crate) fn deliver_local(
+        &self,
+        config: &ChannelConfig,
+        room: Option<&str>,
+        message: &Message,
+    ) -> usize {
+        let (kind, payload) = (message.kind(), message.payload().clone());
+        match (config.kind, room) {
+            (ChannelKind::Broadcast, None) => {
+                self.fan_out(config, &self.members, kind, payload, None)
+            }
+            (ChannelKind::Room | ChannelKind::Hub, Some(name)) => {
+                self.rooms.get(name).map_or(0, |room| {
+                    self.fan_out(config, &room.members, kind, payload, None)
                 })
             }
+            _ => 0,
         }
+    }
+
+    /// Brings the link's interest and this node's presence share of every
+    /// target of the channel up to date: after a link started, when
+    /// members may already be here.
+    pub(crate) fn resync(self: &Arc<Self>, config: &ChannelConfig) {
+        match config.kind {
+            ChannelKind::Echo => {}
+            ChannelKind::Broadcast => self.channel_changed(&config.name, true),
+            ChannelKind::Room | ChannelKind::Hub => {
+                for room in self.rooms.names() {
+                    self.room_changed(&config.name, &room, true);
+                }
+            }
+        }
+    }
+
+    /// The channel-wide set of a broadcast channel changed: its presence
+    /// share, and its interest when `edge` (a first arrival or a last
+    /// departure).
+    fn channel_changed(self: &Arc<Self>, name: &str, edge: bool) {
+        let target = || Target::Channel(name.to_owned());
+        if edge {
+            self.remote.reconcile(target, || self.members.len() > 0);
+        }
+        self.remote.presence_changed(self, target, None);
+    }
+
+    /// Room `room` changed: as [`Channel::channel_changed`].
+    fn room_changed(self: &Arc<Self>, name: &str, room: &str, edge: bool) {
+        let target = || target(name, Some(room));
+        if edge {
+            self.remote
+                .reconcile(target, || self.rooms.get(room).is_some());
+        }
+        self.remote.presence_changed(self, target, Some(room));
+    }
+
+    /// `user`'s first connection arrived or its last left.
+    fn user_interest(&self, user: &str) {
+        self.remote.reconcile(
+            || Target::User {
+                user: user.to_owned(),
+                channel: None,
+            },
+            || self.users.contains(user),
+        );
     }
 
     /// Queues one message for `members` (but `except`): each member gets it
@@ -348,6 +446,11 @@ impl Channel {
 /// the room.
 pub(crate) struct Membership {
     channel: Arc<Channel>,
+    /// The channel's name and whether it is a broadcast channel, as when
+    /// the connection joined (a reload that changes either replaces the
+    /// channel).
+    name: Arc<str>,
+    broadcast: bool,
     id: ConnectionId,
     outbox: Outbox,
     encoding: Encoding,
@@ -402,7 +505,7 @@ impl Membership {
     /// when this is its user's first connection there.
     fn enter(&mut self, config: &ChannelConfig, name: &str) -> Result<(), JoinError> {
         let channel = &self.channel;
-        let (room, presence) = channel.rooms.join(
+        let (room, presence, created) = channel.rooms.join(
             name,
             self.id,
             self.member(),
@@ -415,6 +518,7 @@ impl Membership {
                 .notices
                 .record(channel, &room, user, PresenceEvent::Join);
         }
+        channel.room_changed(&self.name, name, created);
         self.rooms.push(room);
         Ok(())
     }
@@ -431,13 +535,14 @@ impl Membership {
 
     fn leave(&self, room: &Arc<Room>) {
         let channel = &self.channel;
-        let presence = channel.rooms.leave(room, self.id);
+        let (presence, removed) = channel.rooms.leave(room, self.id);
         if let (Presence::Departed, Some(user), true) = (presence, &self.user, self.presence_events)
         {
             channel
                 .notices
                 .record(channel, room, user, PresenceEvent::Leave);
         }
+        channel.room_changed(&self.name, room.name(), removed);
     }
 
     /// Handles a message from this connection's client under the channel's
@@ -478,10 +583,58 @@ impl Membership {
                     .rooms
                     .first()
                     .map_or(&channel.members, |room| &room.members);
+                let message = Message::from_parts(kind, payload.clone());
                 channel.fan_out(config, members, kind, payload, except);
+                channel
+                    .remote
+                    .publish(|| target(&config.name, room), &message);
             }
         }
         Ok(())
+    }
+}
+
+/// The cluster target of a channel (`room` = `None`) or of one room.
+fn target(channel: &str, room: Option<&str>) -> Target {
+    match room {
+        None => Target::Channel(channel.to_owned()),
+        Some(room) => Target::Room {
+            channel: channel.to_owned(),
+            room: room.to_owned(),
+        },
+    }
+}
+
+/// Delivers `message` to `user`'s connections on this node: those on
+/// `channel` only, framed by that channel's compression, or those on every
+/// channel, uncompressed (they negotiated different things). What a direct
+/// message, a publish to a user and another node's of either deliver.
+/// Returns how many connections it was queued for.
+pub(crate) fn deliver_to_user(
+    users: &Users,
+    counters: &Counters,
+    user: &str,
+    channel: Option<(&Arc<Channel>, &ChannelConfig)>,
+    message: &Message,
+) -> usize {
+    let (kind, payload) = (message.kind(), message.payload().clone());
+    match channel {
+        Some((channel, config)) => {
+            let size = payload.len();
+            let delivery = channel.delivery(config, kind, payload);
+            let delivered = users.deliver(user, Some(ChannelKey::of(channel)), &delivery, counters);
+            counters.traffic.record_sent(config.kind, delivered, size);
+            delivered
+        }
+        None => {
+            let compressors = SharedCompressors::default();
+            let plain = Compression {
+                enabled: false,
+                ..Compression::default()
+            };
+            let delivery = Delivery::new(kind, payload, plain, &compressors, counters);
+            users.deliver(user, None, &delivery, counters)
+        }
     }
 }
 
@@ -490,9 +643,15 @@ impl Drop for Membership {
         for room in std::mem::take(&mut self.rooms) {
             self.leave(&room);
         }
-        if let (Some(user), true) = (&self.user, self.indexed) {
-            self.channel.users.remove(user, self.id);
+        let channel = &self.channel;
+        if let (Some(user), true) = (&self.user, self.indexed)
+            && channel.users.remove(user, self.id)
+        {
+            channel.user_interest(user);
         }
-        self.channel.members.remove(self.id);
+        let (left, _) = channel.members.remove(self.id);
+        if self.broadcast {
+            channel.channel_changed(&self.name, left == 0);
+        }
     }
 }

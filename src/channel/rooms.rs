@@ -42,7 +42,8 @@ impl Rooms {
     }
 
     /// Adds a member to the room `name`, creating it if there are fewer than
-    /// `max_rooms`; returns the room and what the join did to its users.
+    /// `max_rooms`; returns the room, what the join did to its users, and
+    /// whether it created the room (the member is its first).
     pub(crate) fn join(
         &self,
         name: &str,
@@ -50,7 +51,7 @@ impl Rooms {
         member: Member,
         max_rooms: usize,
         max_members: usize,
-    ) -> Result<(Arc<Room>, Presence), JoinError> {
+    ) -> Result<(Arc<Room>, Presence, bool), JoinError> {
         let mut rooms = self.write();
         let room = match rooms.get(name) {
             Some(room) => room.clone(),
@@ -65,22 +66,22 @@ impl Rooms {
             }
         };
         // A new room has no members: only an existing one can be full.
-        let presence = room
+        let (count, presence) = room
             .members
             .insert_below(id, member, max_members)
             .ok_or(JoinError::RoomFull)?;
-        Ok((room, presence))
+        Ok((room, presence, count == 1))
     }
 
     /// Removes a member; the last one removes the room. Returns what the
-    /// leave did to the room's users.
-    pub(crate) fn leave(&self, room: &Room, id: ConnectionId) -> Presence {
+    /// leave did to the room's users, and whether it removed the room.
+    pub(crate) fn leave(&self, room: &Room, id: ConnectionId) -> (Presence, bool) {
         let mut rooms = self.write();
         let (left, presence) = room.members.remove(id);
         if left == 0 {
             rooms.remove(&room.name);
         }
-        presence
+        (presence, left == 0)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Room>> {
@@ -89,6 +90,11 @@ impl Rooms {
 
     pub(crate) fn len(&self) -> usize {
         self.read().len()
+    }
+
+    /// The name of every room.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
     }
 
     pub(crate) fn sizes(&self) -> BTreeMap<String, usize> {

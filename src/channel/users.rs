@@ -63,21 +63,38 @@ pub(crate) struct Users {
 }
 
 impl Users {
-    pub(crate) fn add(&self, user: &UserId, id: ConnectionId, connection: UserConnection) {
-        write(&self.by_user)
-            .entry(user.clone())
-            .or_default()
-            .insert(id, connection);
+    /// Registers one of `user`'s connections; returns whether it is the
+    /// user's first on this node.
+    pub(crate) fn add(&self, user: &UserId, id: ConnectionId, connection: UserConnection) -> bool {
+        let mut by_user = write(&self.by_user);
+        let connections = by_user.entry(user.clone()).or_default();
+        connections.insert(id, connection);
+        connections.len() == 1
     }
 
-    pub(crate) fn remove(&self, user: &UserId, id: ConnectionId) {
+    /// Removes one of `user`'s connections; returns whether it was the
+    /// user's last on this node.
+    pub(crate) fn remove(&self, user: &UserId, id: ConnectionId) -> bool {
         let mut by_user = write(&self.by_user);
-        if let Some(connections) = by_user.get_mut(user) {
-            connections.remove(&id);
-            if connections.is_empty() {
-                by_user.remove(user);
-            }
+        let Some(connections) = by_user.get_mut(user) else {
+            return false;
+        };
+        connections.remove(&id);
+        let last = connections.is_empty();
+        if last {
+            by_user.remove(user);
         }
+        last
+    }
+
+    /// Whether `user` has a connection on this node.
+    pub(crate) fn contains(&self, user: &str) -> bool {
+        read(&self.by_user).contains_key(user)
+    }
+
+    /// Every user with a connection on this node.
+    pub(crate) fn ids(&self) -> Vec<UserId> {
+        read(&self.by_user).keys().cloned().collect()
     }
 
     /// Queues `delivery` for each of `user`'s connections (on `channel`

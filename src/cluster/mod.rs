@@ -71,6 +71,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub(crate) use self::backoff::random_u64;
 use self::{
     conn::Connector, interest::Interest, presence::Presence, resp::Value, routing::Topic,
     shard::Routing, shard::ShardHandle,
@@ -318,6 +319,14 @@ impl Link {
         Ok(Self { shared })
     }
 
+    /// Checks what [`Link::start`] would refuse (invalid settings, no
+    /// usable TLS trust), starting nothing.
+    pub fn check(settings: &ClusterSettings) -> Result<(), LinkError> {
+        settings.validate()?;
+        Connector::new(settings)?;
+        Ok(())
+    }
+
     /// This node's id, as it appears in the envelopes it publishes.
     pub fn node_id(&self) -> u64 {
         self.shared.node_id
@@ -489,13 +498,16 @@ impl Link {
 
     /// Removes this node's presence share (when Redis is reachable within
     /// `probe_timeout`), then stops every task.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let timeout = self.shared.settings.probe_timeout;
         let _ = tokio::time::timeout(timeout, presence::remove(&self.shared)).await;
         self.stop().await;
     }
 
-    async fn stop(&self) {
+    /// Stops every task and waits for them, leaving this node's presence
+    /// share in Redis: for a link replaced by one of the same node name,
+    /// whose first write replaces the share.
+    pub async fn stop(&self) {
         self.shared.cancel.cancel();
         self.shared.tracker.close();
         self.shared.tracker.wait().await;

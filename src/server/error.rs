@@ -2,7 +2,7 @@
 
 use std::{io, net::SocketAddr};
 
-use crate::{config::ConfigError, snapshot::BuildError, tls::TlsError};
+use crate::{cluster::LinkError, config::ConfigError, snapshot::BuildError, tls::TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum Error {
         /// What is wrong, naming the file or URL.
         message: String,
     },
+    /// The `[cluster]` link could not be started (no usable TLS trust).
+    #[error("[cluster] cannot be used: {0}")]
+    Cluster(#[from] LinkError),
     /// TLS listeners were given but the configuration has no `[server.tls]`.
     #[error("TLS listeners need a [server.tls] table in the configuration")]
     NoTls,

@@ -5,15 +5,15 @@ use std::{path::Path, sync::Arc};
 
 use super::{Error, ReloadError, state::ServerState};
 use crate::{
-    channel::{Channel, ChannelKey, ConnectionInfo, PublishError},
-    config::{AdminSettings, ChannelConfig, ChannelKind, Compression, Config},
+    channel::{Channel, ConnectionInfo, PublishError, deliver_to_user},
+    cluster::{LinkState, PresenceTotals, Target},
+    config::{AdminSettings, ChannelConfig, ChannelKind, Config},
     http::route::is_valid_room_name,
     message::Message,
     protocol::close,
     reload::ReloadReport,
     stats::Stats,
     tls::Identity,
-    ws::encoder::{Delivery, SharedCompressors},
 };
 
 /// Controls a [`Server`](super::Server) from outside: cheap to clone, usable
@@ -25,7 +25,8 @@ pub struct Handle {
 
 impl Handle {
     /// Publishes `message` to a broadcast channel (`room` = `None`) or to one
-    /// room of a room channel. Returns how many connections it was queued for.
+    /// room of a room channel, on this node and (with `[cluster]`) on the
+    /// others. Returns how many connections of this node it was queued for.
     pub fn publish(
         &self,
         channel: &str,
@@ -57,48 +58,46 @@ impl Handle {
         })
     }
 
-    /// Publishes `message` to every connection of `user` on this node, on
-    /// every channel or only on `channel`. Returns how many connections it
-    /// was queued for (frames go out uncompressed: a user's connections
-    /// negotiated different things).
+    /// Publishes `message` to every connection of `user`, on every channel
+    /// or only on `channel`, on this node and (with `[cluster]`) on the
+    /// others. Returns how many connections of this node it was queued for
+    /// (on every channel, frames go out uncompressed: a user's connections
+    /// negotiated different things; on one, in that channel's compression).
     pub fn publish_to_user(
         &self,
         user: &str,
         channel: Option<&str>,
         message: Message,
     ) -> Result<usize, PublishError> {
-        let key = match channel {
+        let state = &self.state;
+        let snapshot = state.snapshot.load();
+        let on = match channel {
             Some(name) => {
-                let snapshot = self.state.snapshot.load();
                 let entry = snapshot
                     .channel(name)
                     .ok_or_else(|| PublishError::UnknownChannel(name.to_owned()))?;
-                Some(ChannelKey::of(&entry.live))
+                Some((&entry.live, &*entry.config))
             }
             None => None,
         };
-        let compressors = SharedCompressors::default();
-        let plain = Compression {
-            enabled: false,
-            ..Compression::default()
-        };
-        let delivery = Delivery::new(
-            message.kind(),
-            message.payload().clone(),
-            plain,
-            &compressors,
-            &self.state.counters,
+        let delivered = deliver_to_user(&state.users, &state.counters, user, on, &message);
+        state.remote.publish(
+            || Target::User {
+                user: user.to_owned(),
+                channel: channel.map(str::to_owned),
+            },
+            &message,
         );
-        Ok(self
-            .state
-            .users
-            .deliver(user, key, &delivery, &self.state.counters))
+        Ok(delivered)
     }
 
-    /// Closes every connection of `user` on this node but `except` ("log
-    /// out my other devices") with `code` and `reason`. The code is one an
+    /// Closes every connection of `user` but `except` ("log out my other
+    /// devices") with `code` and `reason`, on this node and (with
+    /// `[cluster]`) on the others: connection ids differ between nodes, so
+    /// `except` may name a connection anywhere. The code is one an
     /// application may send: 1000, 1001, 1008 or 3000-4999; the reason at
-    /// most 123 bytes. Returns how many connections it started closing.
+    /// most 123 bytes. Returns how many connections of this node it started
+    /// closing.
     pub fn disconnect_user(
         &self,
         user: &str,
@@ -112,7 +111,11 @@ impl Handle {
         if reason.len() > MAX_CLOSE_REASON {
             return Err(DisconnectError::ReasonTooLong(reason.len()));
         }
-        Ok(self.state.users.disconnect(user, except, code, reason))
+        let closed = self.state.users.disconnect(user, except, code, reason);
+        self.state
+            .remote
+            .publish_disconnect(user, except, code, reason);
+        Ok(closed)
     }
 
     /// `user`'s connections on this node (channel, room, id, since when),
@@ -122,35 +125,65 @@ impl Handle {
     }
 
     /// Who is on a broadcast channel (`room` = `None`) or in one room of a
-    /// room or hub channel: connections and distinct users now, and up to
+    /// room or hub channel: connections and distinct users, and up to
     /// `limit` user ids after `after`, in id order. A room that does not
-    /// exist is empty.
-    pub fn presence(
+    /// exist is empty. With `[cluster]`, the counts and the list cover every
+    /// live node, as their shares were last written to Redis (within about
+    /// 100 ms of each change); when Redis does not answer, or without
+    /// `[cluster]`, they cover this node, now ([`PresencePage::cluster`]
+    /// says which).
+    pub async fn presence(
         &self,
         channel: &str,
         room: Option<&str>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<PresencePage, PublishError> {
-        let snapshot = self.state.snapshot.load();
-        let entry = snapshot
-            .channel(channel)
-            .ok_or_else(|| PublishError::UnknownChannel(channel.to_owned()))?;
-        if entry.config.kind.has_rooms() != room.is_some() {
-            return Err(PublishError::RoomMismatch {
-                channel: channel.to_owned(),
-                needs_room: entry.config.kind.has_rooms(),
-            });
+        let limit = limit.min(MAX_PRESENCE_PAGE);
+        let local = {
+            let snapshot = self.state.snapshot.load();
+            let entry = snapshot
+                .channel(channel)
+                .ok_or_else(|| PublishError::UnknownChannel(channel.to_owned()))?;
+            if entry.config.kind.has_rooms() != room.is_some() {
+                return Err(PublishError::RoomMismatch {
+                    channel: channel.to_owned(),
+                    needs_room: entry.config.kind.has_rooms(),
+                });
+            }
+            entry.live.users(room, after, limit)
+        };
+        if let Some(link) = self.state.remote.link() {
+            let target = match room {
+                None => Target::Channel(channel.to_owned()),
+                Some(room) => Target::Room {
+                    channel: channel.to_owned(),
+                    room: room.to_owned(),
+                },
+            };
+            match link.presence(&target).await {
+                Ok(totals) => return Ok(PresencePage::of_cluster(totals, after, limit)),
+                Err(error) => {
+                    tracing::debug!(
+                        "cluster presence unavailable, answering this node's: {error:#}"
+                    )
+                }
+            }
         }
-        let page = entry.live.users(room, after, limit.min(MAX_PRESENCE_PAGE));
         Ok(
-            page.map_or_else(PresencePage::default, |page| PresencePage {
+            local.map_or_else(PresencePage::default, |page| PresencePage {
                 connections: page.connections,
                 users: page.users,
                 list: page.list.iter().map(|user| user.to_string()).collect(),
                 next: page.next.map(|user| user.to_string()),
+                cluster: false,
             }),
         )
+    }
+
+    /// The cluster link's health, while one runs (`[cluster]`, serving).
+    pub fn cluster_state(&self) -> Option<LinkState> {
+        self.state.remote.state()
     }
 
     /// Connections per channel, rooms and their sizes, message counters.
@@ -261,6 +294,28 @@ pub struct PresencePage {
     pub list: Vec<String>,
     /// Pass as `after` for the next page; `None` on the last.
     pub next: Option<String>,
+    /// Whether the counts and the list cover every node of the cluster
+    /// (false: this node only).
+    pub cluster: bool,
+}
+
+impl PresencePage {
+    /// The page of `totals` (sorted users) after `after`.
+    fn of_cluster(totals: PresenceTotals, after: Option<&str>, limit: usize) -> Self {
+        let start = after.map_or(0, |cursor| {
+            totals.users.partition_point(|user| user.as_str() <= cursor)
+        });
+        let rest = &totals.users[start..];
+        let list: Vec<String> = rest.iter().take(limit).cloned().collect();
+        let next = (rest.len() > limit).then(|| list.last().cloned()).flatten();
+        Self {
+            connections: usize::try_from(totals.connections).unwrap_or(usize::MAX),
+            users: totals.users.len(),
+            list,
+            next,
+            cluster: true,
+        }
+    }
 }
 
 /// A resolved publish target: a channel (and room) under the policy that

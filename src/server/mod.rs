@@ -7,7 +7,10 @@
 //! - `connection`: the owner of one connection up to its session.
 //! - `handle`: [`Handle`].
 //! - `reconfigure`, `drain`: applying a reload; graceful shutdown.
+//! - `cluster`: the cluster link's life, and delivering what other nodes
+//!   publish.
 
+mod cluster;
 mod connection;
 mod drain;
 mod error;
@@ -25,7 +28,12 @@ pub use self::{
     handle::{DisconnectError, Handle, MAX_PRESENCE_PAGE, PresencePage},
     listener::Listener,
 };
-use crate::{channel::Users, config::Config, snapshot::Snapshot, stats::Counters};
+use crate::{
+    channel::{Remote, Users},
+    config::Config,
+    snapshot::Snapshot,
+    stats::Counters,
+};
 
 /// How often the handshake limiter forgets clients whose bucket is full
 /// again: often enough to bound memory under a scan from many addresses,
@@ -43,10 +51,11 @@ impl Server {
     pub fn new(config: Config) -> Result<Self, Error> {
         let counters = Arc::new(Counters::default());
         let users = Arc::new(Users::default());
-        let snapshot = Snapshot::build(config, &counters, &users, None)?;
+        let remote = Arc::new(Remote::default());
+        let snapshot = Snapshot::build(config, &counters, &users, &remote, None)?;
         counters.record_reload(true);
         Ok(Self {
-            state: Arc::new(ServerState::new(snapshot, counters, users)),
+            state: Arc::new(ServerState::new(snapshot, counters, users, remote)),
         })
     }
 
@@ -70,7 +79,11 @@ impl Server {
     /// stops accepting, closes every connection with 1001 spread over
     /// `drain_window`, and returns once they are closed, or at
     /// `shutdown_timeout` after dropping what remains. The admin API is
-    /// served on the [`Listener::admin`] among `listeners`, if any.
+    /// served on the [`Listener::admin`] among `listeners`, if any. With
+    /// `[cluster]`, the link to the other nodes runs from the start (it
+    /// connects in the background: local clients are served while Redis is
+    /// down) until the drain is over, and then removes this node's
+    /// presence share.
     pub async fn serve(
         self,
         listeners: Vec<Listener>,
@@ -88,6 +101,7 @@ impl Server {
         let handle = Handle {
             state: state.clone(),
         };
+        state.start_cluster()?;
         let _admin = crate::admin::start(admin, handle);
         for listener in listeners {
             listener.start(&state);
@@ -99,6 +113,7 @@ impl Server {
         }
         state.shutdown.cancel();
         drain::drain(&state).await;
+        state.stop_cluster().await;
         Ok(())
     }
 }

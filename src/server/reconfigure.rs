@@ -1,13 +1,15 @@
 //! Applying a reload by following the plan `reload::diff` makes:
-//! everything that can fail (binding new listeners, building the snapshot)
-//! happens before anything changes; then one swap publishes the whole new
-//! configuration; then its consequences (closing removed channels and
-//! listeners, retuning changed channels).
+//! everything that can fail (binding new listeners, building the snapshot,
+//! checking new cluster settings) happens before anything changes; then
+//! one swap publishes the whole new configuration; then its consequences
+//! (closing removed channels and listeners, retuning changed channels,
+//! replacing the cluster link).
 
 use std::sync::Arc;
 
 use super::{error::Error, listener::Listener, state::ServerState};
 use crate::{
+    cluster::Link,
     config::Config,
     protocol::close,
     reload::{ReloadReport, diff},
@@ -29,6 +31,7 @@ impl ServerState {
                 opened = ?report.opened,
                 closed = ?report.closed,
                 certificate_changed = report.certificate_changed,
+                cluster_restarted = report.cluster_restarted,
                 "configuration reloaded"
             ),
             Err(error) => {
@@ -50,10 +53,16 @@ impl ServerState {
             }
             opened.push(Listener::bind(*spec)?);
         }
+        if plan.cluster
+            && let Some(cluster) = &config.cluster
+        {
+            Link::check(&cluster.settings)?;
+        }
         let snapshot = Arc::new(Snapshot::build(
             config,
             &self.counters,
             &self.users,
+            &self.remote,
             Some((&old, &plan)),
         )?);
         if snapshot.acceptor.is_none()
@@ -103,6 +112,11 @@ impl ServerState {
         for listener in opened {
             listener.start(self);
         }
+        if plan.cluster {
+            let settings = snapshot.config.cluster.as_ref();
+            self.replace_cluster(settings.map(|cluster| cluster.settings.clone()))
+                .await;
+        }
         Ok(ReloadReport {
             generation: self.counters.generation() + 1,
             added: plan.added,
@@ -111,6 +125,7 @@ impl ServerState {
             opened: plan.opened.iter().map(|spec| spec.addr).collect(),
             closed: plan.closed.iter().map(|spec| spec.addr).collect(),
             certificate_changed,
+            cluster_restarted: plan.cluster && self.remote.is_active(),
         })
     }
 }

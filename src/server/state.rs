@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    channel::Users,
+    channel::{Remote, Users},
     limits::caps::ConnectionCaps,
     reload::ListenerSpec,
     snapshot::Snapshot,
@@ -33,6 +33,9 @@ pub(crate) struct ServerState {
     pub(crate) counters: Arc<Counters>,
     /// Every authenticated connection by user; outlives snapshots.
     pub(crate) users: Arc<Users>,
+    /// The cluster link, while `serve` runs with `[cluster]`; outlives
+    /// snapshots (a reload that changes `[cluster]` replaces the link).
+    pub(crate) remote: Arc<Remote>,
     /// Connection counts for the caps; outlives snapshots.
     pub(crate) caps: Arc<ConnectionCaps>,
     /// The accept loops of the listeners bound from the configuration, so
@@ -51,7 +54,12 @@ pub(super) struct AcceptLoop {
 }
 
 impl ServerState {
-    pub(super) fn new(snapshot: Snapshot, counters: Arc<Counters>, users: Arc<Users>) -> Self {
+    pub(super) fn new(
+        snapshot: Snapshot,
+        counters: Arc<Counters>,
+        users: Arc<Users>,
+        remote: Arc<Remote>,
+    ) -> Self {
         Self {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             tasks: TaskTracker::new(),
@@ -59,6 +67,7 @@ impl ServerState {
             hard_stop: CancellationToken::new(),
             counters,
             users,
+            remote,
             caps: Arc::default(),
             listeners: Mutex::default(),
             reloading: tokio::sync::Mutex::new(()),
@@ -91,7 +100,10 @@ impl ServerState {
                 })
                 .unwrap_or_default(),
         };
-        self.counters
-            .snapshot(snapshot.channel_stats(room_sizes), gauges)
+        let mut stats = self
+            .counters
+            .snapshot(snapshot.channel_stats(room_sizes), gauges);
+        stats.cluster = self.remote.stats();
+        stats
     }
 }

@@ -1,7 +1,8 @@
 //! The hub channel: one connection, many rooms, and direct messages to
 //! users, over the JSON protocol of [`protocol`]. The server stamps every
 //! delivery with the sender's identity; a refused request is answered with
-//! an error and the connection stays.
+//! an error and the connection stays. Room messages and direct messages
+//! reach the other nodes too; an `ack` counts this node's recipients.
 
 pub(crate) mod protocol;
 
@@ -9,8 +10,9 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use self::protocol::{ErrorCode, Request};
-use super::{ChannelKey, JoinError, Membership, members::queue};
+use super::{JoinError, Membership, deliver_to_user, members::queue, target};
 use crate::{
+    cluster::Target,
     config::ChannelConfig,
     http::route::is_valid_room_name,
     message::{Message, MessageKind},
@@ -81,14 +83,19 @@ fn handle(
                 return refuse(ErrorCode::Forbidden);
             }
             let text = protocol::room_message(room, membership.user.as_deref(), payload);
+            let message = Message::text(text);
             let except = (!config.echo_to_sender).then_some(membership.id);
-            let delivered = membership.channel.fan_out(
+            let channel = &membership.channel;
+            let delivered = channel.fan_out(
                 config,
                 &joined.members,
                 MessageKind::Text,
-                Bytes::from(text),
+                message.payload().clone(),
                 except,
             );
+            channel
+                .remote
+                .publish(|| target(&config.name, Some(room)), &message);
             id.map(|id| protocol::ack(delivered, id))
         }
         Request::Direct { to, payload } => {
@@ -100,19 +107,21 @@ fn handle(
                 return refuse(ErrorCode::Forbidden);
             }
             let channel = &membership.channel;
-            let text = Bytes::from(protocol::direct_message(from, payload));
-            let size = text.len();
-            let delivery = channel.delivery(config, MessageKind::Text, text);
-            let delivered = channel.users.deliver(
-                to,
-                Some(ChannelKey::of(channel)),
-                &delivery,
+            let message = Message::text(protocol::direct_message(from, payload));
+            let delivered = deliver_to_user(
+                &channel.users,
                 &channel.counters,
+                to,
+                Some((channel, config)),
+                &message,
             );
-            channel
-                .counters
-                .traffic
-                .record_sent(config.kind, delivered, size);
+            channel.remote.publish(
+                || Target::User {
+                    user: to.to_owned(),
+                    channel: Some(config.name.clone()),
+                },
+                &message,
+            );
             id.map(|id| protocol::ack(delivered, id))
         }
     }
