@@ -25,7 +25,8 @@
 //! - `auth`: who a connection belongs to: JWT verification (keys from
 //!   files and JWKS URLs), the connect webhook, token sources, the in-band
 //!   auth messages, and the grants of channels and rooms.
-//! - `channel`: echo, broadcast and room membership and fan-out.
+//! - `channel`: echo, broadcast, room and hub membership and fan-out, the
+//!   user index, and the channels' side of the cluster (`channel::Remote`).
 //! - `ws`: the upgraded connection: the session (frame guard under
 //!   fastwebsockets, heartbeat), the encoder (framing and permessage-deflate
 //!   in both modes), the bounded outbox and its vectored writer.
@@ -57,7 +58,11 @@
 //! 5. **session** (`ws::session`): reads frames through the guard,
 //!    inflates and validates, applies the message rate, and hands each
 //!    message to its membership under the channel's current policy.
-//! 6. **channel** (`channel`): picks the recipients.
+//! 6. **channel** (`channel`): picks the recipients on this node; with
+//!    `[cluster]`, then hands the message once to the link (`cluster`),
+//!    which publishes it without waiting. Another node's link hands it to
+//!    that node's `server::cluster` hook, which enters this path here, for
+//!    its own recipients only.
 //! 7. **encoder** (`ws::encoder`): frames once per encoding (shared-mode
 //!    compression once per window) and queues the same bytes for every
 //!    recipient's outbox.
