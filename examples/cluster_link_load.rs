@@ -11,9 +11,10 @@
 //!
 //! Loopback only; every loop is bounded in count and time.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -21,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use support::{cpu, percentile, start_redis};
 use wsedge::{
     Message,
     cluster::{ClusterSettings, Link, LinkState, Mode, Target},
@@ -37,69 +39,11 @@ const PAYLOAD: usize = 64;
 /// How long anything may take before the run gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (Redis, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (tests/peers/install-redis.sh)");
-    (Redis(child), format!("redis://127.0.0.1:{port}"))
-}
-
-/// User plus system CPU time of a process, from /proc.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the parenthesised command name: the state (field 3), then
-    // utime and stime are fields 14 and 15, in clock ticks (100 a second).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = field(14) + field(15);
-    Duration::from_millis(ticks * 10)
-}
-
 fn settings(url: &str, name: &str) -> ClusterSettings {
     let mut settings = ClusterSettings::new(url, Mode::Standalone).unwrap();
     settings.node_name = name.to_owned();
     settings.prefix = "load:".to_owned();
     settings
-}
-
-fn percentile(sorted: &[u64], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    Duration::from_nanos(sorted[index])
 }
 
 async fn wait(what: &str, mut done: impl FnMut() -> bool) {
@@ -126,7 +70,7 @@ async fn main() {
             (Some(redis), url)
         }
     };
-    let redis_pid = redis.as_ref().map(|r| r.0.id());
+    let redis_pid = redis.as_ref().map(|r| r.pid());
     let epoch = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(200_000)));
