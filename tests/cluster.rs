@@ -848,3 +848,41 @@ async fn a_reload_that_adds_or_removes_cluster_restarts_the_link_with_the_member
     send_text(&mut second, "alone again").await;
     expect_text(&mut on_a, "alone again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_from_another_node_is_checked_before_it_closes_anything() {
+    if !installed() {
+        return;
+    }
+    let Some(signer) = signer() else { return };
+    let redis = RedisServer::standalone();
+    let node = nodes(&redis, &["node-a"], &auth_table(signer))
+        .await
+        .remove(0);
+    let bob = signer.hs256(json!({"sub": "bob", "exp": unix_now(600), "join": ["news"]}));
+    let mut on_a = connect(&node, "/news", &bob).await;
+    numsub(&redis, "wsedge:user:bob", 1).await;
+    // Another node, as the library: what it publishes is what a node of
+    // another build (or a bad actor on Redis) could.
+    let mut settings =
+        wsedge::cluster::ClusterSettings::new(&redis.url(), wsedge::cluster::Mode::Standalone)
+            .unwrap();
+    settings.node_name = "other".to_owned();
+    let other = wsedge::cluster::Link::start(settings, |_| {}).unwrap();
+    until("the other link up", || other.state() == LinkState::Up).await;
+    // 1006 is never sent in a close frame, and a reason must fit in one.
+    assert!(other.publish_disconnect("bob", None, 1006, ""));
+    assert!(other.publish_disconnect("bob", None, 4000, &"x".repeat(124)));
+    let bob_target = wsedge::cluster::Target::User {
+        user: "bob".into(),
+        channel: None,
+    };
+    assert!(other.publish(&bob_target, &ServerMessage::text("still open"), None));
+    expect_text(&mut on_a, "still open").await;
+    assert!(other.publish_disconnect("bob", None, 4002, "from elsewhere"));
+    let close = next_close(&mut on_a).await.expect("a close frame");
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (CloseCode::from(4002), "from elsewhere")
+    );
+}

@@ -9,7 +9,11 @@ use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 
-use super::{error::Error, state::ServerState};
+use super::{
+    error::Error,
+    handle::{MAX_CLOSE_REASON, is_application_close_code},
+    state::ServerState,
+};
 use crate::{
     channel::{Users, deliver_to_user},
     cluster::{Body, ClusterSettings, Envelope, Link, Target},
@@ -21,6 +25,7 @@ impl ServerState {
     /// Starts the link of the running configuration, if it has
     /// `[cluster]`; from now on reloads may start and replace links.
     pub(super) fn start_cluster(self: &Arc<Self>) -> Result<(), Error> {
+        // Active first: a reload from now on replaces what starts here.
         self.remote.set_active(true);
         let settings = self
             .snapshot
@@ -29,8 +34,11 @@ impl ServerState {
             .cluster
             .as_ref()
             .map(|cluster| cluster.settings.clone());
-        if let Some(settings) = settings {
-            self.run_link(settings)?;
+        if let Some(settings) = settings
+            && let Err(error) = self.run_link(settings)
+        {
+            self.remote.set_active(false);
+            return Err(error);
         }
         Ok(())
     }
@@ -145,7 +153,11 @@ impl Inbound {
                 deliver_to_user(&users, &self.counters, &user, on, &message);
             }
             (Target::User { user, .. }, Body::Disconnect { code, reason }) => {
-                users.disconnect(&user, envelope.except, code, &reason);
+                // Checked by the node that sent it; a close frame this node
+                // could not send is not sent.
+                if is_application_close_code(code) && reason.len() <= MAX_CLOSE_REASON {
+                    users.disconnect(&user, envelope.except, code, &reason);
+                }
             }
             // Refused by the decoder: a disconnect names a user.
             (Target::Channel(_) | Target::Room { .. }, Body::Disconnect { .. }) => {}

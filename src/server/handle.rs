@@ -261,11 +261,11 @@ pub const MAX_PRESENCE_PAGE: usize = 1000;
 
 /// Longest close reason: a close frame's payload is at most 125 bytes, two
 /// of which are the code (RFC 6455 section 5.5).
-const MAX_CLOSE_REASON: usize = 123;
+pub(super) const MAX_CLOSE_REASON: usize = 123;
 
 /// Whether an application may close with `code`: normal, going away, policy,
 /// or the registered (3000-3999) and private (4000-4999) ranges.
-fn is_application_close_code(code: u16) -> bool {
+pub(super) fn is_application_close_code(code: u16) -> bool {
     matches!(
         code,
         close::NORMAL | close::GOING_AWAY | close::POLICY_VIOLATION | 3000..=4999
