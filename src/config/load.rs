@@ -17,7 +17,7 @@
 //! without a line to point at. Where each was named travels beside the
 //! configuration, in [`AuthFiles`].
 
-use std::{fmt, ops::Range};
+use std::{fmt, ops::Range, path::Path};
 
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tokio_rustls::rustls::RootCertStore;
@@ -180,23 +180,9 @@ fn cluster_files(
         files,
     } = cluster;
     if let (Some(file), Some(span)) = (&password_file, files.password) {
-        match std::fs::read_to_string(file) {
-            Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
-                settings.password = Some(Password::new(&text));
-            }
-            Ok(_) => {
-                scope.error(span, "password_file", format!("{} is empty; put the Redis password (`requirepass`, or the ACL user's) in it", file.display()));
-                return None;
-            }
-            Err(error) => {
-                scope.error(
-                    span,
-                    "password_file",
-                    format!("cannot read {}: {error}", file.display()),
-                );
-                return None;
-            }
-        }
+        let fill = "put the Redis password (`requirepass`, or the ACL user's) in it";
+        let text = read_secret(file, span, "password_file", fill, scope)?;
+        settings.password = Some(Password::new(&text));
     }
     if let (Some(file), Some(span)) = (&ca_file, files.ca) {
         let mut roots = RootCertStore::empty();
@@ -272,24 +258,41 @@ fn identity(tls: TlsSettings<Unread>, scope: &mut Scope<'_, '_>) -> Option<TlsSe
     }
 }
 
+/// Reads a file that holds a secret (a token, a password): its text, or an
+/// error at `key` when it cannot be read or holds only whitespace (`fill`
+/// says what belongs in it).
+fn read_secret(
+    file: &Path,
+    span: Range<usize>,
+    key: &str,
+    fill: &str,
+    scope: &mut Scope<'_, '_>,
+) -> Option<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) if !text.trim().is_empty() => Some(text),
+        Ok(_) => {
+            scope.error(span, key, format!("{} is empty; {fill}", file.display()));
+            None
+        }
+        Err(error) => {
+            scope.error(
+                span,
+                key,
+                format!("cannot read {}: {error}", file.display()),
+            );
+            None
+        }
+    }
+}
+
 /// Reads the bearer token, surrounding whitespace trimmed.
 fn token(admin: AdminSettings<Unread>, scope: &mut Scope<'_, '_>) -> Option<AdminSettings> {
     let token = match (&admin.token_file, admin.token) {
-        (Some(file), Some(span)) => match std::fs::read_to_string(file) {
-            Ok(text) if !text.trim().is_empty() => Some(AdminToken(text.trim().to_owned())),
-            Ok(_) => {
-                scope.error(span, "token_file", format!("{} is empty; put a long random token in it (for example `openssl rand -hex 32`)", file.display()));
-                return None;
-            }
-            Err(error) => {
-                scope.error(
-                    span,
-                    "token_file",
-                    format!("cannot read {}: {error}", file.display()),
-                );
-                return None;
-            }
-        },
+        (Some(file), Some(span)) => {
+            let fill = "put a long random token in it (for example `openssl rand -hex 32`)";
+            let text = read_secret(file, span, "token_file", fill, scope)?;
+            Some(AdminToken(text.trim().to_owned()))
+        }
         _ => None,
     };
     Some(AdminSettings {
