@@ -25,14 +25,6 @@ max_rooms_per_connection = 2
 max_members = 3
 "#;
 
-/// The next message as JSON.
-async fn next_json(ws: &mut Ws) -> Value {
-    match next_data(ws).await {
-        Message::Text(text) => serde_json::from_str(&text).expect("the hub answers JSON"),
-        other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
 async fn request(ws: &mut Ws, value: Value) -> Value {
     send_text(ws, &value.to_string()).await;
     next_json(ws).await

@@ -8,9 +8,7 @@ mod common;
 
 use common::{jwt::*, *};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{
-    Message, client::IntoClientRequest, protocol::frame::coding::CloseCode,
-};
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 const CONFIG: &str = r#"
 [server]
@@ -47,34 +45,8 @@ async fn server(signer: &Signer) -> AdminServer {
     .await
 }
 
-/// A token for `user` allowed to join and publish everywhere but `hub:private`
-/// unless `grants` say otherwise.
-fn token(signer: &Signer, user: &str, grants: &[&str]) -> String {
-    signer.hs256(json!({"sub": user, "exp": unix_now(600), "join": grants, "publish": grants}))
-}
-
+/// Grants to join and publish on every channel of [`CONFIG`].
 const EVERYWHERE: &[&str] = &["news", "chat", "hub"];
-
-async fn connect(server: &AdminServer, path: &str, token: &str) -> Ws {
-    let mut request = format!("ws://{}{path}", server.ws)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let stream = tokio::net::TcpStream::connect(server.ws).await.unwrap();
-    tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {path}: {e}"))
-        .0
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    match next_data(ws).await {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
 
 async fn admin_post(server: &AdminServer, path: &str, body: &str) -> HttpAnswer {
     http(
@@ -89,11 +61,13 @@ async fn admin_post(server: &AdminServer, path: &str, body: &str) -> HttpAnswer 
 async fn log_out_my_other_devices_closes_all_but_one_connection() {
     let Some(signer) = signer() else { return };
     let server = server(signer).await;
-    let u1 = token(signer, "u1", EVERYWHERE);
-    let mut phone = connect(&server, "/news", &u1).await;
-    let mut tablet = connect(&server, "/news", &u1).await;
-    let mut laptop = connect(&server, "/chat/lobby", &u1).await;
-    let other = connect(&server, "/news", &token(signer, "u2", EVERYWHERE)).await;
+    let u1 = user_token(signer, "u1", EVERYWHERE);
+    let mut phone = server.ws_as("/news", &u1).await;
+    let mut tablet = server.ws_as("/news", &u1).await;
+    let mut laptop = server.ws_as("/chat/lobby", &u1).await;
+    let other = server
+        .ws_as("/news", &user_token(signer, "u2", EVERYWHERE))
+        .await;
     let connections = server.handle.user_connections("u1");
     assert_eq!(connections.len(), 3, "{connections:?}");
     let keep = connections
@@ -152,17 +126,17 @@ async fn presence_counts_users_once_and_notices_first_joins_and_last_leaves() {
     let Some(signer) = signer() else { return };
     let server = server(signer).await;
     let (u1, u2) = (
-        token(signer, "u1", EVERYWHERE),
-        token(signer, "u2", EVERYWHERE),
+        user_token(signer, "u1", EVERYWHERE),
+        user_token(signer, "u2", EVERYWHERE),
     );
-    let mut first = connect(&server, "/chat/lobby", &u1).await;
-    let tab_a = connect(&server, "/chat/lobby", &u2).await;
+    let mut first = server.ws_as("/chat/lobby", &u1).await;
+    let tab_a = server.ws_as("/chat/lobby", &u2).await;
     assert_eq!(
         next_json(&mut first).await,
         json!({"type": "presence", "event": "join", "room": "lobby", "user": "u2"})
     );
     // A second tab is no second join: the next thing u1 sees is a marker.
-    let tab_b = connect(&server, "/chat/lobby", &u2).await;
+    let tab_b = server.ws_as("/chat/lobby", &u2).await;
     let page = server
         .handle
         .presence("chat", Some("lobby"), None, 10)
@@ -205,9 +179,15 @@ async fn presence_counts_users_once_and_notices_first_joins_and_last_leaves() {
 async fn hub_direct_messages_are_stamped_and_grants_gate_joins_and_posts() {
     let Some(signer) = signer() else { return };
     let server = server(signer).await;
-    let mut alice = connect(&server, "/hub", &token(signer, "alice", EVERYWHERE)).await;
-    let mut bob = connect(&server, "/hub", &token(signer, "bob", EVERYWHERE)).await;
-    let mut guest = connect(&server, "/hub", &token(signer, "guest", &["hub:public"])).await;
+    let mut alice = server
+        .ws_as("/hub", &user_token(signer, "alice", EVERYWHERE))
+        .await;
+    let mut bob = server
+        .ws_as("/hub", &user_token(signer, "bob", EVERYWHERE))
+        .await;
+    let mut guest = server
+        .ws_as("/hub", &user_token(signer, "guest", &["hub:public"]))
+        .await;
     send_text(
         &mut alice,
         &json!({"type": "dm", "to": "bob", "payload": {"hi": 1}, "from": "forged", "id": 1})
@@ -256,7 +236,7 @@ async fn hub_direct_messages_are_stamped_and_grants_gate_joins_and_posts() {
     // closes 1008.
     let join_only = signer
         .hs256(json!({"sub": "reader", "exp": unix_now(600), "join": ["news"], "publish": []}));
-    let mut reader = connect(&server, "/news", &join_only).await;
+    let mut reader = server.ws_as("/news", &join_only).await;
     send_text(&mut reader, "hello").await;
     let close = next_close(&mut reader).await.expect("a close frame");
     assert_eq!(close.code, CloseCode::Policy);
@@ -274,7 +254,7 @@ async fn three_users_chat_over_the_hub_from_python() {
     let server = server(signer).await;
     let tokens: Vec<String> = ["alice", "bob", "carol"]
         .iter()
-        .map(|user| token(signer, user, EVERYWHERE))
+        .map(|user| user_token(signer, user, EVERYWHERE))
         .collect();
     let output = tokio::process::Command::new(&python)
         .arg(common::peers::peers_dir().join("hub_chat.py"))

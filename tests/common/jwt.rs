@@ -81,6 +81,14 @@ impl Signer {
     }
 }
 
+/// A token for `user`, valid for ten minutes, that may join and publish
+/// where `grants` say (channel names or `channel:room` patterns).
+pub fn user_token(signer: &Signer, user: &str, grants: &[&str]) -> String {
+    signer.hs256(
+        serde_json::json!({"sub": user, "exp": unix_now(600), "join": grants, "publish": grants}),
+    )
+}
+
 /// Seconds since the epoch, `offset` from now: claim times.
 pub fn unix_now(offset: i64) -> i64 {
     SystemTime::now()

@@ -472,6 +472,19 @@ where
     }
 }
 
+/// The next data message as JSON (a hub's answers, presence notices);
+/// panics on anything else.
+pub async fn next_json<S>(ws: &mut WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match next_data(ws).await {
+        Message::Text(text) => serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("expected JSON ({e}), got {text:?}")),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
 /// Reads until the server's close frame and returns it.
 pub async fn next_close<S>(ws: &mut WebSocketStream<S>) -> Option<CloseFrame>
 where
@@ -598,6 +611,23 @@ impl AdminServer {
         let request = format!("ws://{}{path}", self.ws)
             .into_client_request()
             .unwrap();
+        let (ws, _) =
+            tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
+                .await
+                .expect("handshake answered")
+                .unwrap_or_else(|e| panic!("ws connect to {path} failed: {e}"));
+        ws
+    }
+
+    /// A ws:// client on `path` with `token` as its bearer credentials.
+    pub async fn ws_as(&self, path: &str, token: &str) -> Ws {
+        let mut request = format!("ws://{}{path}", self.ws)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let stream = TcpStream::connect(self.ws).await.unwrap();
         let (ws, _) =
             tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
                 .await
