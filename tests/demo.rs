@@ -12,7 +12,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    AdminServer,
     browser::{Browser, assert_screenshot},
     eventually, example_config, peers,
 };
@@ -44,17 +43,6 @@ fn news_connections(stats: &wsedge::Stats) -> Option<usize> {
         .iter()
         .find(|channel| channel.name == "news")
         .map(|channel| channel.connections)
-}
-
-/// Reloads the server with `text` plus the admin table `start_with_admin` added.
-async fn reload(server: &AdminServer, text: &str) {
-    let admin = format!(
-        "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
-        server.dir.path().join("admin.token").display().to_string()
-    );
-    let config = wsedge::Config::from_toml_str(&format!("{text}{admin}"))
-        .unwrap_or_else(|e| panic!("reload config is invalid: {e}"));
-    server.handle.reload(config).await.expect("reload applies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,12 +81,12 @@ async fn two_pages_chat_and_the_ticker_survives_a_1001() {
 
     // A reload that removes /news closes its connections with 1001; the
     // pages' attempts meanwhile get 404. The next reload restores it.
-    reload(&server, &without_news(&example)).await;
+    server.reload(&without_news(&example)).await;
     eventually(&server.handle, |stats| {
         stats.traffic.disconnects.get(&("1001", "server")) == Some(&2)
     })
     .await;
-    reload(&server, &example).await;
+    server.reload(&example).await;
     eventually(&server.handle, |stats| news_connections(stats) == Some(2)).await;
     let after = "09:31:00  ACME       100.25  ▲ 0.25%";
     assert_eq!(server.publish_text("news", after).await, 2);

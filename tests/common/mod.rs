@@ -636,6 +636,18 @@ impl AdminServer {
         ws
     }
 
+    /// Reloads with the configuration `text` and the `[admin]` table
+    /// [`start_with_admin`] added; panics if the reload is refused.
+    pub async fn reload(&self, text: &str) -> wsedge::ReloadReport {
+        let admin = format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {:?}\n",
+            self.dir.path().join("admin.token").display().to_string()
+        );
+        let config = Config::from_toml_str(&format!("{text}{admin}"))
+            .unwrap_or_else(|e| panic!("reload config is invalid: {e}"));
+        self.handle.reload(config).await.expect("reload applies")
+    }
+
     /// `GET path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> HttpAnswer {
         http(self.admin, &format!("GET {path} HTTP/1.1"), b"").await
