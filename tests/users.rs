@@ -38,8 +38,13 @@ presence_events = true
 "#;
 
 async fn server(signer: &Signer) -> AdminServer {
+    server_reading(signer, r#"["bearer"]"#).await
+}
+
+/// A server that reads tokens from `sources`.
+async fn server_reading(signer: &Signer, sources: &str) -> AdminServer {
     start_with_admin(&format!(
-        "{CONFIG}\n[auth]\nalgorithms = [\"HS256\"]\nsecret_file = {:?}\nsources = [\"bearer\"]\n",
+        "{CONFIG}\n[auth]\nalgorithms = [\"HS256\"]\nsecret_file = {:?}\nsources = {sources}\n",
         signer.path("hmac.secret")
     ))
     .await
@@ -278,5 +283,146 @@ async fn three_users_chat_over_the_hub_from_python() {
             .count(),
         15,
         "{stdout}"
+    );
+}
+
+/// The same three-user chat in headless Chromium
+/// (tests/peers/chromium_hub_chat.mjs): each user a page of
+/// tests/peers/hub_chat.html, a plain `WebSocket`, in a browser context of
+/// its own; alice authenticated by her cookie, bob and carol by a
+/// subprotocol entry. What each page received is asserted here: room
+/// messages stamped with their sender and never echoed, the dm at its
+/// target only, each join and leave told once to each other member, and
+/// every request answered once under its id.
+#[tokio::test]
+async fn three_users_chat_over_the_hub_in_chromium() {
+    let Some(signer) = signer() else { return };
+    let Some(node) = common::peers::chromium() else {
+        return;
+    };
+    let server = server_reading(signer, r#"["cookie", "protocol"]"#).await;
+    let tokens: Vec<String> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|user| user_token(signer, user, EVERYWHERE))
+        .collect();
+    let output = tokio::process::Command::new(&node)
+        .current_dir(common::peers::peers_dir())
+        .arg("chromium_hub_chat.mjs")
+        .arg(format!("ws://{}/hub", server.ws))
+        .args(&tokens)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(common::browser::STEP_TIMEOUT, output)
+        .await
+        .expect("chromium_hub_chat.mjs finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.ends_with("OK\n"),
+        "chromium_hub_chat.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let observed: std::collections::HashMap<&str, Vec<Value>> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("observed "))
+        .map(|rest| {
+            let (user, json) = rest.split_once(' ').unwrap();
+            (user, serde_json::from_str(json).unwrap())
+        })
+        .collect();
+    assert_eq!(observed.len(), 3, "{stdout}");
+    let users = ["alice", "bob", "carol"];
+    let count =
+        |value: &Value| users.map(|user| observed[user].iter().filter(|m| *m == value).count());
+
+    let hello =
+        json!({"type": "message", "room": "lobby", "from": "alice", "payload": {"text": "hello"}});
+    assert_eq!(count(&hello), [0, 1, 1], "to the others, once: {stdout}");
+    let dm = json!({"type": "dm", "from": "bob", "payload": "psst"});
+    assert_eq!(count(&dm), [0, 0, 1], "to its target only: {stdout}");
+    let deliveries = users.map(|user| {
+        observed[user]
+            .iter()
+            .filter(|m| m["type"] == "message" || m["type"] == "dm")
+            .count()
+    });
+    assert_eq!(
+        deliveries,
+        [0, 1, 2],
+        "nothing else was delivered: {stdout}"
+    );
+
+    // Presence, in order: each change once to each member that saw it,
+    // never about oneself. Alice's own join may have been waiting to be
+    // coalesced when bob arrived; then bob was told of it.
+    let notices = |user: &str| -> Vec<(String, String)> {
+        observed[user]
+            .iter()
+            .filter(|m| m["type"] == "presence")
+            .map(|m| {
+                assert_eq!(m["room"], "lobby", "{m}");
+                (
+                    m["event"].as_str().unwrap().to_owned(),
+                    m["user"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(event, user)| (event.to_string(), user.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        notices("alice"),
+        pairs(&[("join", "bob"), ("join", "carol"), ("leave", "carol")])
+    );
+    let mut bob = notices("bob");
+    if bob.first() == Some(&("join".to_owned(), "alice".to_owned())) {
+        bob.remove(0);
+    }
+    assert_eq!(
+        bob,
+        pairs(&[("join", "carol"), ("leave", "carol"), ("leave", "alice")])
+    );
+    assert_eq!(
+        notices("carol"),
+        [],
+        "carol came after the others' joins were told"
+    );
+
+    // Each request answered once, in order, its id back as replyTo.
+    let answers = |user: &str| -> Vec<(String, Value)> {
+        observed[user]
+            .iter()
+            .filter(|m| m.get("replyTo").is_some())
+            .map(|m| (m["type"].as_str().unwrap().to_owned(), m["replyTo"].clone()))
+            .collect()
+    };
+    let replies = |list: &[(&str, i64)]| -> Vec<(String, Value)> {
+        list.iter()
+            .map(|(kind, id)| (kind.to_string(), json!(id)))
+            .collect()
+    };
+    assert_eq!(
+        answers("alice"),
+        replies(&[("joined", 1), ("ack", 2), ("error", 3), ("left", 4)])
+    );
+    assert_eq!(answers("bob"), replies(&[("joined", 1), ("ack", 2)]));
+    assert_eq!(answers("carol"), replies(&[("joined", 1), ("left", 2)]));
+
+    let stats = eventually(&server.handle, |stats| stats.connections == 0).await;
+    assert_eq!(stats.users, 0);
+    assert_eq!(
+        stats.auth.get(&("accepted", "cookie")),
+        Some(&1),
+        "{:?}",
+        stats.auth
+    );
+    assert_eq!(
+        stats.auth.get(&("accepted", "protocol")),
+        Some(&2),
+        "{:?}",
+        stats.auth
     );
 }

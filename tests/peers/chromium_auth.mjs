@@ -14,94 +14,31 @@
 // Prints one `ok: ...` line per check; exits 0 when all held, 1 with a FAIL:
 // line otherwise.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from './chromium.mjs';
 
 const [base, alice, bob] = process.argv.slice(2);
 if (!base || !alice || !bob) {
-  console.error('FAIL: usage: node chromium_auth.mjs ws://HOST:PORT TOKEN_ALICE TOKEN_BOB');
+  console.log('FAIL: usage: node chromium_auth.mjs ws://HOST:PORT TOKEN_ALICE TOKEN_BOB');
   process.exit(2);
 }
 
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-features=LocalNetworkAccessChecks',
-];
-
-let context = null;
-const userDataDir = mkdtempSync(join(tmpdir(), 'wsedge-chromium-auth-'));
-
-async function finish(code, message) {
-  if (message) console.error(`FAIL: ${message}`);
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-  process.exit(code);
-}
-
-setTimeout(() => finish(1, 'no result within 90 s'), 90_000).unref();
-
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: FLAGS,
-    timeout: 60_000,
-  });
+await run(90, async (browser) => {
+  const context = await browser.newContext();
   const host = new URL(base.replace(/^ws/, 'http')).hostname;
   // Only for /echo: the other sockets authenticate in other ways.
   await context.addCookies([{ name: 'access_token', value: alice, domain: host, path: '/echo' }]);
-  const page = context.pages()[0] ?? (await context.newPage());
+  const page = await context.newPage();
   page.on('console', (message) => console.log(`page console: ${message.text()}`));
   // A page of the server's own origin (its 404): the cookie is then
   // same-site, as for an application served beside its WebSocket.
   await page.goto(`${base.replace(/^ws/, 'http')}/nowhere`);
+  await page.addScriptTag({ path: join(dirname(fileURLToPath(import.meta.url)), 'socket_inbox.js') });
 
   const results = await page.evaluate(async ({ base, alice, bob }) => {
     const out = [];
-    // A socket with an inbox: `next()` is the next message as JSON or text.
-    const open = (url, protocols) =>
-      new Promise((resolve, reject) => {
-        const ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url);
-        const inbox = [];
-        let wake = null;
-        let closed = null;
-        ws.addEventListener('close', (event) => {
-          closed = `${event.code} ${event.reason}`;
-          if (wake) wake();
-        });
-        ws.onmessage = (event) => {
-          inbox.push(event.data);
-          if (wake) wake();
-        };
-        ws.next = () =>
-          new Promise((done, fail) => {
-            const timer = setTimeout(() => fail(new Error(`nothing on ${url} within 10 s`)), 10_000);
-            const take = () => {
-              if (inbox.length) {
-                clearTimeout(timer);
-                wake = null;
-                const data = inbox.shift();
-                try { done(JSON.parse(data)); } catch { done(data); }
-              } else if (closed) {
-                clearTimeout(timer);
-                fail(new Error(`${url} closed (${closed}) while waiting`));
-              }
-            };
-            wake = take;
-            take();
-          });
-        ws.onopen = () => resolve(ws);
-        ws.onerror = () => reject(new Error(`${url}: the handshake failed`));
-      });
+    const open = window.openSocket;
 
     const cookie = await open(`${base}/echo`);
     cookie.send('by cookie');
@@ -146,10 +83,9 @@ try {
     'hub message': 'message lobby alice hi bob',
   };
   for (const [what, value] of results) {
-    if (expected[what] !== value) await finish(1, `${what}: got ${JSON.stringify(value)}, wanted ${JSON.stringify(expected[what])}`);
+    if (expected[what] !== value) {
+      throw new Error(`${what}: got ${JSON.stringify(value)}, wanted ${JSON.stringify(expected[what])}`);
+    }
     console.log(`ok: ${what}`);
   }
-  await finish(0);
-} catch (error) {
-  await finish(1, String(error?.stack ?? error));
-}
+});
