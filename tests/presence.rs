@@ -496,18 +496,29 @@ async fn reloads_keep_presence_exact_and_leaves_told_once() {
     close_and_wait(hub_tab).await;
     assert_eq!(lobby.next_presence().await, notice("leave", "lobby", "u2"));
     assert_eq!(hub.next_presence().await, notice("leave", "lobby", "u2"));
+    // Told once: the next notice each watcher gets is the next arrival's.
     let mut late = server.ws_as("/chat/lobby", &u4).await;
+    let mut late_hub = server.ws_as("/hub", &u4).await;
+    join_hub_rooms(&mut late_hub, &["lobby"]).await;
     assert_eq!(lobby.next_presence().await, notice("join", "lobby", "u4"));
+    assert_eq!(hub.next_presence().await, notice("join", "lobby", "u4"));
     assert_eq!(
         presence(&server, "chat/lobby").await,
         present(2, &["u1", "u4"])
     );
-    assert_eq!(presence(&server, "hub/lobby").await, present(1, &["u1"]));
+    assert_eq!(
+        presence(&server, "hub/lobby").await,
+        present(2, &["u1", "u4"])
+    );
     assert_eq!(presence(&server, "news").await, present(2, &["u2", "u3"]));
 
     // A reload that replaces `chat` (another kind) closes its connections
     // 1001; the new channel starts empty, the others are untouched.
-    server.reload(&chat_as_broadcast(&changed)).await;
+    let report = server.reload(&chat_as_broadcast(&changed)).await;
+    assert_eq!(
+        (report.removed, report.added),
+        (vec!["chat".to_owned()], vec!["chat".to_owned()])
+    );
     let close = lobby.closed().await.expect("a close frame");
     assert_eq!(close.code, CloseCode::Away);
     assert_eq!(
@@ -515,13 +526,21 @@ async fn reloads_keep_presence_exact_and_leaves_told_once() {
         Some(CloseCode::Away)
     );
     wait_closed(&mut late).await;
-    let stats = eventually(&server.handle, |stats| stats.connections == 3).await;
+    let stats = eventually(&server.handle, |stats| stats.connections == 4).await;
     assert_eq!(
-        stats.users, 3,
-        "u1 on the hub, u2 and u3 on news: {stats:#?}"
+        stats.users, 4,
+        "u1 and u4 on the hub, u2 and u3 on news: {stats:#?}"
     );
     assert_eq!(presence(&server, "chat").await, present(0, &[]));
-    assert_eq!(presence(&server, "hub/lobby").await, present(1, &["u1"]));
+    assert_eq!(
+        presence(&server, "hub/lobby").await,
+        present(2, &["u1", "u4"])
+    );
     assert_eq!(presence(&server, "news").await, present(2, &["u2", "u3"]));
-    drop(news);
+    assert_eq!(
+        server.handle.user_connections("u4").len(),
+        1,
+        "its hub connection"
+    );
+    drop((news, late_hub));
 }
