@@ -25,13 +25,14 @@
 //   LOGOUT                            logs out; checks the login form is back and
 //                                     no data is left; prints OK and exits 0
 //
-// On any failure a FAIL: line and exit 1. Flags as in chromium_demo.mjs.
+// On any failure a FAIL: line and exit 1. Chromium's flags are chromium.mjs's.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { EXECUTABLE, FLAGS } from './chromium.mjs';
 
 const [adminUrl, token, screenshot] = process.argv.slice(2);
 if (!/^http:\/\//.test(adminUrl ?? '') || !token || !screenshot) {
@@ -39,18 +40,6 @@ if (!/^http:\/\//.test(adminUrl ?? '') || !token || !screenshot) {
   process.exit(2);
 }
 
-const EXECUTABLE = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-features=LocalNetworkAccessChecks',
-];
 // Bound for each thing awaited in the page: frames come every second.
 const STEP_TIMEOUT = 15_000;
 

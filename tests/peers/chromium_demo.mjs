@@ -19,8 +19,7 @@
 //   checks the reconnect policy of wsedge-client.js in the page
 //   prints OK and exits 0; on any failure a FAIL: line and exit 1.
 //
-// Flags as in chromium_echo.mjs (--disable-features=LocalNetworkAccessChecks:
-// a page on 127.0.0.1 opening WebSockets to 127.0.0.1 must not be prompted).
+// Chromium's flags are chromium.mjs's.
 
 import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -28,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { extname, join, normalize, sep } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { EXECUTABLE, FLAGS } from './chromium.mjs';
 
 const [demoDir, wsBase, screenshot] = process.argv.slice(2);
 if (!demoDir || !/^wss?:\/\//.test(wsBase ?? '') || !screenshot) {
@@ -35,18 +35,6 @@ if (!demoDir || !/^wss?:\/\//.test(wsBase ?? '') || !screenshot) {
   process.exit(2);
 }
 
-const EXECUTABLE = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-features=LocalNetworkAccessChecks',
-];
 // Bound for each thing awaited in a page; a reconnection after 1001 waits up
 // to the client's goingAwayWindow (5 s) plus backoff.
 const STEP_TIMEOUT = 30_000;

@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { EXECUTABLE, FLAGS } from './chromium.mjs';
 
 const url = process.argv[2];
 if (!url || !/^wss?:\/\//.test(url)) {
@@ -23,19 +24,6 @@ if (!url || !/^wss?:\/\//.test(url)) {
   process.exit(2);
 }
 
-const EXECUTABLE = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--ignore-certificate-errors',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-features=LocalNetworkAccessChecks',
-];
 
 let context = null;
 // The handshake as the browser saw it (over the DevTools protocol).
@@ -62,7 +50,7 @@ try {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: EXECUTABLE,
     headless: true,
-    args: FLAGS,
+    args: [...FLAGS, '--ignore-certificate-errors'],
     ignoreHTTPSErrors: true,
     timeout: 60_000,
   });
