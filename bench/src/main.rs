@@ -95,6 +95,11 @@ struct RunArgs {
     /// (e.g. --echo 100:4096:1 for one run to profile).
     #[arg(long, value_parser = parse_echo)]
     echo: Vec<(usize, usize, usize)>,
+    /// Replace the profile's fan-out runs: SUBSCRIBERS:RATE, repeatable,
+    /// RATE 0 for a saturating run (window 8); 64-byte messages (e.g.
+    /// --fanout 10000:10 for the lone-delivery run alone).
+    #[arg(long, value_parser = parse_fanout)]
+    fanout: Vec<(usize, u32)>,
 }
 
 pub(crate) fn parse_target(text: &str) -> Result<(String, Option<u32>, String), String> {
@@ -125,6 +130,22 @@ fn parse_metrics(text: &str) -> Result<(String, SocketAddr), String> {
         return Err(format!("{text:?}: only loopback addresses are allowed"));
     }
     Ok((name.to_owned(), addr))
+}
+
+/// The window and message size of a fan-out run given with `--fanout`,
+/// the profiles' own.
+const FANOUT_WINDOW: u64 = 8;
+const FANOUT_SIZE: usize = 64;
+
+fn parse_fanout(text: &str) -> Result<(usize, u32), String> {
+    let expected = || format!("{text:?}: expected SUBSCRIBERS:RATE");
+    let (subscribers, rate) = text.split_once(':').ok_or_else(expected)?;
+    let subscribers: usize = subscribers.parse().map_err(|_| expected())?;
+    let rate: u32 = rate.parse().map_err(|_| expected())?;
+    if subscribers == 0 || subscribers > 19_900 {
+        return Err(format!("{text:?}: 1 to 19,900 subscribers"));
+    }
+    Ok((subscribers, rate))
 }
 
 fn parse_echo(text: &str) -> Result<(usize, usize, usize), String> {
@@ -263,6 +284,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut plan = args.profile.plan();
     if !args.echo.is_empty() {
         plan.echo = args.echo.clone();
+    }
+    if !args.fanout.is_empty() {
+        plan.fanout = args
+            .fanout
+            .iter()
+            .map(|&(subscribers, rate)| {
+                let window = if rate == 0 { FANOUT_WINDOW } else { 0 };
+                (subscribers, rate, window, FANOUT_SIZE)
+            })
+            .collect();
     }
     let contexts = args
         .targets

@@ -11,6 +11,7 @@ use std::{
 use crate::{
     stats::{Counters, Reason},
     ws::{
+        cork::Cork,
         encoder::{Delivery, Encoding},
         outbox::{Outbox, Outgoing, Rejected},
     },
@@ -164,6 +165,8 @@ impl Members {
         except: Option<ConnectionId>,
         counters: &Counters,
     ) -> usize {
+        // Released after the lock: no socket is written while it is held.
+        let _cork = Cork::hold();
         let inner = self.read();
         let mut delivered = 0;
         for (id, member) in inner.entries.iter() {
@@ -179,6 +182,7 @@ impl Members {
     /// Queues `delivery` for every member that is not `user`'s (a presence
     /// notice is news to the others only).
     pub(crate) fn deliver_to_others(&self, delivery: &Delivery, user: &str, counters: &Counters) {
+        let _cork = Cork::hold();
         let inner = self.read();
         for member in inner.entries.values() {
             if member.user.as_deref() != Some(user) {

@@ -17,7 +17,7 @@ use super::members::{ConnectionId, Member, UserId, queue};
 use crate::{
     stats::Counters,
     sync::{read, write},
-    ws::encoder::Delivery,
+    ws::{cork::Cork, encoder::Delivery},
 };
 
 /// Identifies a live channel (not its name: a reload may replace a channel
@@ -106,6 +106,8 @@ impl Users {
         delivery: &Delivery,
         counters: &Counters,
     ) -> usize {
+        // Released after the lock: no socket is written while it is held.
+        let _cork = Cork::hold();
         let by_user = read(&self.by_user);
         let Some(connections) = by_user.get(user) else {
             return 0;

@@ -41,6 +41,7 @@ use crate::{
     snapshot::Snapshot,
     stats::{Counters, Reason},
     ws::{
+        cork,
         deflate::negotiate::Agreement,
         encoder::{Encoding, WriterEncoder},
         frame,
@@ -124,15 +125,16 @@ impl Session {
         // write half back for the lingering close; dropping the handle
         // aborts it.
         let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
-            let mut write = write;
-            let written = writer::run(receiver, &mut write, encoder).await;
+            let (write, written) = writer::run(receiver, Box::new(write), encoder).await;
             (write, written.is_ok())
         }));
         let inbound = Inbound::new();
         let exchange = async {
             let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
             let guard = FrameGuard::new(&mut read, tracker, &inbound);
-            let reading = read_messages(
+            // Corked: what one read brings in leaves as one write per
+            // recipient, once the reader has nothing more to read.
+            let reading = cork::corked(read_messages(
                 guard,
                 &inbound,
                 deflate,
@@ -144,7 +146,7 @@ impl Session {
                     outbox: &outbox,
                 },
                 &limits,
-            );
+            ));
             let watching = heartbeat(&inbound, &outbox, &limits);
             let expiring = expiry.wait();
             tokio::pin!(reading, watching, expiring);

@@ -180,6 +180,12 @@ impl WriterEncoder {
             .and_then(DedicatedCompressor::release_at)
     }
 
+    /// Whether this encoder compresses (dedicated mode with
+    /// permessage-deflate): its messages cost more than a header to frame.
+    pub(crate) fn compresses(&self) -> bool {
+        self.compressor.is_some()
+    }
+
     /// Releases the connection's compressor if it has been idle long enough.
     pub(crate) fn release_if_idle(&mut self) {
         if let Some(compressor) = &mut self.compressor {

@@ -2,6 +2,7 @@
 //! outbound queue and its writer, and the session that reads frames with
 //! fastwebsockets and hands messages to the channel.
 
+pub(crate) mod cork;
 pub(crate) mod deflate;
 pub(crate) mod encoder;
 pub(crate) mod frame;

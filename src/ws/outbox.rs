@@ -1,12 +1,22 @@
-//! A connection's outbound queue, bounded in bytes; its writer
-//! (`ws::writer`) drains it.
+//! A connection's outbound queue, bounded in bytes, and the way to its
+//! socket.
 //!
-//! Any task may push (fan-out, the connection's own reader, shutdown); only
-//! the connection's writer pops. Items are either wire bytes encoded once and
-//! shared by every recipient (control frames, shared-mode fan-out) or whole
-//! messages that the writer frames itself: with the connection's own
-//! compressor when permessage-deflate runs in dedicated mode, or as a small
-//! header followed by the shared payload, never copied.
+//! Any task may push (fan-out, the connection's own reader, shutdown).
+//! Items are either wire bytes encoded once and shared by every recipient
+//! (control frames, shared-mode fan-out) or whole messages framed on the
+//! way out: with the connection's own compressor when permessage-deflate
+//! runs in dedicated mode, or as a small header followed by the shared
+//! payload, never copied.
+//!
+//! The socket side ([`Wire`]) lives here, under the queue's lock, once the
+//! connection's writer has started: whoever pushes writes the item to the
+//! socket at once when the writer is idle and the connection frames its
+//! messages without compressing, so a lone delivery costs one `writev` in
+//! the sender's task and no wake-up of another. Under a cork
+//! (`ws::cork`) the write waits for the cork's release and takes everything
+//! gathered meanwhile. A write the socket cannot take whole registers the
+//! writer task's waker with the socket, and the writer carries on from
+//! there; items pushed meanwhile queue behind it.
 //!
 //! Pushing never waits: a connection whose backlog would exceed its
 //! `send_buffer` is a slow consumer. Under the default policy its backlog is
@@ -16,21 +26,26 @@
 //! delays nobody else.
 //!
 //! Invariant: once a close frame is queued nothing more is, so the close
-//! frame is always the last thing the writer writes.
+//! frame is always the last thing written.
 
 use std::{
     collections::VecDeque,
+    io,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use super::frame;
+use super::{
+    cork, frame,
+    writer::{Wire, WriteIo},
+};
 use crate::{config::SlowConsumer, message::MessageKind, protocol::close, stats::Initiator};
 
 /// One queued item.
@@ -51,6 +66,13 @@ pub(crate) enum Outgoing {
 /// adds). Rounded up for what the measurement leaves out: the queue's growth
 /// slack and, while a batch is being written, its chunk slots in the writer.
 const ITEM_OVERHEAD: usize = 128;
+
+/// A corked connection's backlog past which it is written at once anyway:
+/// a reader that keeps finding input could otherwise gather a fan-out
+/// recipient's `send_buffer` in one poll and make it look like a slow
+/// consumer. Large enough for any pipelined batch of small messages to go
+/// out as one write.
+const CORK_LIMIT: usize = 64 * 1024;
 
 impl Outgoing {
     /// The bytes this item puts on the wire (before compression).
@@ -77,8 +99,10 @@ pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, Outbo
             on_overflow,
             phase: Phase::Open,
             closed_by: None,
+            wire: None,
+            idle_writer: None,
+            corked: false,
         }),
-        wake_writer: Notify::new(),
         closing: CancellationToken::new(),
         closing_flag: AtomicBool::new(false),
     });
@@ -94,7 +118,6 @@ pub(crate) struct OutboxReceiver(Arc<Shared>);
 
 struct Shared {
     state: Mutex<State>,
-    wake_writer: Notify,
     /// Cancelled when the close frame is queued: the close handshake's clock starts.
     closing: CancellationToken,
     /// The same fact as `closing`, for the per-message check: a plain
@@ -103,6 +126,7 @@ struct Shared {
 }
 
 struct State {
+    /// Queued, not yet handed to the wire.
     items: VecDeque<Outgoing>,
     /// What the items queued or being written cost (`Outgoing::cost`),
     /// until they are written.
@@ -112,6 +136,13 @@ struct State {
     phase: Phase,
     /// Who queued the close frame, and its code, for the disconnect metrics.
     closed_by: Option<(Initiator, Option<u16>)>,
+    /// The socket side, from the writer's start until it stops.
+    wire: Option<Wire>,
+    /// The writer task's waker while it waits for work (not for the
+    /// socket): whoever takes it writes, or wakes the writer.
+    idle_writer: Option<Waker>,
+    /// Deferred to the cork held on the pushing thread.
+    corked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +172,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 }
 
 impl Outbox {
-    /// Queues an item.
+    /// Queues an item, and writes it unless a cork or the socket defers it.
     pub(crate) fn send(&self, item: Outgoing) -> Result<(), Rejected> {
         let mut state = lock(&self.0);
         if state.phase != Phase::Open {
@@ -153,20 +184,30 @@ impl Outbox {
             if state.on_overflow == SlowConsumer::Drop {
                 return Err(Rejected::Dropped);
             }
-            // Items a writer has taken stay counted until written.
+            // Items the wire has taken stay counted until written.
             let dropped: usize = state.items.drain(..).map(|item| item.cost()).sum();
             state.bytes -= dropped;
             let close_frame = frame::close(close::TRY_AGAIN_LATER, "slow consumer");
             state.push_close(close_frame, Initiator::Server);
-            drop(state);
-            self.close_queued();
+            self.close_queued(state);
             return Err(Rejected::SlowConsumer);
         }
         state.bytes += item.cost();
         state.items.push_back(item);
-        drop(state);
-        self.0.wake_writer.notify_one();
+        if !state.corked && cork::defer(self) {
+            state.corked = true;
+        }
+        if !state.corked || state.bytes >= CORK_LIMIT {
+            state.write_now();
+        }
         Ok(())
+    }
+
+    /// Writes what a released cork deferred.
+    pub(super) fn uncork(&self) {
+        let mut state = lock(&self.0);
+        state.corked = false;
+        state.write_now();
     }
 
     /// Queues a close frame unless one is queued already. Returns whether
@@ -186,15 +227,17 @@ impl Outbox {
             return false;
         }
         state.push_close(close_frame, initiator);
-        drop(state);
-        self.close_queued();
+        self.close_queued(state);
         true
     }
 
-    fn close_queued(&self) {
+    /// The close frame is the last item: write it (the writer then stops)
+    /// and start the close handshake's clock.
+    fn close_queued(&self, mut state: MutexGuard<'_, State>) {
+        state.write_now();
+        drop(state);
         self.0.closing_flag.store(true, Ordering::Release);
         self.0.closing.cancel();
-        self.0.wake_writer.notify_one();
     }
 
     /// Completes once a close frame has been queued.
@@ -221,8 +264,7 @@ impl Outbox {
         if state.phase == Phase::Open {
             state.phase = Phase::Finished;
         }
-        drop(state);
-        self.0.wake_writer.notify_one();
+        state.write_now();
     }
 }
 
@@ -234,31 +276,109 @@ impl State {
         self.items.push_back(item);
         self.phase = Phase::Closing;
     }
-}
 
-impl OutboxReceiver {
-    /// Moves every queued item into `batch`, waiting until there is one.
-    /// Returns what the batch is charged against `send_buffer` (to give back
-    /// with [`written`](Self::written) once it is on the wire) and whether
-    /// it is the last (it ends with the close frame, or the queue was
-    /// finished).
-    pub(crate) async fn next_batch(&self, batch: &mut VecDeque<Outgoing>) -> (usize, bool) {
-        loop {
-            {
-                let mut state = lock(&self.0);
-                if !state.items.is_empty() || state.phase != Phase::Open {
-                    std::mem::swap(&mut state.items, batch);
-                    let charged = batch.iter().map(Outgoing::cost).sum();
-                    return (charged, state.phase != Phase::Open);
-                }
-            }
-            self.0.wake_writer.notified().await;
+    /// Acts on what was just queued while the writer is idle: writes it
+    /// from this task when the wire allows, else wakes the writer. A busy
+    /// writer (or one not started yet) takes it on its own.
+    fn write_now(&mut self) {
+        let Some(waker) = self.idle_writer.take() else {
+            return;
+        };
+        if !self.wire.as_ref().is_some_and(Wire::writes_inline) {
+            return waker.wake();
+        }
+        // The writer's waker, so that a socket that cannot take everything
+        // wakes the writer, which carries on. Unconstrained: the write
+        // spends none of the sending task's cooperative budget, which a
+        // fan-out to thousands of members would exhaust after 128 writes,
+        // making every later one report Pending to a socket that could
+        // take it.
+        let drained = {
+            let mut cx = Context::from_waker(&waker);
+            let draining =
+                std::pin::pin!(tokio::task::unconstrained(std::future::poll_fn(
+                    |cx| self.drain(cx)
+                )));
+            draining.poll(&mut cx)
+        };
+        match drained {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) if self.phase == Phase::Open => self.idle_writer = Some(waker),
+            // The close frame is out, or the socket broke: the writer stops.
+            Poll::Ready(_) => waker.wake(),
         }
     }
 
-    /// Gives back what a written batch was charged.
-    pub(crate) fn written(&self, charged: usize) {
-        lock(&self.0).bytes -= charged;
+    /// Moves every queued item to the wire and writes until the socket
+    /// blocks or nothing is left.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(wire) = &mut self.wire else {
+            return Poll::Ready(Ok(()));
+        };
+        loop {
+            let written = match wire.poll_write(cx) {
+                Poll::Ready(Ok(charged)) => charged,
+                Poll::Ready(Err(error)) => {
+                    // Nothing more will be written: what is queued is
+                    // dropped, and so is its charge.
+                    self.items.clear();
+                    self.bytes = 0;
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            self.bytes -= written;
+            if self.items.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            for item in self.items.drain(..) {
+                let cost = item.cost();
+                wire.push(item, cost);
+            }
+        }
+    }
+}
+
+impl OutboxReceiver {
+    /// Hands the socket side to the outbox: from now on items are written.
+    pub(crate) fn attach(&self, wire: Wire) {
+        lock(&self.0).wire = Some(wire);
+    }
+
+    /// Takes the write half back once the writer has stopped.
+    pub(crate) fn detach(&self) -> WriteIo {
+        lock(&self.0)
+            .wire
+            .take()
+            .expect("attached before the writer ran")
+            .into_io()
+    }
+
+    /// Writes what is queued; completes once the close frame is written or
+    /// the queue finished (`Ok`), or a write failed. While it has nothing to
+    /// do it parks, leaving senders its waker.
+    pub(crate) fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut state = lock(&self.0);
+        state.idle_writer = None;
+        match state.drain(cx) {
+            Poll::Ready(Ok(())) if state.phase == Phase::Open => {
+                state.idle_writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            done => done,
+        }
+    }
+
+    /// When the connection's compressor is due for release, if one is held.
+    pub(crate) fn release_at(&self) -> Option<Instant> {
+        lock(&self.0).wire.as_ref()?.release_at()
+    }
+
+    /// Releases the connection's compressor if it has been idle long enough.
+    pub(crate) fn release_if_idle(&self) {
+        if let Some(wire) = &mut lock(&self.0).wire {
+            wire.release_if_idle();
+        }
     }
 }
 

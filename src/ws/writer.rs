@@ -1,14 +1,26 @@
-//! A connection's writer: drains its outbox, frames whole messages with
-//! the connection's encoder, and writes each batch with as few vectored
-//! writes as the kernel allows and one flush.
+//! A connection's socket side: frames what its outbox hands over with the
+//! connection's encoder and writes it with as few vectored writes as the
+//! kernel allows and one flush.
+//!
+//! Whoever queues into an outbox writes to the socket itself when it can
+//! (`ws::outbox`): a lone delivery costs one `writev` in the task that made
+//! it, with no second task to wake. The writer task ([`run`]) only carries
+//! on where a write could not finish: it is woken by the socket when it
+//! turns writable again, by the outbox when work is queued that the sender
+//! does not write itself (dedicated-mode compression), and finishes the
+//! connection's output with the close frame.
 
 use std::{
     collections::VecDeque,
+    future::poll_fn,
     io::{self, IoSlice},
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use super::{
     encoder::{Framed, WriterEncoder},
@@ -20,94 +32,173 @@ use super::{
 /// covers a large batch of small frames.
 const MAX_IO_SLICES: usize = 64;
 
-/// Drains `outbox` into `io` until the close frame is written or the queue
-/// is finished. The socket is left open: the session closes it once the
-/// close handshake is over (RFC 6455 section 7.1.1).
-pub(crate) async fn run<W: AsyncWrite + Unpin>(
+/// The write half of a connection, whatever its transport (TCP, TLS, a test
+/// buffer): boxed, so that outboxes have one type.
+pub(crate) type WriteIo = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Drains the outbox into `io` until the close frame is written or the
+/// queue is finished, and hands `io` back with whether every write
+/// succeeded. The socket is left open: the session closes it once the close
+/// handshake is over (RFC 6455 section 7.1.1).
+pub(crate) async fn run(
     outbox: OutboxReceiver,
-    mut io: W,
-    mut encoder: WriterEncoder,
-) -> io::Result<()> {
-    let mut batch = VecDeque::new();
-    let mut wire = VecDeque::new();
-    loop {
-        let (charged, last) = match encoder.release_at() {
-            // `next_batch` takes items only when it completes: losing the
-            // race to the timer loses nothing.
-            Some(at) => tokio::select! {
-                next = outbox.next_batch(&mut batch) => next,
-                () = tokio::time::sleep_until(at) => {
-                    encoder.release_if_idle();
-                    continue;
+    io: WriteIo,
+    encoder: WriterEncoder,
+) -> (WriteIo, io::Result<()>) {
+    outbox.attach(Wire::new(io, encoder));
+    // The compressor's release timer: only this task compresses, so its
+    // deadline can only have moved after a poll of the write.
+    let mut release = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed = false;
+    let written = poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(written) = outbox.poll_write(cx) {
+                return Poll::Ready(written);
+            }
+            let Some(at) = outbox.release_at() else {
+                return Poll::Pending;
+            };
+            if !armed || release.deadline() != at {
+                release.as_mut().reset(at);
+                armed = true;
+            }
+            ready!(release.as_mut().poll(cx));
+            armed = false;
+            outbox.release_if_idle();
+        }
+    })
+    .await;
+    (outbox.detach(), written)
+}
+
+/// The socket side of one connection: its write half, its encoder, and the
+/// frames taken from the outbox and not yet written.
+pub(crate) struct Wire {
+    io: WriteIo,
+    encoder: WriterEncoder,
+    /// Encoded, not yet (wholly) written.
+    chunks: VecDeque<Chunk>,
+    /// What the items in `chunks` were charged against `send_buffer`.
+    charged: usize,
+    /// Written but not yet flushed (TLS may hold a record back).
+    unflushed: bool,
+    /// The first write error: nothing more is written after it.
+    broken: Option<io::ErrorKind>,
+}
+
+impl Wire {
+    fn new(io: WriteIo, encoder: WriterEncoder) -> Self {
+        Self {
+            io,
+            encoder,
+            chunks: VecDeque::new(),
+            charged: 0,
+            unflushed: false,
+            broken: None,
+        }
+    }
+
+    /// Whether a sender may write for this connection from its own task:
+    /// not when the connection compresses its own messages, so that a
+    /// fan-out to many dedicated-mode connections still spreads their
+    /// compression over the writers' tasks.
+    pub(crate) fn writes_inline(&self) -> bool {
+        !self.encoder.compresses()
+    }
+
+    /// Frames one queued item (charged `cost`) behind what is pending.
+    pub(crate) fn push(&mut self, item: Outgoing, cost: usize) {
+        self.charged += cost;
+        match item {
+            Outgoing::Wire(bytes) => self.push_chunk(Chunk::Shared(bytes)),
+            Outgoing::Message(kind, payload) => match self.encoder.encode(kind, payload) {
+                Framed::Whole(bytes) => self.push_chunk(Chunk::Shared(bytes)),
+                Framed::Split(header, payload) => {
+                    self.push_chunk(Chunk::Header(header));
+                    self.push_chunk(Chunk::Shared(payload));
                 }
             },
-            None => outbox.next_batch(&mut batch).await,
-        };
-        for item in batch.drain(..) {
-            push_chunks(item, &mut encoder, &mut wire);
-        }
-        write_all_vectored(&mut io, &mut wire).await?;
-        io.flush().await?;
-        outbox.written(charged);
-        if last {
-            return Ok(());
         }
     }
-}
 
-/// Appends the wire chunks of one item to `wire`.
-fn push_chunks(item: Outgoing, encoder: &mut WriterEncoder, wire: &mut VecDeque<Chunk>) {
-    match item {
-        Outgoing::Wire(bytes) => wire.push_back(Chunk::Shared(bytes)),
-        Outgoing::Message(kind, payload) => match encoder.encode(kind, payload) {
-            Framed::Whole(bytes) => wire.push_back(Chunk::Shared(bytes)),
-            Framed::Split(header, payload) => {
-                wire.push_back(Chunk::Header(header));
-                // An empty slice would make the kernel report 0 bytes
-                // written, which reads as a dead peer.
-                if !payload.is_empty() {
-                    wire.push_back(Chunk::Shared(payload));
+    /// Only non-empty chunks: a write of nothing returns 0, which reads as a
+    /// dead peer.
+    fn push_chunk(&mut self, chunk: Chunk) {
+        if !chunk.remaining().is_empty() {
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Writes and flushes everything pushed; returns what it was charged,
+    /// to give back to `send_buffer`. On `Pending` the socket wakes the
+    /// task whose waker `cx` holds once it can take more.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if let Some(kind) = self.broken {
+            return Poll::Ready(Err(kind.into()));
+        }
+        let written = self.poll_write_inner(cx);
+        if let Poll::Ready(Err(error)) = &written {
+            self.broken = Some(error.kind());
+            self.chunks.clear();
+        }
+        written
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        while !self.chunks.is_empty() {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let count = self.chunks.len().min(MAX_IO_SLICES);
+                for (slice, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
+                    *slice = IoSlice::new(chunk.remaining());
                 }
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-        },
-    }
-}
-
-/// Writes every chunk in `chunks`, emptying it, coping with partial writes.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    chunks: &mut VecDeque<Chunk>,
-) -> io::Result<()> {
-    // Only non-empty chunks: a write of nothing returns 0, which is WriteZero.
-    chunks.retain(|chunk| !chunk.remaining().is_empty());
-    while !chunks.is_empty() {
-        let written = {
-            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let count = chunks.len().min(MAX_IO_SLICES);
-            for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
-                *slice = IoSlice::new(chunk.remaining());
-            }
-            io.write_vectored(&slices[..count]).await?
-        };
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            self.unflushed = true;
+            self.advance(written);
         }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(std::mem::take(&mut self.charged)))
+    }
+
+    /// Drops the `written` bytes at the front, coping with partial writes.
+    fn advance(&mut self, written: usize) {
         let mut left = written;
         while left > 0 {
-            let front = chunks
+            let front = self
+                .chunks
                 .front_mut()
                 .expect("the kernel wrote no more than it was given");
             let len = front.remaining().len();
             if len <= left {
                 left -= len;
-                chunks.pop_front();
+                self.chunks.pop_front();
             } else {
                 front.advance(left);
                 left = 0;
             }
         }
     }
-    Ok(())
+
+    /// When the connection's compressor is due for release, if one is held.
+    pub(crate) fn release_at(&self) -> Option<tokio::time::Instant> {
+        self.encoder.release_at()
+    }
+
+    /// Releases the connection's compressor if it has been idle long enough.
+    pub(crate) fn release_if_idle(&mut self) {
+        self.encoder.release_if_idle();
+    }
+
+    pub(crate) fn into_io(self) -> WriteIo {
+        self.io
+    }
 }
 
 /// One piece of a vectored write: an inline header, or shared bytes.
@@ -136,11 +227,25 @@ impl Chunk {
 mod tests {
     use std::sync::Arc;
 
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
     use super::*;
     use crate::{config::SlowConsumer, message::MessageKind, stats::Counters, ws::outbox};
 
     fn plain(counters: &Arc<Counters>) -> WriterEncoder {
         WriterEncoder::with(None, 0, counters.clone())
+    }
+
+    /// Everything the writer wrote into a pipe, once it stopped.
+    async fn run_to_end(receiver: OutboxReceiver, encoder: WriterEncoder) -> Vec<u8> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (io, written) = run(receiver, Box::new(server), encoder).await;
+        written.unwrap();
+        drop(io);
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        all
     }
 
     #[tokio::test]
@@ -155,8 +260,7 @@ mod tests {
             .unwrap();
         assert!(outbox.close(1000, "bye"));
         assert!(!outbox.close(1001, "again"));
-        let mut written = Vec::new();
-        run(receiver, &mut written, plain(&counters)).await.unwrap();
+        let written = run_to_end(receiver, plain(&counters)).await;
         assert_eq!(&written[..4], b"\x81\x02hi");
         assert_eq!(&written[4..], &frame::close(1000, "bye")[..]);
     }
@@ -176,10 +280,9 @@ mod tests {
             .send(Outgoing::Message(MessageKind::Binary, big.clone()))
             .unwrap();
         outbox.finish();
-        let mut written = Vec::new();
         let compressor = crate::ws::deflate::dedicated::DedicatedCompressor::new(6, 15, false);
         let encoder = WriterEncoder::with(Some(compressor), 100, counters.clone());
-        run(receiver, &mut written, encoder).await.unwrap();
+        let written = run_to_end(receiver, encoder).await;
         assert_eq!(&written[..6], b"\x82\x04tiny");
         assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");
         let compressed = &written[8..];

@@ -111,7 +111,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let compressor = DedicatedCompressor::new(6, 15, false);
         let encoder = WriterEncoder::with(Some(compressor), 0, Arc::new(Counters::default()));
-        let _writer = tokio::spawn(writer::run(receiver, server, encoder));
+        let _writer = tokio::spawn(writer::run(receiver, Box::new(server), encoder));
         let message = bytes::Bytes::from(b"the same words, and the same words again".repeat(20));
         let mut send = async || {
             outbox

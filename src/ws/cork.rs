@@ -1,0 +1,87 @@
+//! Corking: while a cork is held on a thread, outboxes that receive items
+//! defer their socket writes until it is released, then write what they
+//! gathered in one vectored write each.
+//!
+//! A session holds one around each poll of its reader, so that the replies
+//! and fan-out deliveries of every message a single read brought in (a
+//! pipelining client, a publisher's burst) leave as one write per
+//! recipient, while a lone message is written as soon as the reader has
+//! nothing more to read, in the reader's own task. A fan-out holds one
+//! while it walks a member list under its lock, so that no socket is
+//! written with the lock held. Corks nest: only the outermost one writes.
+
+use std::{cell::RefCell, marker::PhantomData};
+
+use super::outbox::Outbox;
+
+thread_local! {
+    /// The outboxes deferred under the cork held on this thread, if any.
+    static DEFERRED: RefCell<Option<Vec<Outbox>>> = const { RefCell::new(None) };
+    /// An empty list whose capacity the next cork reuses: a fan-out to ten
+    /// thousand members allocates its list once per thread, not per message.
+    static SPARE: RefCell<Vec<Outbox>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A held cork; releasing it (dropping) writes what it deferred.
+///
+/// Not `Send`: it belongs to the thread's current poll and must never be
+/// held across an `.await`, which the compiler then refuses in any spawned
+/// future.
+pub(crate) struct Cork {
+    outermost: bool,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+impl Cork {
+    /// Holds a cork on this thread until the value is dropped.
+    pub(crate) fn hold() -> Self {
+        let outermost = DEFERRED.with_borrow_mut(|deferred| {
+            if deferred.is_some() {
+                return false;
+            }
+            *deferred = Some(SPARE.take());
+            true
+        });
+        Self {
+            outermost,
+            _thread_bound: PhantomData,
+        }
+    }
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        if !self.outermost {
+            return;
+        }
+        let Some(mut deferred) = DEFERRED.with_borrow_mut(Option::take) else {
+            return;
+        };
+        for outbox in deferred.drain(..) {
+            outbox.uncork();
+        }
+        SPARE.set(deferred);
+    }
+}
+
+/// Defers `outbox`'s writes to the cork held on this thread; returns false
+/// (and does nothing) when none is held.
+pub(super) fn defer(outbox: &Outbox) -> bool {
+    DEFERRED.with_borrow_mut(|deferred| match deferred {
+        Some(list) => {
+            list.push(outbox.clone());
+            true
+        }
+        None => false,
+    })
+}
+
+/// Holds a cork around every poll of `future`.
+pub(crate) async fn corked<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let _cork = Cork::hold();
+        future.as_mut().poll(cx)
+    })
+    .await
+}
