@@ -1,8 +1,7 @@
 # Shared by bench/run.sh and bench/compare.sh (sourced, not run).
 
-# wsedge_channels: the [limits] and the channels every benchmarked wsedge
-# serves, after a [server] section the caller writes.
-wsedge_channels() {
+# wsedge_limits: the [limits] every benchmarked wsedge runs with.
+wsedge_limits() {
     cat <<'TOML'
 # The peers have no admission control: lift wsedge's limits far above the
 # load (they are still checked on every handshake and message, so their cost
@@ -16,6 +15,14 @@ message_rate = { per_second = 1000000000, burst = 1000000000 }
 # reads nothing meanwhile, so it answers no ping: keep the idle timeout above
 # the hold, so that what is measured is the server holding them.
 idle_timeout = "5m"
+TOML
+}
+
+# wsedge_channels: the [limits] and the channels every benchmarked wsedge
+# serves, after a [server] section the caller writes.
+wsedge_channels() {
+    wsedge_limits
+    cat <<'TOML'
 
 [[channel]]
 name = "echo"
@@ -248,4 +255,62 @@ name = "morph"
 path = "/morph"
 kind = "broadcast"
 TOML
+}
+
+# auth_config DIR BASE: writes the keys of the auth scenario into DIR (an
+# HS256 secret; RSA 2048, P-256 and Ed25519 key pairs, private PKCS#8 PEM
+# for the load generator to sign with, public PEM for wsedge) and
+# DIR/auth.toml: one wsedge whose [auth] accepts the four algorithms, /echo
+# open (auth = "none") and /echo-auth requiring a token; plain listener
+# BASE+1, TLS BASE+2, admin BASE+5 (the accepted-token counters).
+auth_config() {
+    local dir=$1 base=$2
+    openssl rand -hex 32 >"$dir/hs256.secret"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/rs256.key.pem" 2>/dev/null
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/es256.key.pem"
+    openssl genpkey -algorithm ED25519 -out "$dir/eddsa.key.pem"
+    local alg
+    for alg in rs256 es256 eddsa; do
+        openssl pkey -in "$dir/$alg.key.pem" -pubout -out "$dir/$alg.pub.pem"
+    done
+    chmod 600 "$dir/hs256.secret" "$dir"/*.key.pem
+    {
+        cat <<TOML
+[server]
+listen = ["127.0.0.1:$((base + 2))"]
+plain = ["127.0.0.1:$((base + 1))"]
+
+[server.tls]
+self_signed = ["localhost", "127.0.0.1"]
+
+[admin]
+listen = "127.0.0.1:$((base + 5))"
+
+# One verifier for the four algorithms (the token's header picks one of
+# them), checking what deployments check: issuer, audience, expiry, grants.
+[auth]
+algorithms = ["HS256", "RS256", "ES256", "EdDSA"]
+secret_file = "hs256.secret"
+public_keys = ["rs256.pub.pem", "es256.pub.pem", "eddsa.pub.pem"]
+issuers = ["wsedge-bench"]
+audiences = ["wsedge"]
+
+TOML
+        wsedge_limits
+        cat <<'TOML'
+
+# The unauthenticated baseline, on the same server.
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+auth = "none"
+
+# auth = "required", the default with [auth].
+[[channel]]
+name = "echo-auth"
+path = "/echo-auth"
+kind = "echo"
+TOML
+    } >"$dir/auth.toml"
 }

@@ -10,6 +10,8 @@
 #                                # reload every 10 s; bench/results/soak.{json,md}
 #   bench/run.sh reload          # 10,000 connections through 1,000 reloads;
 #                                # bench/results/reload.{json,md}
+#   bench/run.sh auth            # ~1.5 minutes: handshakes with HS256, RS256, ES256,
+#                                # EdDSA tokens and without; bench/results/auth.{json,md}
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
 # listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5,
@@ -25,7 +27,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 quick|full|soak [MINUTES]|reload" >&2
+    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth" >&2
     exit 2
 }
 profile=${1:-quick}
@@ -44,6 +46,7 @@ soak)
     per_run_limit=$((minutes * 60 + 300))
     ;;
 reload) per_run_limit=900 ;;
+auth) per_run_limit=300 ;;
 *) usage ;;
 esac
 
@@ -173,6 +176,23 @@ if [[ "$profile" == soak || "$profile" == reload ]]; then
         --out-dir "$results" --machine "$(machine)" --command "bench/run.sh $profile${minutes:+ $minutes}"
     stop_all
     echo "== done in $(($(date +%s) - started_at))s: $results/$profile.md, $profile.json"
+    exit 0
+fi
+
+if [[ "$profile" == auth ]]; then
+    # wsedge alone: its unauthenticated and authenticated handshakes in the
+    # same run, over ws (three rounds) and wss (one).
+    auth_config "$work" "$base"
+    "$wsedge_bin" check -c "$work/auth.toml" >/dev/null
+    rm -f "$runs/auth-wsedge.log"
+    start auth-wsedge $wsedge_port "$wsedge_bin" run -c "$work/auth.toml"
+    echo "== auth: wsedge on 127.0.0.1:$wsedge_port, log in $runs/auth-wsedge.log"
+    timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" auth \
+        --target "wsedge,${pids[auth-wsedge]},ws://127.0.0.1:$wsedge_port" \
+        --tls "wss://127.0.0.1:$wsedge_tls_port" --metrics "127.0.0.1:$wsedge_admin_port" \
+        --keys "$work" --out-dir "$results" --machine "$(machine)" --command "bench/run.sh auth"
+    stop_all
+    echo "== done in $(($(date +%s) - started_at))s: $results/auth.md, auth.json"
     exit 0
 fi
 

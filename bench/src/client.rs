@@ -37,7 +37,7 @@ use fastwebsockets::{Frame, Payload, handshake};
 use http_body_util::Empty;
 use hyper::{
     Request,
-    header::{CONNECTION, HOST, UPGRADE},
+    header::{AUTHORIZATION, CONNECTION, HOST, HeaderValue, UPGRADE},
 };
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -220,6 +220,26 @@ pub async fn connect_with(
     path: &str,
     offer: Option<&str>,
 ) -> anyhow::Result<Conn> {
+    upgrade(target, path, offer, None).await
+}
+
+/// Connects and upgrades with `authorization` (such as `Bearer <token>`,
+/// made before the run: cloning a `HeaderValue` shares its bytes) as the
+/// `Authorization` header, without extensions.
+pub async fn connect_authorized(
+    target: &Target,
+    path: &str,
+    authorization: &HeaderValue,
+) -> anyhow::Result<Conn> {
+    upgrade(target, path, None, Some(authorization)).await
+}
+
+async fn upgrade(
+    target: &Target,
+    path: &str,
+    offer: Option<&str>,
+    authorization: Option<&HeaderValue>,
+) -> anyhow::Result<Conn> {
     let (tcp, tcp_connect) = tcp_connect(target.addr).await.context("connect")?;
     let mut request = Request::builder()
         .method("GET")
@@ -231,6 +251,9 @@ pub async fn connect_with(
         .header("Sec-WebSocket-Version", "13");
     if let Some(offer) = offer {
         request = request.header("Sec-WebSocket-Extensions", offer);
+    }
+    if let Some(authorization) = authorization {
+        request = request.header(AUTHORIZATION, authorization.clone());
     }
     let request = request.body(Empty::<Bytes>::new())?;
     let agreement = |response: &hyper::Response<hyper::body::Incoming>| {

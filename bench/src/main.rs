@@ -11,11 +11,14 @@
 //!     --config wsedge.toml --alternate a.toml --alternate b.toml --minutes 30 --out-dir bench/results
 //! wsedge-bench reload --target wsedge,PID,ws://127.0.0.1:39181 --metrics 127.0.0.1:39185 \
 //!     --config wsedge.toml --alternate a.toml --alternate b.toml --out-dir bench/results
+//! wsedge-bench auth --target wsedge,PID,ws://127.0.0.1:39181 --tls wss://127.0.0.1:39182 \
+//!     --metrics 127.0.0.1:39185 --keys KEYDIR --out-dir bench/results
 //! ```
 //!
 //! Loopback only; every run is bounded in time and in connections.
 //! `bench/run.sh` drives it; see bench/README.md.
 
+mod auth;
 mod client;
 mod deflate;
 mod json;
@@ -28,6 +31,7 @@ mod report;
 mod scenarios;
 mod soak;
 mod steady;
+mod tokens;
 mod trend;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -57,6 +61,9 @@ enum Command {
     /// Thousands of connections held through a series of reloads; writes
     /// reload.json and reload.md.
     Reload(reload::ReloadArgs),
+    /// Handshakes with HS256, RS256, ES256 and EdDSA tokens and without
+    /// any, on one wsedge in the same run; writes auth.json and auth.md.
+    Auth(auth::AuthArgs),
 }
 
 #[derive(clap::Args)]
@@ -277,6 +284,7 @@ fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::write(&args),
         Command::Soak(args) => soak::run(args),
         Command::Reload(args) => reload::run(args),
+        Command::Auth(args) => auth::run(args),
     }
 }
 
@@ -445,7 +453,7 @@ enum Measurement {
 }
 
 /// One line for the console.
-fn summary(record: &Record) -> String {
+pub(crate) fn summary(record: &Record) -> String {
     let mut parts = Vec::new();
     for (name, value) in &record.metrics {
         if name.ends_with("_pct") || name.starts_with("rss_before") || name.starts_with("rss_after")

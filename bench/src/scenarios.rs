@@ -4,6 +4,7 @@
 //! All of them run on the load generator's single-threaded runtime (one core,
 //! `taskset -c 1`), as local tasks sharing plain `Rc` state.
 
+mod auth_handshakes;
 mod burst;
 mod capacity_deflate;
 mod compression;
@@ -17,9 +18,11 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use hyper::header::HeaderValue;
 use tokio::{sync::Notify, task::JoinHandle, time::sleep_until};
 
 pub use self::{
+    auth_handshakes::{Credentials, auth_handshakes},
     burst::burst,
     capacity_deflate::{DeflateChannel, capacity_deflate},
     compression::{compression_echo, compression_fanout},
@@ -703,32 +706,61 @@ pub async fn handshakes(ctx: &Context, concurrency: usize) -> Record {
     record
         .param("concurrency", concurrency)
         .param("transport", ctx.transport());
+    handshake_loop(ctx, concurrency, "/echo", None, &mut record).await;
+    record
+}
+
+/// The handshake loop of [`handshakes`] and [`auth_handshakes`]:
+/// `concurrency` workers connect to `path`, upgrade and drop (RST) until
+/// the end of the window, each upgrade with the next token of `tokens`
+/// (as `Authorization`) if given, the pool cycled in order. Fills in the
+/// rate, the server CPU per handshake, latencies and errors, and returns
+/// how many upgrades succeeded, warm-up and stragglers included.
+pub(crate) async fn handshake_loop(
+    ctx: &Context,
+    concurrency: usize,
+    path: &'static str,
+    tokens: Option<Rc<[HeaderValue]>>,
+    record: &mut Record,
+) -> u64 {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + ctx.warmup;
     let end = measure_from + ctx.duration;
     let hist = Rc::new(RefCell::new(histogram()));
     let completed = Rc::new(Cell::new(0u64));
+    let upgraded = Rc::new(Cell::new(0u64));
+    let next_token = Rc::new(Cell::new(0usize));
     let errors = Rc::new(RefCell::new(Vec::new()));
     let tasks: Vec<JoinHandle<()>> = (0..concurrency)
         .map(|_| {
-            let (hist, completed, errors, target) = (
+            let (hist, completed, upgraded, next_token, tokens, errors, target) = (
                 hist.clone(),
                 completed.clone(),
+                upgraded.clone(),
+                next_token.clone(),
+                tokens.clone(),
                 errors.clone(),
                 ctx.target.clone(),
             );
             tokio::task::spawn_local(async move {
                 sleep_until(tinstant(start)).await;
                 while Instant::now() < end {
+                    let token = tokens.as_ref().map(|tokens| {
+                        let index = next_token.get();
+                        next_token.set((index + 1) % tokens.len());
+                        &tokens[index]
+                    });
                     let began = Instant::now();
-                    match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        client::connect(&target, "/echo"),
-                    )
-                    .await
-                    {
+                    let connect = async {
+                        match token {
+                            Some(token) => client::connect_authorized(&target, path, token).await,
+                            None => client::connect(&target, path).await,
+                        }
+                    };
+                    match tokio::time::timeout(Duration::from_secs(10), connect).await {
                         Ok(Ok(conn)) => {
                             let now = Instant::now();
+                            upgraded.set(upgraded.get() + 1);
                             if began >= measure_from && now <= end {
                                 hist.borrow_mut()
                                     .record((now - began).as_nanos() as u64)
@@ -756,7 +788,7 @@ pub async fn handshakes(ctx: &Context, concurrency: usize) -> Record {
         completed.get() as f64 / ctx.duration.as_secs_f64(),
     );
     record.cpu_per_op("handshakes_per_s");
-    latency_metrics(&mut record, &hist.borrow(), 1e3, "us", &[0.5, 0.99]);
-    error_notes(&mut record, &errors.borrow());
-    record
+    latency_metrics(record, &hist.borrow(), 1e3, "us", &[0.5, 0.99]);
+    error_notes(record, &errors.borrow());
+    upgraded.get()
 }
