@@ -75,6 +75,11 @@ pub struct AuthArgs {
     /// Workers connecting at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     concurrency: u64,
+    /// Only these algorithms (comma-separated JOSE names, such as HS256),
+    /// for a profile of one of them; the unauthenticated upgrades are
+    /// always measured, the ratios need them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where auth.json and auth.md go.
     #[arg(long)]
     out_dir: PathBuf,
@@ -144,8 +149,19 @@ pub fn run(args: AuthArgs) -> anyhow::Result<()> {
         anyhow::ensure!(wss.target.is_tls(), "--tls: expected a wss:// URL");
     }
     // Every token signed before the first handshake.
+    let unknown: Vec<&String> = args
+        .only
+        .iter()
+        .filter(|name| !Algorithm::ALL.iter().any(|alg| alg.name() == name.as_str()))
+        .collect();
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "--only: unknown algorithm(s) {unknown:?}; measured are HS256, RS256, ES256 and EdDSA"
+    );
     let mut credentials = vec![Credentials::None];
-    for alg in Algorithm::ALL {
+    let wanted =
+        |alg: &Algorithm| args.only.is_empty() || args.only.iter().any(|n| n == alg.name());
+    for alg in Algorithm::ALL.into_iter().filter(wanted) {
         let pool = tokens::pool(&args.keys, alg, args.tokens as usize, &CLAIMS)?;
         credentials.push(Credentials::Tokens(alg, Rc::from(pool)));
     }
@@ -304,11 +320,16 @@ fn markdown(r: &AuthResult<'_>) -> String {
          and reset in a loop for {} s per measurement. `none`: upgrades to `{OPEN_PATH}` (`auth = \"none\"`); the \
          others: to `{AUTH_PATH}` (`auth = \"required\"`) with `Authorization: Bearer`, each upgrade the next of \
          {} distinct tokens (one user each, `iss`, `aud`, `exp` and a join grant checked). Ratios: the \
-         algorithm's over `none`'s in the same round, median over {} round(s) over ws (one over wss).\n",
+         algorithm's over `none`'s in the same round, median over {} round(s) over ws{}.\n",
         r.concurrency,
         DURATION.as_secs(),
         number(r.distinct_tokens as f64),
-        r.rounds
+        r.rounds,
+        if r.rows.iter().any(|row| row.transport == "wss") {
+            " (one over wss)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
