@@ -181,7 +181,7 @@ fi
 
 if [[ "$profile" == auth ]]; then
     # wsedge alone: its unauthenticated and authenticated handshakes in the
-    # same run, over ws (three rounds) and wss (one).
+    # same run, over ws (five rounds) and wss (one).
     auth_config "$work" "$base"
     "$wsedge_bin" check -c "$work/auth.toml" >/dev/null
     rm -f "$runs/auth-wsedge.log"

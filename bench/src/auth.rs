@@ -40,9 +40,12 @@ const CLAIMS: Claims<'static> = Claims {
     // An hour: longer than any run, so that no token expires during one.
     lifetime: Duration::from_secs(3600),
 };
-/// Per measurement: the quick profile's handshake window.
-const WARMUP: Duration = Duration::from_millis(500);
-const DURATION: Duration = Duration::from_secs(3);
+/// Per measurement: shorter than the quick profile's handshake window, so
+/// that five rounds fit in a minute and a half; more, shorter rounds keep
+/// the medians steadier on a shared machine than fewer long ones (2 s of a
+/// server at half a core is still 100 clock ticks of CPU time).
+const WARMUP: Duration = Duration::from_millis(300);
+const DURATION: Duration = Duration::from_secs(2);
 /// Between measurements, so that the server settles its closed sockets.
 const PAUSE: Duration = Duration::from_millis(500);
 /// The target: HS256 handshakes at least this fraction of unauthenticated
@@ -67,7 +70,7 @@ pub struct AuthArgs {
     #[arg(long)]
     keys: PathBuf,
     /// Rounds over ws, each measuring every algorithm once.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10))]
     rounds: u64,
     /// Distinct tokens per algorithm.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
