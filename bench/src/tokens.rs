@@ -36,6 +36,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// In the order measured (and reported).
     pub const ALL: [Algorithm; 4] = [
         Algorithm::Hs256,
         Algorithm::Rs256,
