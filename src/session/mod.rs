@@ -1,7 +1,8 @@
 //! One upgraded connection: a reader (fastwebsockets' split read half over
-//! the [`FrameGuard`](crate::ws::guard::FrameGuard)), a writer (the outbox
-//! drained with vectored writes), a heartbeat and the credentials' deadline,
-//! driven together in one task. Each client message goes to the channel
+//! the [`FrameGuard`](crate::ws::guard::FrameGuard)), corked so that what
+//! one read brings in leaves as one write per recipient, a heartbeat and
+//! the credentials' deadline, driven together in one task, and the writer's
+//! task for what the senders could not write themselves (`ws::outbox`). Each client message goes to the channel
 //! under its current policy; `auth` and `refresh` control messages go to the
 //! credentials (`credentials`). A connection that authenticates in band
 //! joins its channel only once it has: nothing it sends before is relayed.
@@ -99,8 +100,10 @@ pub(crate) struct Session {
 
 impl Session {
     /// Serves the connection until it closes.
-    pub(crate) async fn run(self, io: TokioIo<Upgraded>) {
-        let (mut read, write) = tokio::io::split(io);
+    ///
+    /// Not an `async fn`: that would keep the whole `Session` in the task
+    /// next to the fields taken out of it, for the connection's life.
+    pub(crate) fn run(self, io: TokioIo<Upgraded>) -> impl Future<Output = ()> + Send {
         let Session {
             mut place,
             caller,
@@ -116,93 +119,99 @@ impl Session {
             policy,
             hard_stop,
         } = self;
-        let mut credentials = Credentials::new(caller, in_band);
-        let expiry = credentials.expiry();
-        let encoder =
-            WriterEncoder::new(deflate.as_ref(), encoding, &compression, counters.clone());
-        // The writer is a task of its own: a fan-out delivery wakes only the
-        // writer, not the reader's chain of futures as well. It hands the
-        // write half back for the lingering close; dropping the handle
-        // aborts it.
-        let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
-            let (write, written) = writer::run(receiver, Box::new(write), encoder).await;
-            (write, written.is_ok())
-        }));
-        let inbound = Inbound::new();
-        let exchange = async {
-            let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
-            let guard = FrameGuard::new(&mut read, tracker, &inbound);
-            // Corked: what one read brings in leaves as one write per
-            // recipient, once the reader has nothing more to read.
-            let reading = cork::corked(read_messages(
-                guard,
-                &inbound,
-                deflate,
-                Handling {
-                    place: &mut place,
-                    credentials: &mut credentials,
-                    policy: &policy,
-                    counters: &counters,
-                    outbox: &outbox,
-                },
-                &limits,
-            ));
-            let watching = heartbeat(&inbound, &outbox, &limits);
-            let expiring = expiry.wait();
-            tokio::pin!(reading, watching, expiring);
-            tokio::select! {
-                () = &mut reading => {
-                    outbox.finish();
-                    tokio::time::timeout(limits.close_timeout, &mut writer).await.ok().and_then(Result::ok)
-                }
-                written = &mut writer => {
-                    // Our close frame went out: wait for the peer's. If the
-                    // write failed, the peer is gone: nothing to wait for.
-                    let written = written.ok();
-                    if written.as_ref().is_some_and(|(_, ok)| *ok) {
-                        let _ = tokio::time::timeout(limits.close_timeout, reading).await;
+        async move {
+            let (mut read, write) = tokio::io::split(io);
+            let mut credentials = Credentials::new(caller, in_band);
+            let expiry = credentials.expiry();
+            let encoder =
+                WriterEncoder::new(deflate.as_ref(), encoding, &compression, counters.clone());
+            // The writer is a task of its own: senders write to the socket
+            // themselves, so it runs only where a write could not finish or
+            // a message is compressed for this connection alone, and then
+            // wakes none of the reader's chain of futures. It hands the write
+            // half back for the lingering close; dropping the handle aborts
+            // it.
+            let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
+                let (write, written) = writer::run(receiver, Box::new(write), encoder).await;
+                (write, written.is_ok())
+            }));
+            let inbound = Inbound::new();
+            let exchange = async {
+                let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
+                let guard = FrameGuard::new(&mut read, tracker, &inbound);
+                let reading = read_messages(
+                    guard,
+                    &inbound,
+                    deflate,
+                    Handling {
+                        place: &mut place,
+                        credentials: &mut credentials,
+                        policy: &policy,
+                        counters: &counters,
+                        outbox: &outbox,
+                    },
+                    &limits,
+                );
+                let watching = heartbeat(&inbound, &outbox, &limits);
+                let expiring = expiry.wait();
+                tokio::pin!(reading, watching, expiring);
+                // Corked: what one read brings in leaves as one write per
+                // recipient, once the reader has nothing more to read.
+                let mut reading = cork::corked(reading);
+                tokio::select! {
+                    () = &mut reading => {
+                        outbox.finish();
+                        tokio::time::timeout(limits.close_timeout, &mut writer).await.ok().and_then(Result::ok)
                     }
-                    written
+                    written = &mut writer => {
+                        // Our close frame went out: wait for the peer's. If the
+                        // write failed, the peer is gone: nothing to wait for.
+                        let written = written.ok();
+                        if written.as_ref().is_some_and(|(_, ok)| *ok) {
+                            let _ = tokio::time::timeout(limits.close_timeout, reading).await;
+                        }
+                        written
+                    }
+                    () = &mut watching => {
+                        counters.record(Reason::Idle);
+                        outbox.close(close::GOING_AWAY, "idle timeout");
+                        let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
+                        None
+                    }
+                    expired = &mut expiring => {
+                        let (result, reason) = match expired.code {
+                            close::TOKEN_EXPIRED => ("expired", "token"),
+                            _ => ("rejected", "first_message_timeout"),
+                        };
+                        counters.record_auth(result, reason);
+                        outbox.close(expired.code, expired.reason);
+                        let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
+                        None
+                    }
+                    // A close frame that cannot even be written (the peer stopped
+                    // reading) bounds the handshake too.
+                    () = async {
+                        outbox.closing().await;
+                        tokio::time::sleep(limits.close_timeout).await;
+                    } => None,
                 }
-                () = &mut watching => {
-                    counters.record(Reason::Idle);
-                    outbox.close(close::GOING_AWAY, "idle timeout");
-                    let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
-                    None
+            };
+            // Past shutdown_timeout nothing is waited for any more.
+            let finished = tokio::select! {
+                finished = exchange => finished,
+                () = hard_stop.cancelled() => None,
+            };
+            // Leave the channel and give the slots back before the peer can see
+            // the connection end, so that `stats()` agrees with what it sees.
+            counters.traffic.record_disconnect(outbox.closed_by());
+            drop((place, outbox, slots));
+            if let Some((mut write, true)) = finished {
+                tokio::select! {
+                    // Boxed: its scratch buffer would otherwise sit in every
+                    // session's task for its whole life.
+                    () = Box::pin(linger(&mut read, &mut write, limits.close_timeout)) => {}
+                    () = hard_stop.cancelled() => {}
                 }
-                expired = &mut expiring => {
-                    let (result, reason) = match expired.code {
-                        close::TOKEN_EXPIRED => ("expired", "token"),
-                        _ => ("rejected", "first_message_timeout"),
-                    };
-                    counters.record_auth(result, reason);
-                    outbox.close(expired.code, expired.reason);
-                    let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
-                    None
-                }
-                // A close frame that cannot even be written (the peer stopped
-                // reading) bounds the handshake too.
-                () = async {
-                    outbox.closing().await;
-                    tokio::time::sleep(limits.close_timeout).await;
-                } => None,
-            }
-        };
-        // Past shutdown_timeout nothing is waited for any more.
-        let finished = tokio::select! {
-            finished = exchange => finished,
-            () = hard_stop.cancelled() => None,
-        };
-        // Leave the channel and give the slots back before the peer can see
-        // the connection end, so that `stats()` agrees with what it sees.
-        counters.traffic.record_disconnect(outbox.closed_by());
-        drop((place, outbox, slots));
-        if let Some((mut write, true)) = finished {
-            tokio::select! {
-                // Boxed: its scratch buffer would otherwise sit in every
-                // session's task for its whole life.
-                () = Box::pin(linger(&mut read, &mut write, limits.close_timeout)) => {}
-                () = hard_stop.cancelled() => {}
             }
         }
     }
@@ -232,18 +241,33 @@ async fn read_messages<R: AsyncRead + Unpin>(
     mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
     deflate: Option<Agreement>,
-    mut handling: Handling<'_>,
+    handling: Handling<'_>,
     limits: &Limits,
 ) {
     let (counters, outbox) = (handling.counters, handling.outbox);
-    // fastwebsockets gives each reader an 8 KiB buffer up front. Most
-    // connections of a fan-out server are silent: they pay for it only once
-    // their client sends something.
+    // fastwebsockets gives each reader an 8 KiB buffer up front, and the
+    // reading loop's state is several KiB more. Most connections of a
+    // fan-out server are silent: they pay for both only once their client
+    // sends something, the loop boxed then, so that an idle connection's
+    // task holds no more than this wait.
     match guard.wait_for_data().await {
         Ok(true) => {}
         Ok(false) => return,
         Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
     }
+    Box::pin(read_frames(guard, inbound, deflate, handling, limits)).await;
+}
+
+/// Reads frames once the client has sent its first byte: see
+/// [`read_messages`].
+async fn read_frames<R: AsyncRead + Unpin>(
+    guard: FrameGuard<'_, R>,
+    inbound: &Inbound,
+    deflate: Option<Agreement>,
+    mut handling: Handling<'_>,
+    limits: &Limits,
+) {
+    let (counters, outbox) = (handling.counters, handling.outbox);
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
     let mut reader = frame_reader(guard, limits.max_payload);
     let mut assembler = Assembler::new(
@@ -320,7 +344,10 @@ impl Handling<'_> {
             MessageKind::Binary => None,
         };
         if let Some(control) = control {
-            return match self.credentials.handle(control, self.counters).await {
+            // Boxed: verifying (maybe fetching keys) is rare and its state
+            // large; the reading loop that every message passes through
+            // should not carry it.
+            return match Box::pin(self.credentials.handle(control, self.counters)).await {
                 Handled::Authenticated(identity, answer) => {
                     self.join(identity)?;
                     self.answer(answer);

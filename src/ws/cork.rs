@@ -10,7 +10,12 @@
 //! while it walks a member list under its lock, so that no socket is
 //! written with the lock held. Corks nest: only the outermost one writes.
 
-use std::{cell::RefCell, marker::PhantomData};
+use std::{
+    cell::RefCell,
+    marker::PhantomData,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use super::outbox::Outbox;
 
@@ -76,12 +81,20 @@ pub(super) fn defer(outbox: &Outbox) -> bool {
     })
 }
 
-/// Holds a cork around every poll of `future`.
-pub(crate) async fn corked<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
+/// Holds a cork around every poll of `future`, which the caller pins (a
+/// wrapper that pinned it itself would hold a second copy of its state).
+pub(crate) fn corked<F: Future + Unpin>(future: F) -> Corked<F> {
+    Corked(future)
+}
+
+/// See [`corked`].
+pub(crate) struct Corked<F>(F);
+
+impl<F: Future + Unpin> Future for Corked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let _cork = Cork::hold();
-        future.as_mut().poll(cx)
-    })
-    .await
+        Pin::new(&mut self.0).poll(cx)
+    }
 }
