@@ -42,6 +42,14 @@ kind = "room"
 publish = "clients"
 max_rooms = 100000
 max_members = 100000
+
+# hub-rooms: the same rooms over one connection each (bench/run.sh hub).
+[[channel]]
+name = "hub"
+path = "/hub"
+kind = "hub"
+max_rooms = 100000
+max_members = 100000
 TOML
 }
 

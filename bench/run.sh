@@ -12,6 +12,8 @@
 #                                # bench/results/reload.{json,md}
 #   bench/run.sh auth            # ~1.5 minutes: handshakes with HS256, RS256, ES256,
 #                                # EdDSA tokens and without; bench/results/auth.{json,md}
+#   bench/run.sh hub             # ~2 minutes: the rooms load over the hub channel
+#                                # next to the room channel; bench/results/hub.{json,md}
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
 # listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5,
@@ -27,7 +29,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth" >&2
+    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth|hub" >&2
     exit 2
 }
 profile=${1:-quick}
@@ -47,6 +49,7 @@ soak)
     ;;
 reload) per_run_limit=900 ;;
 auth) per_run_limit=300 ;;
+hub) per_run_limit=600 ;;
 *) usage ;;
 esac
 
@@ -100,6 +103,7 @@ trap 'exit 130' INT TERM
 tools="cargo taskset"
 case "$profile" in
 quick | full) tools="$tools node npm" ;;
+hub) ;;
 *) tools="$tools openssl" ;;
 esac
 for tool in $tools; do
@@ -193,6 +197,27 @@ if [[ "$profile" == auth ]]; then
         --keys "$work" --out-dir "$results" --machine "$(machine)" --command "bench/run.sh auth"
     stop_all
     echo "== done in $(($(date +%s) - started_at))s: $results/auth.md, auth.json"
+    exit 0
+fi
+
+if [[ "$profile" == hub ]]; then
+    # wsedge alone: the same rooms load over /chat/{room} and over /hub,
+    # back to back in one load generator run (full profile: 10 s each).
+    {
+        printf '[server]\nlisten = []\nplain = ["127.0.0.1:%s"]\n\n' "$wsedge_port"
+        wsedge_channels
+    } >"$work/wsedge.toml"
+    "$wsedge_bin" check -c "$work/wsedge.toml" >/dev/null
+    rm -f "$runs/hub-wsedge.log"
+    start hub-wsedge $wsedge_port "$wsedge_bin" run -c "$work/wsedge.toml"
+    echo "== hub: wsedge on 127.0.0.1:$wsedge_port, log in $runs/hub-wsedge.log"
+    timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" run --profile full \
+        --scenarios hub-rooms --out "$runs/hub.json" \
+        --target "wsedge,${pids[hub-wsedge]},ws://127.0.0.1:$wsedge_port"
+    stop_all
+    "$bin/wsedge-bench" hub-report --out-dir "$results" --machine "$(machine)" \
+        --command "bench/run.sh hub" "$runs/hub.json" >/dev/null
+    echo "== done in $(($(date +%s) - started_at))s: $results/hub.md, hub.json"
     exit 0
 fi
 

@@ -21,6 +21,7 @@
 mod auth;
 mod client;
 mod deflate;
+mod hub_report;
 mod json;
 mod metrics;
 mod procfs;
@@ -39,7 +40,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{client::Target, record::Record, scenarios::Context};
+use crate::{
+    client::Target,
+    record::Record,
+    scenarios::{Context, RoomsVia},
+};
 
 #[derive(Parser)]
 #[command(about = "Load generator for wsedge and its peers (loopback only)")]
@@ -54,6 +59,9 @@ enum Command {
     Run(RunArgs),
     /// Combine the JSON of several runs into latest.json, latest.md and latest.svg.
     Report(report::ReportArgs),
+    /// Turn a hub-rooms run into hub.json and hub.md (hub against room
+    /// channel, load by load).
+    HubReport(hub_report::HubReportArgs),
     /// Minutes of churn, traffic, slow consumers and reloads against one
     /// wsedge, sampling its memory and open files; writes soak.json and
     /// soak.md.
@@ -78,12 +86,12 @@ struct RunArgs {
     targets: Vec<(String, Option<u32>, String)>,
     #[arg(long, value_enum, default_value = "quick")]
     profile: Profile,
-    /// Comma-separated: echo, fanout, rooms, capacity,
+    /// Comma-separated: echo, fanout, rooms, hub-rooms, capacity,
     /// capacity-deflate-echo, capacity-deflate-news, burst, handshakes,
     /// compression. compression needs the paths /echo-uncompressed and
     /// /news-uncompressed besides /echo and /news (bench/run.sh's wsedge
-    /// configuration has them). The capacity scenarios want a freshly
-    /// started server each.
+    /// configuration has them); hub-rooms needs a hub channel at /hub. The
+    /// capacity scenarios want a freshly started server each.
     #[arg(
         long,
         value_delimiter = ',',
@@ -186,6 +194,8 @@ enum Scenario {
     Echo,
     Fanout,
     Rooms,
+    /// The rooms load over the hub channel, next to the room channel.
+    HubRooms,
     Capacity,
     /// Idle connections that negotiated permessage-deflate on /echo.
     CapacityDeflateEcho,
@@ -208,6 +218,9 @@ struct Plan {
     fanout: Vec<(usize, u32, u64, usize)>,
     /// (rooms, members, rate per member, size)
     rooms: Vec<(usize, usize, f64, usize)>,
+    /// The same loads for hub-rooms, and how many rooms each hub
+    /// connection joins besides the one-room-per-connection run.
+    hub_rooms: Vec<(usize, usize, f64, usize, usize)>,
     capacity: usize,
     /// How long the idle connections are held before every one is checked.
     capacity_hold: Duration,
@@ -236,6 +249,7 @@ impl Profile {
                 echo: vec![(100, 64, 1), (100, 64, 16), (100, 4096, 1)],
                 fanout: vec![(10_000, 10, 0, 64), (1_000, 0, 8, 64)],
                 rooms: vec![(50, 20, 5.0, 64)],
+                hub_rooms: vec![(50, 20, 5.0, 64, 5)],
                 capacity: 5_000,
                 capacity_hold: Duration::from_secs(1),
                 capacity_deflate: 5_000,
@@ -264,6 +278,7 @@ impl Profile {
                     (10_000, 0, 8, 64),
                 ],
                 rooms: vec![(100, 10, 5.0, 64), (10, 100, 1.0, 64)],
+                hub_rooms: vec![(50, 20, 5.0, 64, 5), (100, 20, 2.0, 64, 10)],
                 capacity: 19_900,
                 // The bar: the file limit's worth, held a minute.
                 capacity_hold: Duration::from_secs(60),
@@ -282,6 +297,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report::write(&args),
+        Command::HubReport(args) => hub_report::write(&args),
         Command::Soak(args) => soak::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Auth(args) => auth::run(args),
@@ -341,8 +357,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Scenario::Rooms => measurements.extend(
                 plan.rooms
                     .iter()
-                    .map(|&(r, m, p, z)| Measurement::Rooms(r, m, p, z)),
+                    .map(|&(r, m, p, z)| Measurement::Rooms(r, m, p, z, RoomsVia::Path)),
             ),
+            // The path-named rooms, then the hub with one room per
+            // connection (the same connections), then with k.
+            Scenario::HubRooms => {
+                for &(r, m, p, z, k) in &plan.hub_rooms {
+                    for via in [
+                        RoomsVia::Path,
+                        RoomsVia::Hub { per_connection: 1 },
+                        RoomsVia::Hub { per_connection: k },
+                    ] {
+                        measurements.push(Measurement::Rooms(r, m, p, z, via));
+                    }
+                }
+            }
             Scenario::Capacity => {
                 measurements.push(Measurement::Capacity(plan.capacity, plan.capacity_hold))
             }
@@ -390,8 +419,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     Measurement::Fanout(subs, rate, window, size) => {
                         vec![scenarios::fanout(ctx, subs, rate, window, size).await]
                     }
-                    Measurement::Rooms(rooms, members, rate, size) => {
-                        vec![scenarios::rooms(ctx, rooms, members, rate, size).await]
+                    Measurement::Rooms(rooms, members, rate, size, via) => {
+                        vec![scenarios::rooms(ctx, rooms, members, rate, size, via).await]
                     }
                     Measurement::Capacity(count, hold) => {
                         vec![scenarios::capacity(ctx, count, hold).await]
@@ -438,7 +467,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 enum Measurement {
     Echo(usize, usize, usize),
     Fanout(usize, u32, u64, usize),
-    Rooms(usize, usize, f64, usize),
+    Rooms(usize, usize, f64, usize, RoomsVia),
     /// (connections, hold)
     Capacity(usize, Duration),
     /// (channel, connections, hold)

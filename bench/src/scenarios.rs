@@ -8,6 +8,7 @@ mod auth_handshakes;
 mod burst;
 mod capacity_deflate;
 mod compression;
+mod rooms;
 
 use std::{
     cell::{Cell, RefCell},
@@ -26,6 +27,7 @@ pub use self::{
     burst::burst,
     capacity_deflate::{DeflateChannel, capacity_deflate},
     compression::{compression_echo, compression_fanout},
+    rooms::{RoomsVia, rooms},
 };
 use crate::{
     client::{self, Conn, Target},
@@ -303,11 +305,10 @@ impl Delivery {
         })
     }
 
-    /// Records one received message whose payload starts with a sequence
-    /// number and the send time.
-    fn receive(&self, payload: &[u8], now_ns: u64) {
-        if payload.len() >= 16 {
-            let sent = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+    /// Records one received message sent at `sent_ns` (when it carried
+    /// its send time).
+    fn receive(&self, sent_ns: Option<u64>, now_ns: u64) {
+        if let Some(sent) = sent_ns {
             self.hist
                 .borrow_mut()
                 .record(now_ns.saturating_sub(sent).max(1))
@@ -365,6 +366,12 @@ impl Delivery {
             ));
         }
     }
+}
+
+/// The send time of a [`timestamped_frame`]'s payload.
+fn binary_stamp(payload: &[u8]) -> Option<u64> {
+    let stamp = payload.get(8..16)?;
+    Some(u64::from_le_bytes(stamp.try_into().expect("8 bytes")))
 }
 
 /// A message of `size` bytes (at least 16) carrying a sequence number and
@@ -442,7 +449,7 @@ pub async fn fanout(
             tokio::task::spawn_local(async move {
                 loop {
                     match conn
-                        .read_frames(|payload| delivery.receive(payload, now_ns()))
+                        .read_frames(|payload| delivery.receive(binary_stamp(payload), now_ns()))
                         .await
                     {
                         Ok(_) => {
@@ -518,101 +525,6 @@ pub async fn fanout(
     join_all(tasks, Duration::from_secs(1)).await;
     delivery.report(&mut record, sent.get(), expected);
     drop(publisher);
-    record
-}
-
-/// Rooms: `rooms` rooms of `members` members; every member sends `rate`
-/// messages a second to its room (spread evenly over time) and receives
-/// everyone else's.
-pub async fn rooms(ctx: &Context, rooms: usize, members: usize, rate: f64, size: usize) -> Record {
-    let id = format!(
-        "rooms {} {rooms}x{members} rate={rate}/s/member size={size}B",
-        ctx.transport()
-    );
-    let mut record = Record::new(&ctx.server, "rooms", id, "p99_ms", false);
-    record
-        .param("rooms", rooms)
-        .param("members", members)
-        .param("rate_per_member", rate)
-        .param("size", size);
-    let paths = (0..rooms * members)
-        .map(|i| format!("/chat/room-{}", i % rooms))
-        .collect();
-    let (conns, failures, error) = connect_many(ctx, paths, ctx.connect_concurrency, None).await;
-    connect_notes(&mut record, rooms * members, conns.len(), failures, error);
-    if conns.is_empty() {
-        return record;
-    }
-    // Only full rooms are counted: a member that failed to join would make
-    // every message of its room look lost.
-    let mut per_room = vec![0usize; rooms];
-    for (index, _) in &conns {
-        per_room[index % rooms] += 1;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let delivery = Delivery::new();
-    let expected = Rc::new(Cell::new(0u64));
-    let sent = Rc::new(Cell::new(0u64));
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now() + Duration::from_millis(20);
-    let end = start + ctx.duration;
-    let total = conns.len();
-    let tasks: Vec<JoinHandle<()>> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(order, (index, mut conn))| {
-            let recipients = per_room[index % rooms] as u64 - 1;
-            let (delivery, expected, sent) = (delivery.clone(), expected.clone(), sent.clone());
-            // Spread first sends over one period so that sends are even.
-            let first = start + period.mul_f64(order as f64 / total as f64);
-            tokio::task::spawn_local(async move {
-                let mut interval = tokio::time::interval_at(tinstant(first), period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut frame = Vec::new();
-                let mut seq = 0;
-                loop {
-                    tokio::select! {
-                        biased;
-                        read = conn.read_frames(|payload| delivery.receive(payload, now_ns())) => match read {
-                            Ok(_) => delivery.last_receive.set(Some(Instant::now())),
-                            Err(error) => {
-                                delivery.closed(error);
-                                return;
-                            }
-                        },
-                        _ = interval.tick(), if Instant::now() < end => {
-                            // The tick may come after the end; the drain
-                            // counts only what was sent before it.
-                            if Instant::now() >= end {
-                                continue;
-                            }
-                            timestamped_frame(seq, size, &mut frame);
-                            seq += 1;
-                            if let Err(error) = conn.write_all(&frame).await {
-                                delivery.closed(error);
-                                return;
-                            }
-                            sent.set(sent.get() + 1);
-                            expected.set(expected.get() + recipients);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    delivery.first_send.set(Some(start));
-    sleep_until(tinstant(start)).await;
-    let cpu = CpuWindow::start(ctx.pid);
-    sleep_until(tinstant(end)).await;
-    let drained = delivery.drain(expected.get(), ctx.drain).await;
-    record.metric("drain_ms", drained.as_secs_f64() * 1e3);
-    record.cpu(cpu.finish());
-    for task in &tasks {
-        task.abort();
-    }
-    join_all(tasks, Duration::from_secs(1)).await;
-    delivery.report(&mut record, sent.get(), expected.get());
     record
 }
 
