@@ -45,6 +45,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(750);
 /// cores shared with other work.
 const SLACK: Duration = Duration::from_millis(750);
 
+/// The presence page these tests read: every user of their small rooms.
+const PAGE: usize = 1000;
+
 struct Node {
     link: Link,
     inbox: mpsc::UnboundedReceiver<Envelope>,
@@ -305,7 +308,7 @@ async fn a_killed_and_restarted_redis_counts_losses_then_restores_everything() {
     assert_eq!(a.link.stats().publish_lost, lost_before + 10);
     assert_eq!(b.link.stats().subscriptions, 0);
     assert!(matches!(
-        a.link.presence(&lobby).await,
+        a.link.presence(&lobby, None, PAGE).await,
         Err(wsedge::cluster::LinkError::Down)
     ));
 
@@ -331,10 +334,10 @@ async fn a_killed_and_restarted_redis_counts_losses_then_restores_everything() {
         redis.cli(&["HLEN", "test:presence:node-a"]).trim() == "2"
     })
     .await;
-    let totals = b.link.presence(&lobby).await.unwrap();
+    let totals = b.link.presence(&lobby, None, PAGE).await.unwrap();
     assert_eq!(
-        (totals.connections, totals.users),
-        (3, vec!["ann".to_owned()])
+        (totals.connections, totals.users, totals.list),
+        (3, 1, vec!["ann".to_owned()])
     );
 }
 
@@ -409,17 +412,18 @@ async fn presence_adds_up_over_nodes_and_a_dead_node_ages_out_within_the_ttl() {
     let deadline = Instant::now() + PATIENCE;
     while totals != (4, users(&["u1", "u2", "u3"]), 3) {
         assert!(Instant::now() < deadline, "totals stayed {totals:?}");
-        let read = a.link.presence(&lobby).await.unwrap();
-        totals = (read.connections, read.users, read.nodes);
+        let read = a.link.presence(&lobby, None, PAGE).await.unwrap();
+        assert_eq!(read.users, read.list.len() as u64);
+        totals = (read.connections, read.list, read.nodes);
     }
-    let other = b.link.presence(&room("other")).await.unwrap();
+    let other = b.link.presence(&room("other"), None, PAGE).await.unwrap();
     assert_eq!((other.connections, other.nodes), (5, 1));
 
     // A clean shutdown takes c's share away at once.
     c.link.shutdown().await;
-    let read = a.link.presence(&lobby).await.unwrap();
+    let read = a.link.presence(&lobby, None, PAGE).await.unwrap();
     assert_eq!(
-        (read.connections, read.users.clone()),
+        (read.connections, read.list.clone()),
         (3, users(&["u1", "u2"]))
     );
 
@@ -428,9 +432,9 @@ async fn presence_adds_up_over_nodes_and_a_dead_node_ages_out_within_the_ttl() {
     drop(b);
     let died = Instant::now();
     loop {
-        let read = a.link.presence(&lobby).await.unwrap();
+        let read = a.link.presence(&lobby, None, PAGE).await.unwrap();
         if read.connections == 2 {
-            assert_eq!(read.users, users(&["u1", "u2"]));
+            assert_eq!((read.users, read.list), (2, users(&["u1", "u2"])));
             break;
         }
         assert!(died.elapsed() < TTL + SLACK, "b's share outlived its TTL");
@@ -444,6 +448,110 @@ async fn presence_adds_up_over_nodes_and_a_dead_node_ages_out_within_the_ttl() {
     );
     let nodes = redis.cli(&["SMEMBERS", "test:nodes"]);
     assert_eq!(nodes.trim(), "node-a", "the reader removed the dead node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_overlapping_shares_count_distinct_users_page_in_order_and_a_dead_nodes_users_age_out()
+{
+    if !installed() {
+        return;
+    }
+    const TTL: Duration = Duration::from_secs(2);
+    let redis = RedisServer::standalone();
+    let with_ttl = |name: &str| {
+        let mut settings = settings(&redis.url(), Mode::Standalone, name);
+        settings.presence_ttl = TTL;
+        start(settings)
+    };
+    let a = with_ttl("node-a");
+    let b = with_ttl("node-b");
+    up(&[&a, &b]).await;
+    let big = room("big");
+    let ids = |range: std::ops::Range<usize>| range.map(|n| format!("u{n:05}")).collect::<Vec<_>>();
+    // 1,000 users on both nodes: 5,000 distinct, 6,000 connections.
+    a.link.set_presence(&big, 3000, &ids(0..3000));
+    b.link.set_presence(&big, 3000, &ids(2000..5000));
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let read = a.link.presence(&big, None, 0).await.unwrap();
+        if (read.connections, read.users, read.nodes) == (6000, 5000, 2) {
+            assert!(
+                read.list.is_empty() && read.next.is_none(),
+                "{:?}",
+                read.next
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "totals stayed {read:?}");
+    }
+    // Pages of 1,000 in id order, the cursor the last id of each.
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = b.link.presence(&big, after.as_deref(), PAGE).await.unwrap();
+        assert_eq!(page.users, 5000);
+        walked.extend(page.list);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids(0..5000));
+
+    // a loses its first 1,000 users and gains one: only the difference is
+    // written, and the count stays exact (u02000.. are b's as well).
+    let mut now_a = ids(1000..3000);
+    now_a.push("u09999".to_owned());
+    a.link.set_presence(&big, 2001, &now_a);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let read = b.link.presence(&big, None, 2).await.unwrap();
+        if read.users == 4001 {
+            assert_eq!(read.connections, 5001);
+            assert_eq!(read.list, ["u01000", "u01001"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "totals stayed {read:?}");
+    }
+
+    // b dies without cleanup: its users that a does not have age out
+    // with its connections, within the TTL, and nothing of it is left.
+    drop(b);
+    let died = Instant::now();
+    loop {
+        let read = a.link.presence(&big, None, PAGE).await.unwrap();
+        if read.connections == 2001 {
+            assert_eq!(read.users, 2001);
+            assert_eq!(read.list.first().map(String::as_str), Some("u01000"));
+            break;
+        }
+        assert!(
+            died.elapsed() < TTL + SLACK,
+            "b's share outlived its TTL: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", "test:presence-targets:node-b"])
+            .trim(),
+        "0"
+    );
+    let owners = redis.cli(&["HGET", "test:presence-users:{test:room:chat:big}", "u02500"]);
+    assert_eq!(owners.trim(), "node-a");
+
+    // A clean shutdown leaves no users behind.
+    a.link.shutdown().await;
+    assert_eq!(
+        redis
+            .cli(&[
+                "EXISTS",
+                "test:presence-users:{test:room:chat:big}",
+                "test:presence-index:{test:room:chat:big}"
+            ])
+            .trim(),
+        "0"
+    );
 }
 
 /// A presence source that counts how often the link reads it.
@@ -483,9 +591,10 @@ async fn a_burst_of_presence_changes_reads_its_source_once_per_flush() {
     }
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let read = b.link.presence(&lobby).await.unwrap();
+        let read = b.link.presence(&lobby, None, PAGE).await.unwrap();
         if read.connections == CHANGES {
-            assert_eq!(read.users.len(), CHANGES as usize);
+            assert_eq!(read.users, CHANGES);
+            assert_eq!(read.list.len(), CHANGES as usize);
             break;
         }
         assert!(Instant::now() < deadline, "b read {read:?}");
@@ -508,7 +617,14 @@ async fn a_node_restarted_under_its_name_replaces_its_share_long_before_the_ttl(
     crashed.link.set_presence(&lobby, 2, &["u1".into()]);
     crashed.link.set_presence(&other, 1, &["u2".into()]);
     let deadline = Instant::now() + PATIENCE;
-    while reader.link.presence(&other).await.unwrap().connections != 1 {
+    while reader
+        .link
+        .presence(&other, None, PAGE)
+        .await
+        .unwrap()
+        .connections
+        != 1
+    {
         assert!(Instant::now() < deadline, "the first share was not written");
     }
     // A crash (no cleanup), and the node back under the same name with
@@ -521,11 +637,14 @@ async fn a_node_restarted_under_its_name_replaces_its_share_long_before_the_ttl(
     restarted.link.set_presence(&lobby, 1, &["u3".into()]);
     loop {
         let (now_lobby, now_other) = (
-            reader.link.presence(&lobby).await.unwrap(),
-            reader.link.presence(&other).await.unwrap(),
+            reader.link.presence(&lobby, None, PAGE).await.unwrap(),
+            reader.link.presence(&other, None, PAGE).await.unwrap(),
         );
         if now_lobby.connections == 1 && now_other.connections == 0 {
-            assert_eq!(now_lobby.users, ["u3"]);
+            assert_eq!(
+                (now_lobby.users, now_lobby.list),
+                (1, vec!["u3".to_owned()])
+            );
             break;
         }
         assert!(

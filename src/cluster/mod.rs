@@ -438,9 +438,16 @@ impl Link {
     }
 
     /// The cluster-wide presence of `target`: the shares of every live
-    /// node, this one included, as last written to Redis.
-    pub async fn presence(&self, target: &Target) -> Result<PresenceTotals, LinkError> {
-        presence::totals(&self.shared, target).await
+    /// node, this one included, as last written to Redis, with up to
+    /// `limit` user ids after `after` (in id order). Costs the same
+    /// whatever the number of users, but for the page.
+    pub async fn presence(
+        &self,
+        target: &Target,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresenceTotals, LinkError> {
+        presence::totals(&self.shared, target, after, limit).await
     }
 
     /// The link's health: up only when every slot's shard has a verified

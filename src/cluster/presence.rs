@@ -1,38 +1,55 @@
 //! Cluster-wide presence: each node keeps its own share in Redis, and any
-//! node can add up the shares of the live nodes.
+//! node can read the totals of the live nodes without reading any node's
+//! whole user list.
 //!
 //! In Redis:
 //! - `{prefix}presence:{node}`, a hash per node: for each target with
-//!   local members, its topic name → this node's connection count and user
-//!   list; plus an empty field name, always present while the node lives,
-//!   so the hash exists even when the node has no members. The whole hash
-//!   expires `presence_ttl` after the node's last refresh (every third of
-//!   the TTL), so a node that died stops counting within the TTL.
+//!   local members, its topic name → this node's connection count; plus an
+//!   empty field name, always present while the node lives, so the hash
+//!   exists even when the node has no members. The whole hash expires
+//!   `presence_ttl` after the node's last refresh (every third of the TTL),
+//!   so a node that died stops counting within the TTL.
 //! - `{prefix}nodes`, the set of node names with a share. A reader that
 //!   finds a node's hash gone removes the name.
+//! - per target, the distinct users of every node together:
+//!   `{prefix}presence-users:{TOPIC}`, a hash of user → the names of the
+//!   nodes that have that user (comma-separated), and
+//!   `{prefix}presence-index:{TOPIC}`, a sorted set of the same users, all
+//!   scored 0, so that members sort by id: its `ZCARD` is the distinct
+//!   user count and `ZRANGEBYLEX` a page, O(log n + page) however big the
+//!   room. The braces make both one hash slot in a Redis Cluster. Both are
+//!   changed only by [`USERS_SCRIPT`], atomically: a user is in the index
+//!   while some node names it, and adding or removing a node's name twice
+//!   changes nothing, so a write that is retried or replayed in whole
+//!   cannot miscount.
+//! - `{prefix}presence-targets:{node}`, the topics a node has users in, so
+//!   that a reader that finds the node dead (its hash expired) can take
+//!   its name off every target's users at once, before it answers: the
+//!   distinct users of a dead node age out with its connections, within
+//!   the TTL.
 //!
 //! Writes are coalesced for [`PRESENCE_FLUSH`]: what the totals report
 //! lags local changes by about that much. A change may name a
 //! [`PresenceSource`] instead of the share itself: the source is read once
-//! per flush, however many changes the window saw, so a burst of joins
-//! costs one copy of a target's user list, not one per join. Each flush
-//! checks that the hash still exists (it does not after Redis lost its
-//! data, say on a restart without persistence), and rewrites the whole
-//! share when it does not; the first write of a link rewrites it too. A
-//! rewrite replaces the hash in one transaction, so that fields a previous
-//! process of the same node name left behind do not outlive it, and no
-//! reader sees the node without its hash. A share's user list is written
-//! whole on every change of that target: cheap for the small rooms
-//! presence lists are for, costly for a target with a hundred thousand
-//! users on one node.
+//! per flush, however many changes the window saw. A flush writes each
+//! changed target's connection count and only the users that came or went
+//! since the last write (a join costs one user, not a copy of the room).
+//! Each flush checks that the node's hash still exists (it does not after
+//! Redis lost its data, say on a restart without persistence), and
+//! rewrites the whole share when it does not; the first write of a link
+//! and the one after a failed write rewrite it too. A rewrite replaces the
+//! hash in one transaction, so that fields a previous process of the same
+//! node name left behind do not outlive it, and no reader sees the node
+//! without its hash; and it replaces the node's name in each target's
+//! users with exactly the users it has, dropping it from targets it no
+//! longer has.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{Shared, envelope::Target, error::LinkError, resp::Value};
@@ -48,16 +65,71 @@ const PRESENCE_RETRY: Duration = Duration::from_secs(1);
 /// The most field/value pairs in one HSET of a rewrite.
 const FIELDS_PER_HSET: usize = 1000;
 
+/// The most users one call of [`USERS_SCRIPT`] adds or removes: a burst of
+/// ten thousand joins is a few calls, none of which holds Redis long.
+const USERS_PER_CALL: usize = 2000;
+
 /// The field that marks a node's hash as alive.
 const ALIVE: &[u8] = b"";
+
+/// Changes a node's name in one target's users: `KEYS[1]` the users hash,
+/// `KEYS[2]` the index; `ARGV[1]` the node, `ARGV[2]` the mode, then users.
+/// `add`: the node has these users; `remove`: it has them no more; `sync`:
+/// it has exactly these (its name is first taken off every user); `purge`:
+/// it has none. Answers the distinct user count.
+const USERS_SCRIPT: &str = r#"
+local node = ARGV[1]
+local function strip(owners)
+  local kept = {}
+  for name in string.gmatch(owners, '[^,]+') do
+    if name ~= node then kept[#kept + 1] = name end
+  end
+  return table.concat(kept, ',')
+end
+local function add(user)
+  local owners = redis.call('HGET', KEYS[1], user)
+  if not owners then
+    redis.call('HSET', KEYS[1], user, node)
+    redis.call('ZADD', KEYS[2], 0, user)
+  elseif strip(owners) == owners then
+    redis.call('HSET', KEYS[1], user, owners .. ',' .. node)
+  end
+end
+local function remove(user, owners)
+  owners = owners or redis.call('HGET', KEYS[1], user)
+  if not owners then return end
+  local rest = strip(owners)
+  if rest == '' then
+    redis.call('HDEL', KEYS[1], user)
+    redis.call('ZREM', KEYS[2], user)
+  elseif rest ~= owners then
+    redis.call('HSET', KEYS[1], user, rest)
+  end
+end
+local mode = ARGV[2]
+if mode == 'sync' or mode == 'purge' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do remove(all[i], all[i + 1]) end
+end
+if mode == 'add' or mode == 'sync' then
+  for i = 3, #ARGV do add(ARGV[i]) end
+elseif mode == 'remove' then
+  for i = 3, #ARGV do remove(ARGV[i]) end
+end
+return redis.call('ZCARD', KEYS[2])
+"#;
 
 /// The cluster-wide presence of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresenceTotals {
     /// Connections on every live node.
     pub connections: u64,
-    /// Distinct users on every live node, sorted.
-    pub users: Vec<String>,
+    /// Distinct users on every live node.
+    pub users: u64,
+    /// The page of user ids asked for, in id order.
+    pub list: Vec<String>,
+    /// The cursor of the next page (the page's last id), `None` on the last.
+    pub next: Option<String>,
     /// How many live nodes have a share of this target.
     pub nodes: usize,
 }
@@ -76,9 +148,17 @@ pub(crate) struct Presence {
     changed: Notify,
 }
 
+/// One target's share on this node.
+struct Share {
+    connections: u64,
+    users: HashSet<Arc<str>>,
+}
+
 struct Local {
-    /// Topic name → encoded share.
-    shares: HashMap<String, Bytes>,
+    /// Topic name → this node's share.
+    shares: HashMap<String, Share>,
+    /// Topic name → the users last written to Redis.
+    written: HashMap<String, HashSet<Arc<str>>>,
     /// Topics changed since the last write.
     dirty: HashSet<String>,
     /// Topics whose share is to be read from their source at the next write.
@@ -88,12 +168,13 @@ struct Local {
 }
 
 impl Local {
-    fn store(&mut self, topic: String, connections: u64, users: &[impl AsRef<str>]) {
+    fn store(&mut self, topic: String, connections: u64, users: Vec<Arc<str>>) {
         if connections == 0 {
             self.shares.remove(&topic);
         } else {
+            let users = users.into_iter().collect();
             self.shares
-                .insert(topic.clone(), encode_share(connections, users));
+                .insert(topic.clone(), Share { connections, users });
         }
         self.dirty.insert(topic);
     }
@@ -104,6 +185,7 @@ impl Presence {
         Self {
             local: Mutex::new(Local {
                 shares: HashMap::new(),
+                written: HashMap::new(),
                 dirty: HashSet::new(),
                 pending: HashMap::new(),
                 rewrite: true,
@@ -114,6 +196,7 @@ impl Presence {
 
     /// Records this node's share of `target`; zero connections removes it.
     pub(crate) fn set(&self, topic: String, connections: u64, users: &[String]) {
+        let users = users.iter().map(|user| Arc::from(user.as_str())).collect();
         let mut local = lock(&self.local);
         local.pending.remove(&topic);
         local.store(topic, connections, users);
@@ -143,7 +226,7 @@ impl Presence {
         for (topic, (connections, users)) in shares {
             // A direct `set` since the read is newer than the source.
             if !local.pending.contains_key(&topic) {
-                local.store(topic, connections, &users);
+                local.store(topic, connections, users);
             }
         }
     }
@@ -155,6 +238,51 @@ fn node_key(shared: &Shared, node: &str) -> String {
 
 fn nodes_key(shared: &Shared) -> String {
     format!("{}nodes", shared.settings.prefix)
+}
+
+fn targets_key(shared: &Shared, node: &str) -> String {
+    format!("{}presence-targets:{node}", shared.settings.prefix)
+}
+
+/// The users hash and the index of the target whose topic is `topic`.
+fn users_keys(shared: &Shared, topic: &str) -> (String, String) {
+    let prefix = &shared.settings.prefix;
+    (
+        format!("{prefix}presence-users:{{{topic}}}"),
+        format!("{prefix}presence-index:{{{topic}}}"),
+    )
+}
+
+/// Runs [`USERS_SCRIPT`] on `topic`'s users for `node`, `users` at most
+/// [`USERS_PER_CALL`] at a time (`sync` and `purge` in one call, since they
+/// replace the node's whole part).
+async fn change_users(
+    shared: &Shared,
+    topic: &str,
+    node: &str,
+    mode: &str,
+    users: &[Arc<str>],
+) -> Result<(), LinkError> {
+    let (hash, index) = users_keys(shared, topic);
+    let parts: Vec<&[Arc<str>]> = if matches!(mode, "sync" | "purge") || users.is_empty() {
+        vec![users]
+    } else {
+        users.chunks(USERS_PER_CALL).collect()
+    };
+    for part in parts {
+        let mut command: Vec<&[u8]> = vec![
+            b"EVAL",
+            USERS_SCRIPT.as_bytes(),
+            b"2",
+            hash.as_bytes(),
+            index.as_bytes(),
+            node.as_bytes(),
+            mode.as_bytes(),
+        ];
+        command.extend(part.iter().map(|user| user.as_bytes()));
+        shared.call(&hash, &[command]).await?;
+    }
+    Ok(())
 }
 
 /// Writes this node's share until the link stops.
@@ -183,43 +311,85 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// One write: the changed fields (or everything, when the hash is gone or
+/// What one write sends for one target's users.
+struct UsersChange {
+    topic: String,
+    /// `sync` (a rewrite: exactly `added`), or a difference.
+    sync: bool,
+    added: Vec<Arc<str>>,
+    removed: Vec<Arc<str>>,
+    /// The users written once this succeeds (`None`: the target is gone).
+    now: Option<HashSet<Arc<str>>>,
+}
+
+/// One write: the changed targets (or everything, when the hash is gone or
 /// a write failed) and the TTL.
 async fn write(shared: &Shared) -> Result<(), LinkError> {
-    let key = node_key(shared, &shared.settings.node_name);
+    let node = &shared.settings.node_name;
+    let key = node_key(shared, node);
+    let targets = targets_key(shared, node);
     let ttl = shared.settings.presence_ttl.as_millis().to_string();
     let id = shared.node_id.to_string();
     shared.presence.read_sources();
     loop {
-        let (rewrite, set, removed) = {
+        let rewrite = std::mem::take(&mut lock(&shared.presence.local).rewrite);
+        // The targets a rewrite must take this node's name off: those
+        // Redis lists for it, from this process or a previous one.
+        let listed: Vec<String> = if rewrite {
+            let replies = shared
+                .call(&targets, &[vec![b"SMEMBERS", targets.as_bytes()]])
+                .await?;
+            replies
+                .first()
+                .and_then(Value::as_array)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|topic| Some(String::from_utf8_lossy(topic.as_bytes()?).into_owned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (counts, removed_topics, changes) = {
             let mut local = lock(&shared.presence.local);
-            let rewrite = std::mem::take(&mut local.rewrite);
             let dirty = std::mem::take(&mut local.dirty);
-            let fields: Vec<String> = if rewrite {
-                local.shares.keys().cloned().collect()
+            let topics: HashSet<String> = if rewrite {
+                local.shares.keys().cloned().chain(listed).collect()
             } else {
                 dirty
-                    .iter()
-                    .filter(|f| local.shares.contains_key(*f))
-                    .cloned()
-                    .collect()
             };
-            let set: Vec<(String, Bytes)> = fields
-                .into_iter()
-                .map(|field| {
-                    let value = local.shares[&field].clone();
-                    (field, value)
-                })
-                .collect();
-            let removed: Vec<String> = if rewrite {
-                Vec::new()
-            } else {
-                dirty
-                    .into_iter()
-                    .filter(|f| !local.shares.contains_key(f))
-                    .collect()
-            };
-            (rewrite, set, removed)
+            let mut counts = Vec::new();
+            let mut removed_topics = Vec::new();
+            let mut changes = Vec::new();
+            for topic in topics {
+                let share = local.shares.get(&topic);
+                match share {
+                    Some(share) => counts.push((topic.clone(), share.connections.to_string())),
+                    None => removed_topics.push(topic.clone()),
+                }
+                let now = share.map(|share| share.users.clone());
+                let empty = HashSet::new();
+                let new = now.as_ref().unwrap_or(&empty);
+                let change = if rewrite {
+                    UsersChange {
+                        topic,
+                        sync: true,
+                        added: new.iter().cloned().collect(),
+                        removed: Vec::new(),
+                        now,
+                    }
+                } else {
+                    let old = local.written.get(&topic).unwrap_or(&empty);
+                    UsersChange {
+                        added: new.difference(old).cloned().collect(),
+                        removed: old.difference(new).cloned().collect(),
+                        topic,
+                        sync: false,
+                        now,
+                    }
+                };
+                changes.push(change);
+            }
+            (counts, removed_topics, changes)
         };
         let mut commands: Vec<Vec<&[u8]>> = Vec::new();
         if rewrite {
@@ -229,9 +399,9 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
             // Whether the hash survived: if not, what follows is partial.
             commands.push(vec![b"PEXPIRE", key.as_bytes(), ttl.as_bytes()]);
         }
-        let mut pairs = set
+        let mut pairs = counts
             .iter()
-            .map(|(field, value)| (field.as_bytes(), &value[..]));
+            .map(|(field, value)| (field.as_bytes(), value.as_bytes()));
         let mut first = rewrite;
         loop {
             let mut command: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
@@ -247,9 +417,9 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
             }
             commands.push(command);
         }
-        if !removed.is_empty() {
+        if !rewrite && !removed_topics.is_empty() {
             let mut command: Vec<&[u8]> = vec![b"HDEL", key.as_bytes()];
-            command.extend(removed.iter().map(|field| field.as_bytes()));
+            command.extend(removed_topics.iter().map(|field| field.as_bytes()));
             commands.push(command);
         }
         commands.push(vec![b"PEXPIRE", key.as_bytes(), ttl.as_bytes()]);
@@ -258,27 +428,115 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
         }
         let replies = shared.call(&key, &commands).await?;
         let survived = rewrite || replies.first().and_then(Value::as_integer) == Some(1);
+        if !survived {
+            tracing::debug!("the presence share was gone from redis: rewriting it");
+            lock(&shared.presence.local).rewrite = true;
+            continue;
+        }
         let nodes = nodes_key(shared);
         shared
-            .call(
-                &nodes,
-                &[vec![
-                    b"SADD",
-                    nodes.as_bytes(),
-                    shared.settings.node_name.as_bytes(),
-                ]],
-            )
+            .call(&nodes, &[vec![b"SADD", nodes.as_bytes(), node.as_bytes()]])
             .await?;
-        if survived {
-            return Ok(());
-        }
-        tracing::debug!("the presence share was gone from redis: rewriting it");
-        lock(&shared.presence.local).rewrite = true;
+        write_users(shared, &targets, changes).await?;
+        return Ok(());
     }
 }
 
-/// The sum of every live node's share of `target`.
-pub(crate) async fn totals(shared: &Shared, target: &Target) -> Result<PresenceTotals, LinkError> {
+/// Writes the users part of one write: the target list first (so that a
+/// reader that finds this node dead can always find what to take its name
+/// off), then each target's change, then the targets it no longer has off
+/// the list.
+async fn write_users(
+    shared: &Shared,
+    targets: &str,
+    changes: Vec<UsersChange>,
+) -> Result<(), LinkError> {
+    let node = &shared.settings.node_name;
+    let kept: Vec<&[u8]> = changes
+        .iter()
+        .filter(|change| change.now.is_some())
+        .map(|change| change.topic.as_bytes())
+        .collect();
+    if !kept.is_empty() {
+        let mut command: Vec<&[u8]> = vec![b"SADD", targets.as_bytes()];
+        command.extend(kept);
+        shared.call(targets, &[command]).await?;
+    }
+    let mut gone = Vec::new();
+    for change in changes {
+        if change.sync {
+            let mode = if change.now.is_some() {
+                "sync"
+            } else {
+                "purge"
+            };
+            change_users(shared, &change.topic, node, mode, &change.added).await?;
+        } else {
+            if !change.added.is_empty() {
+                change_users(shared, &change.topic, node, "add", &change.added).await?;
+            }
+            if !change.removed.is_empty() {
+                change_users(shared, &change.topic, node, "remove", &change.removed).await?;
+            }
+        }
+        let mut local = lock(&shared.presence.local);
+        match change.now {
+            Some(users) => {
+                local.written.insert(change.topic, users);
+            }
+            None => {
+                local.written.remove(&change.topic);
+                gone.push(change.topic);
+            }
+        }
+    }
+    if !gone.is_empty() {
+        let mut command: Vec<&[u8]> = vec![b"SREM", targets.as_bytes()];
+        command.extend(gone.iter().map(|topic| topic.as_bytes()));
+        shared.call(targets, &[command]).await?;
+    }
+    Ok(())
+}
+
+/// Takes `node`'s name off the users of every target it listed, and the
+/// node off the node set: a dead node (its hash expired) or this one at a
+/// clean shutdown. Idempotent: two readers that both found the node dead
+/// change nothing twice.
+async fn purge(shared: &Shared, node: &str) -> Result<(), LinkError> {
+    let targets = targets_key(shared, node);
+    let replies = shared
+        .call(&targets, &[vec![b"SMEMBERS", targets.as_bytes()]])
+        .await?;
+    let topics: Vec<String> = replies
+        .first()
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|topic| Some(String::from_utf8_lossy(topic.as_bytes()?).into_owned()))
+        .collect();
+    for topic in &topics {
+        change_users(shared, topic, node, "purge", &[]).await?;
+    }
+    shared
+        .call(&targets, &[vec![b"DEL", targets.as_bytes()]])
+        .await?;
+    let nodes = nodes_key(shared);
+    shared
+        .call(&nodes, &[vec![b"SREM", nodes.as_bytes(), node.as_bytes()]])
+        .await?;
+    Ok(())
+}
+
+/// The totals of `target` over every live node, with up to `limit` user
+/// ids after `after`: the node names, then in one round trip each live
+/// node's connection count, the distinct users and the page. A node found
+/// dead is purged first, and the users read again.
+pub(crate) async fn totals(
+    shared: &Shared,
+    target: &Target,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<PresenceTotals, LinkError> {
     let field = target.topic(&shared.settings.prefix);
     let nodes_key = nodes_key(shared);
     let members = shared
@@ -303,8 +561,9 @@ pub(crate) async fn totals(shared: &Shared, target: &Target) -> Result<PresenceT
         ]];
         reads.push(shared.start_call(&key, &commands));
     }
+    let users = start_users(shared, &field, after, limit);
     let mut totals = PresenceTotals::default();
-    let mut users = BTreeSet::new();
+    let mut dead = Vec::new();
     for (name, read) in names.iter().zip(reads) {
         let replies = super::finish_call(read?).await?;
         let values = replies
@@ -312,85 +571,77 @@ pub(crate) async fn totals(shared: &Shared, target: &Target) -> Result<PresenceT
             .and_then(Value::as_array)
             .unwrap_or_default();
         match values {
-            [Value::Bulk(None), ..] => {
-                // The hash expired: the node is gone.
-                let command = [vec![
-                    b"SREM" as &[u8],
-                    nodes_key.as_bytes(),
-                    name.as_bytes(),
-                ]];
-                let _ = shared.start_call(&nodes_key, &command);
-            }
-            [_, Value::Bulk(Some(share))] => {
-                if let Some((connections, node_users)) = decode_share(share.clone()) {
-                    totals.connections += connections;
+            // The hash expired: the node is gone.
+            [Value::Bulk(None), ..] => dead.push(name),
+            [_, count] => {
+                if let Some(connections) = count.as_integer() {
+                    totals.connections += u64::try_from(connections).unwrap_or(0);
                     totals.nodes += 1;
-                    users.extend(node_users);
                 }
             }
             _ => {}
         }
     }
-    totals.users = users.into_iter().collect();
+    let mut users = super::finish_call(users?).await?;
+    if !dead.is_empty() {
+        for name in dead {
+            purge(shared, name).await?;
+        }
+        users = super::finish_call(start_users(shared, &field, after, limit)?).await?;
+    }
+    totals.users = users
+        .first()
+        .and_then(Value::as_integer)
+        .map_or(0, |count| u64::try_from(count).unwrap_or(0));
+    if let Some(page) = users.get(1).and_then(Value::as_array) {
+        let mut list: Vec<String> = page
+            .iter()
+            .filter_map(|user| Some(String::from_utf8_lossy(user.as_bytes()?).into_owned()))
+            .collect();
+        if list.len() > limit {
+            list.truncate(limit);
+            totals.next = list.last().cloned();
+        }
+        totals.list = list;
+    }
     Ok(totals)
+}
+
+/// Queues the distinct user count of `topic` and, with a `limit`, the
+/// page of up to `limit` ids after `after` (one more, to tell whether
+/// there is a next page).
+fn start_users(
+    shared: &Shared,
+    topic: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Value>, LinkError>>, LinkError> {
+    let (_, index) = users_keys(shared, topic);
+    let start = after.map_or_else(
+        || b"-".to_vec(),
+        |cursor| [b"(", cursor.as_bytes()].concat(),
+    );
+    let count = (limit + 1).to_string();
+    let mut commands = vec![vec![b"ZCARD" as &[u8], index.as_bytes()]];
+    if limit > 0 {
+        commands.push(vec![
+            b"ZRANGEBYLEX",
+            index.as_bytes(),
+            &start,
+            b"+",
+            b"LIMIT",
+            b"0",
+            count.as_bytes(),
+        ]);
+    }
+    shared.start_call(&index, &commands)
 }
 
 /// Removes this node's share (a clean shutdown), best effort.
 pub(crate) async fn remove(shared: &Shared) {
     let key = node_key(shared, &shared.settings.node_name);
-    let nodes = nodes_key(shared);
     let _ = shared.call(&key, &[vec![b"DEL", key.as_bytes()]]).await;
-    let _ = shared
-        .call(
-            &nodes,
-            &[vec![
-                b"SREM",
-                nodes.as_bytes(),
-                shared.settings.node_name.as_bytes(),
-            ]],
-        )
-        .await;
-}
-
-/// Connections (u64 BE), the number of users (u32 BE), each user as a u16
-/// BE length and its bytes.
-fn encode_share(connections: u64, users: &[impl AsRef<str>]) -> Bytes {
-    let users: Vec<&[u8]> = users
-        .iter()
-        .map(|user| {
-            let user = user.as_ref().as_bytes();
-            &user[..user.len().min(usize::from(u16::MAX))]
-        })
-        .collect();
-    let size = 12 + users.iter().map(|user| 2 + user.len()).sum::<usize>();
-    let mut out = BytesMut::with_capacity(size);
-    out.put_u64(connections);
-    out.put_u32(users.len() as u32);
-    for user in users {
-        out.put_u16(user.len() as u16);
-        out.put_slice(user);
-    }
-    out.freeze()
-}
-
-fn decode_share(mut wire: Bytes) -> Option<(u64, Vec<String>)> {
-    if wire.len() < 12 {
-        return None;
-    }
-    let connections = wire.get_u64();
-    let count = wire.get_u32() as usize;
-    let mut users = Vec::with_capacity(count.min(wire.len() / 2));
-    for _ in 0..count {
-        if wire.len() < 2 {
-            return None;
-        }
-        let len = usize::from(wire.get_u16());
-        if wire.len() < len {
-            return None;
-        }
-        users.push(String::from_utf8(wire.split_to(len).to_vec()).ok()?);
-    }
-    Some((connections, users))
+    let _ = purge(shared, &shared.settings.node_name).await;
 }
 
 #[cfg(test)]
@@ -398,16 +649,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_round_trip_and_truncations_are_rejected() {
-        let users = vec!["ann".to_owned(), String::new(), "bö".to_owned()];
-        let wire = encode_share(5, &users);
-        assert_eq!(decode_share(wire.clone()), Some((5, users)));
-        for cut in 0..wire.len() {
-            assert_eq!(decode_share(wire.slice(..cut)), None, "cut at {cut}");
-        }
+    fn a_targets_users_share_one_hash_slot() {
+        let topic = "wsedge:room:chat:lobby";
+        let hash = format!("wsedge:presence-users:{{{topic}}}");
+        let index = format!("wsedge:presence-index:{{{topic}}}");
         assert_eq!(
-            decode_share(encode_share(1, &[] as &[&str])),
-            Some((1, vec![]))
+            super::super::slot::slot(hash.as_bytes()),
+            super::super::slot::slot(index.as_bytes())
+        );
+        assert_eq!(
+            super::super::slot::slot(hash.as_bytes()),
+            super::super::slot::slot(topic.as_bytes())
         );
     }
 }

@@ -161,8 +161,8 @@ impl Handle {
                     room: room.to_owned(),
                 },
             };
-            match link.presence(&target).await {
-                Ok(totals) => return Ok(PresencePage::of_cluster(totals, after, limit)),
+            match link.presence(&target, after, limit).await {
+                Ok(totals) => return Ok(PresencePage::of_cluster(totals)),
                 Err(error) => {
                     tracing::debug!(
                         "cluster presence unavailable, answering this node's: {error:#}"
@@ -300,19 +300,13 @@ pub struct PresencePage {
 }
 
 impl PresencePage {
-    /// The page of `totals` (sorted users) after `after`.
-    fn of_cluster(totals: PresenceTotals, after: Option<&str>, limit: usize) -> Self {
-        let start = after.map_or(0, |cursor| {
-            totals.users.partition_point(|user| user.as_str() <= cursor)
-        });
-        let rest = &totals.users[start..];
-        let list: Vec<String> = rest.iter().take(limit).cloned().collect();
-        let next = (rest.len() > limit).then(|| list.last().cloned()).flatten();
+    /// The cluster's totals and page.
+    fn of_cluster(totals: PresenceTotals) -> Self {
         Self {
             connections: usize::try_from(totals.connections).unwrap_or(usize::MAX),
-            users: totals.users.len(),
-            list,
-            next,
+            users: usize::try_from(totals.users).unwrap_or(usize::MAX),
+            list: totals.list,
+            next: totals.next,
             cluster: true,
         }
     }
