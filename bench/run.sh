@@ -14,6 +14,9 @@
 #                                # EdDSA tokens and without; bench/results/auth.{json,md}
 #   bench/run.sh hub             # ~2 minutes: the rooms load over the hub channel
 #                                # next to the room channel; bench/results/hub.{json,md}
+#   bench/run.sh presence        # ~4 minutes: a room of 100,000 members on 6 nodes
+#                                # sharing a redis-server, its presence count and
+#                                # list; bench/results/presence.{json,md}
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
 # listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5,
@@ -29,7 +32,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth|hub" >&2
+    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth|hub|presence" >&2
     exit 2
 }
 profile=${1:-quick}
@@ -50,6 +53,7 @@ soak)
 reload) per_run_limit=900 ;;
 auth) per_run_limit=300 ;;
 hub) per_run_limit=600 ;;
+presence) per_run_limit=900 ;;
 *) usage ;;
 esac
 
@@ -104,6 +108,7 @@ tools="cargo taskset"
 case "$profile" in
 quick | full) tools="$tools node npm" ;;
 hub) ;;
+presence) tools="$tools openssl redis-server" ;;
 *) tools="$tools openssl" ;;
 esac
 for tool in $tools; do
@@ -218,6 +223,124 @@ if [[ "$profile" == hub ]]; then
     "$bin/wsedge-bench" hub-report --out-dir "$results" --machine "$(machine)" \
         --command "bench/run.sh hub" "$runs/hub.json" >/dev/null
     echo "== done in $(($(date +%s) - started_at))s: $results/hub.md, hub.json"
+    exit 0
+fi
+
+if [[ "$profile" == presence ]]; then
+    # One room of 100,000 members, each its own user, spread over 6 nodes
+    # (a process may open 20,000 files here) that share a redis-server,
+    # each node with its own holder process; then the presence count, a
+    # page and the whole list from one node's admin API; then the same
+    # questions to one node without [cluster] holding one node's share.
+    # Ports: redis BASE+8, node i's WebSocket BASE+10+i, admin BASE+20+i.
+    nodes=6 members=100000 room=/chat/big
+    redis_port=$((base + 8))
+    for port in $redis_port $(seq $((base + 10)) $((base + 16))) $(seq $((base + 20)) $((base + 26))); do
+        if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+            echo "error: 127.0.0.1:$port is already in use" >&2
+            exit 1
+        fi
+    done
+    openssl rand -hex 32 >"$work/jwt.secret"
+    openssl rand -hex 16 >"$work/admin.token"
+    chmod 600 "$work/jwt.secret" "$work/admin.token"
+    # node_config NAME INDEX [CLUSTER]: a node holding the room, each member
+    # identified by an HS256 token in the query string.
+    node_config() {
+        cat <<TOML
+[server]
+listen = []
+plain = ["127.0.0.1:$((base + 10 + $2))"]
+
+[limits]
+max_connections = 1000000
+max_connections_per_ip = 1000000
+handshake_rate = { per_second = 1000000000, burst = 1000000000 }
+message_rate = { per_second = 1000000000, burst = 1000000000 }
+idle_timeout = "5m"
+
+[admin]
+listen = "127.0.0.1:$((base + 20 + $2))"
+token_file = "admin.token"
+
+[auth]
+algorithms = ["HS256"]
+secret_file = "jwt.secret"
+sources = ["query"]
+absent_grants = "allow_all"
+
+[[channel]]
+name = "chat"
+path = "/chat/{room}"
+kind = "room"
+max_members = 100000
+TOML
+        if [[ -n "${3:-}" ]]; then
+            printf '\n[cluster]\nurl = "redis://127.0.0.1:%s"\nnode_name = "%s"\n' "$redis_port" "$1"
+        fi
+    }
+    # hold NAME INDEX COUNT FIRST: members u{FIRST}.. on node INDEX, from core 1.
+    hold() {
+        taskset -c 1 "$bin/wsedge-bench" presence-hold --target "ws://127.0.0.1:$((base + 10 + $2))" \
+            --path "$room" --connections "$3" --first-user "$4" --secret-file "$work/jwt.secret" \
+            --hold-seconds "$per_run_limit" >"$work/$1.out" 2>"$runs/$1.log" &
+        pids[$1]=$!
+    }
+    # wait_holders NAME...: until each holder printed its line (or died).
+    wait_holders() {
+        local name
+        for name in "$@"; do
+            while [[ ! -s "$work/$name.out" ]]; do
+                kill -0 "${pids[$name]}" 2>/dev/null || {
+                    echo "error: $name stopped; see $runs/$name.log" >&2
+                    exit 1
+                }
+                sleep 0.5
+            done
+            echo "   $name: $(cat "$work/$name.out")"
+        done
+    }
+    query() {
+        timeout 300 taskset -c 1 "$bin/wsedge-bench" presence-query --admin "127.0.0.1:$((base + 20 + $1))" \
+            --token-file "$work/admin.token" --path "/presence/chat/${room#/chat/}" \
+            --pid "${pids[$2]}" --users "$3" --scope "$4" --label "$5" ${6:+--redis-pid "$6"} \
+            --out "$runs/presence.json"
+    }
+    rm -f "$runs/presence.json" "$runs"/presence-*.log
+    taskset -c 0 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+        >"$runs/presence-redis.log" 2>&1 &
+    pids[presence-redis]=$!
+    wait_port "$redis_port" "${pids[presence-redis]}" || {
+        echo "error: redis-server did not start; see $runs/presence-redis.log" >&2
+        exit 1
+    }
+    share=$(((members + nodes - 1) / nodes))
+    holders=()
+    echo "== presence: $members members of $room on $nodes nodes sharing redis on 127.0.0.1:$redis_port"
+    for i in $(seq 0 $((nodes - 1))); do
+        node_config "node-$i" "$i" cluster >"$work/node-$i.toml"
+        "$wsedge_bin" check -c "$work/node-$i.toml" >/dev/null
+        start "presence-node-$i" $((base + 10 + i)) "$wsedge_bin" run -c "$work/node-$i.toml"
+        count=$((members - i * share < share ? members - i * share : share))
+        hold "presence-hold-$i" "$i" "$count" $((i * share))
+        holders+=("presence-hold-$i")
+    done
+    wait_holders "${holders[@]}"
+    notes=()
+    for name in "${holders[@]}"; do notes+=(--note "$name: $(cat "$work/$name.out")"); done
+    query 0 presence-node-0 "$members" cluster "$nodes nodes (cluster)" "${pids[presence-redis]}"
+    stop_all
+    echo "== presence: one node without [cluster], $share members"
+    node_config node-alone 6 >"$work/node-alone.toml"
+    start presence-node-alone $((base + 16)) "$wsedge_bin" run -c "$work/node-alone.toml"
+    hold presence-hold-alone 6 "$share" 0
+    wait_holders presence-hold-alone
+    notes+=(--note "presence-hold-alone: $(cat "$work/presence-hold-alone.out")")
+    query 6 presence-node-alone "$share" node "1 node (no cluster)"
+    stop_all
+    "$bin/wsedge-bench" presence-report --out-dir "$results" --machine "$(machine)" \
+        --command "bench/run.sh presence" "${notes[@]}" "$runs/presence.json" >/dev/null
+    echo "== done in $(($(date +%s) - started_at))s: $results/presence.md, presence.json"
     exit 0
 fi
 

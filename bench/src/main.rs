@@ -24,6 +24,7 @@ mod deflate;
 mod hub_report;
 mod json;
 mod metrics;
+mod presence;
 mod procfs;
 mod record;
 mod reload;
@@ -62,6 +63,14 @@ enum Command {
     /// Turn a hub-rooms run into hub.json and hub.md (hub against room
     /// channel, load by load).
     HubReport(hub_report::HubReportArgs),
+    /// Open and hold members of one room on one node, each its own user
+    /// (presence scenario; one process per node).
+    PresenceHold(presence::HoldArgs),
+    /// Measure GET /presence/... on one node: the count, a page, the
+    /// whole list; appends to a JSON file.
+    PresenceQuery(presence::QueryArgs),
+    /// Turn presence-query runs into presence.json and presence.md.
+    PresenceReport(presence::PresenceReportArgs),
     /// Minutes of churn, traffic, slow consumers and reloads against one
     /// wsedge, sampling its memory and open files; writes soak.json and
     /// soak.md.
@@ -298,6 +307,9 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args),
         Command::Report(args) => report::write(&args),
         Command::HubReport(args) => hub_report::write(&args),
+        Command::PresenceHold(args) => presence::hold(args),
+        Command::PresenceQuery(args) => presence::query(args),
+        Command::PresenceReport(args) => presence::report(args),
         Command::Soak(args) => soak::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Auth(args) => auth::run(args),
