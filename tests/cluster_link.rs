@@ -732,6 +732,25 @@ async fn redis_cluster_carries_sharded_pubsub_on_the_owning_shards() {
         0,
         "a has no interest and received nothing"
     );
+
+    // Presence: each room's users and index share its slot, whichever
+    // master owns it, and add up over both nodes.
+    for (i, target) in rooms.iter().enumerate() {
+        a.link
+            .set_presence(target, 1, &[format!("u{i}"), "both".to_owned()]);
+        b.link.set_presence(target, 2, &["both".to_owned()]);
+    }
+    for target in &rooms {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let read = b.link.presence(target, None, PAGE).await.unwrap();
+            if (read.connections, read.users, read.nodes) == (3, 2, 2) {
+                assert_eq!(read.list[0], "both");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{target:?}: {read:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
