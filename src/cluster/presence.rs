@@ -245,8 +245,7 @@ fn targets_key(shared: &Shared, node: &str) -> String {
 }
 
 /// The users hash and the index of the target whose topic is `topic`.
-fn users_keys(shared: &Shared, topic: &str) -> (String, String) {
-    let prefix = &shared.settings.prefix;
+fn users_keys(prefix: &str, topic: &str) -> (String, String) {
     (
         format!("{prefix}presence-users:{{{topic}}}"),
         format!("{prefix}presence-index:{{{topic}}}"),
@@ -263,7 +262,7 @@ async fn change_users(
     mode: &str,
     users: &[Arc<str>],
 ) -> Result<(), LinkError> {
-    let (hash, index) = users_keys(shared, topic);
+    let (hash, index) = users_keys(&shared.settings.prefix, topic);
     let parts: Vec<&[Arc<str>]> = if matches!(mode, "sync" | "purge") || users.is_empty() {
         vec![users]
     } else {
@@ -616,7 +615,7 @@ fn start_users(
     after: Option<&str>,
     limit: usize,
 ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Value>, LinkError>>, LinkError> {
-    let (_, index) = users_keys(shared, topic);
+    let (_, index) = users_keys(&shared.settings.prefix, topic);
     let start = after.map_or_else(
         || b"-".to_vec(),
         |cursor| [b"(", cursor.as_bytes()].concat(),
@@ -646,20 +645,14 @@ pub(crate) async fn remove(shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::slot::slot, *};
 
     #[test]
-    fn a_targets_users_share_one_hash_slot() {
+    fn a_targets_users_and_index_share_its_topics_hash_slot() {
         let topic = "wsedge:room:chat:lobby";
-        let hash = format!("wsedge:presence-users:{{{topic}}}");
-        let index = format!("wsedge:presence-index:{{{topic}}}");
-        assert_eq!(
-            super::super::slot::slot(hash.as_bytes()),
-            super::super::slot::slot(index.as_bytes())
-        );
-        assert_eq!(
-            super::super::slot::slot(hash.as_bytes()),
-            super::super::slot::slot(topic.as_bytes())
-        );
+        let (hash, index) = users_keys("wsedge:", topic);
+        assert_eq!(hash, "wsedge:presence-users:{wsedge:room:chat:lobby}");
+        assert_eq!(slot(hash.as_bytes()), slot(topic.as_bytes()));
+        assert_eq!(slot(index.as_bytes()), slot(topic.as_bytes()));
     }
 }
