@@ -554,6 +554,48 @@ async fn big_overlapping_shares_count_distinct_users_page_in_order_and_a_dead_no
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_users_were_purged_while_it_lived_writes_them_again() {
+    if !installed() {
+        return;
+    }
+    const TTL: Duration = Duration::from_secs(2);
+    let redis = RedisServer::standalone();
+    let mut settings = settings(&redis.url(), Mode::Standalone, "node-a");
+    settings.presence_ttl = TTL;
+    let a = start(settings);
+    up(&[&a]).await;
+    let lobby = room("lobby");
+    a.link.set_presence(&lobby, 2, &["u1".into(), "u2".into()]);
+    let deadline = Instant::now() + PATIENCE;
+    while a.link.presence(&lobby, None, 0).await.unwrap().users != 2 {
+        assert!(Instant::now() < deadline, "the share was not written");
+    }
+    // What a reader does when it takes a node for dead (its hash expired
+    // while its link was down), done while the node is back: its name off
+    // the users, its target list deleted.
+    redis.cli(&[
+        "DEL",
+        "test:presence-targets:node-a",
+        "test:presence-users:{test:room:chat:lobby}",
+        "test:presence-index:{test:room:chat:lobby}",
+    ]);
+    assert_eq!(a.link.presence(&lobby, None, 0).await.unwrap().users, 0);
+    let purged = Instant::now();
+    loop {
+        let read = a.link.presence(&lobby, None, PAGE).await.unwrap();
+        if read.users == 2 {
+            assert_eq!(read.list, ["u1", "u2"]);
+            break;
+        }
+        assert!(
+            purged.elapsed() < TTL / 3 + SLACK,
+            "the users stayed purged: {read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A presence source that counts how often the link reads it.
 struct Counted {
     share: (u64, Vec<Arc<str>>),

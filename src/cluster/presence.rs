@@ -26,7 +26,8 @@
 //!   that a reader that finds the node dead (its hash expired) can take
 //!   its name off every target's users at once, before it answers: the
 //!   distinct users of a dead node age out with its connections, within
-//!   the TTL.
+//!   the TTL. A node that finds its list gone while it has users (it was
+//!   taken for dead while its link was down) writes them again in whole.
 //!
 //! Writes are coalesced for [`PRESENCE_FLUSH`]: what the totals report
 //! lags local changes by about that much. A change may name a
@@ -431,6 +432,21 @@ async fn write(shared: &Shared) -> Result<(), LinkError> {
             tracing::debug!("the presence share was gone from redis: rewriting it");
             lock(&shared.presence.local).rewrite = true;
             continue;
+        }
+        // A reader that found this node dead (its hash had expired while
+        // its link was down) took its name off its targets' users and
+        // deleted its target list, perhaps after this node came back: then
+        // its users are written again in whole.
+        let has_users = !lock(&shared.presence.local).written.is_empty();
+        if !rewrite && has_users {
+            let replies = shared
+                .call(&targets, &[vec![b"EXISTS", targets.as_bytes()]])
+                .await?;
+            if replies.first().and_then(Value::as_integer) == Some(0) {
+                tracing::debug!("this node's presence users were purged: rewriting them");
+                lock(&shared.presence.local).rewrite = true;
+                continue;
+            }
         }
         let nodes = nodes_key(shared);
         shared
