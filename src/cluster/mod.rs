@@ -16,7 +16,7 @@
 //!   node its own envelopes back.
 //! - [`Link::presence_changed`] (or [`Link::set_presence`]) when this
 //!   node's share of a target changes; [`Link::presence`] for the
-//!   cluster-wide totals.
+//!   cluster-wide totals and a page of their users.
 //! - [`Link::publish_disconnect`] to close a user's connections on the
 //!   other nodes.
 //! - [`Link::state`] for readiness, [`Link::stats`] for metrics.

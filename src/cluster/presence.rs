@@ -70,14 +70,21 @@ const FIELDS_PER_HSET: usize = 1000;
 /// ten thousand joins is a few calls, none of which holds Redis long.
 const USERS_PER_CALL: usize = 2000;
 
+/// Users hash fields a `purge` step of [`USERS_SCRIPT`] looks at: a dead
+/// node is taken off a room of 100,000 users in steps of a few
+/// milliseconds each, never one call that holds Redis for hundreds.
+const PURGE_STEP: &str = "1000";
+
 /// The field that marks a node's hash as alive.
 const ALIVE: &[u8] = b"";
 
 /// Changes a node's name in one target's users: `KEYS[1]` the users hash,
 /// `KEYS[2]` the index; `ARGV[1]` the node, `ARGV[2]` the mode, then users.
 /// `add`: the node has these users; `remove`: it has them no more; `sync`:
-/// it has exactly these (its name is first taken off every user); `purge`:
-/// it has none. Answers the distinct user count.
+/// it has exactly these (its name is first taken off every user); these
+/// answer the distinct user count. `purge` (then a `HSCAN` cursor and a
+/// count): one step of taking the node's name off every user; answers the
+/// next cursor, `0` when done.
 const USERS_SCRIPT: &str = r#"
 local node = ARGV[1]
 local function strip(owners)
@@ -108,7 +115,13 @@ local function remove(user, owners)
   end
 end
 local mode = ARGV[2]
-if mode == 'sync' or mode == 'purge' then
+if mode == 'purge' then
+  local scan = redis.call('HSCAN', KEYS[1], ARGV[3], 'COUNT', ARGV[4])
+  local fields = scan[2]
+  for i = 1, #fields, 2 do remove(fields[i], fields[i + 1]) end
+  return scan[1]
+end
+if mode == 'sync' then
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all, 2 do remove(all[i], all[i + 1]) end
 end
@@ -254,8 +267,8 @@ fn users_keys(prefix: &str, topic: &str) -> (String, String) {
 }
 
 /// Runs [`USERS_SCRIPT`] on `topic`'s users for `node`, `users` at most
-/// [`USERS_PER_CALL`] at a time (`sync` and `purge` in one call, since they
-/// replace the node's whole part).
+/// [`USERS_PER_CALL`] at a time (`sync` in one call, since it replaces the
+/// node's whole part).
 async fn change_users(
     shared: &Shared,
     topic: &str,
@@ -264,7 +277,7 @@ async fn change_users(
     users: &[Arc<str>],
 ) -> Result<(), LinkError> {
     let (hash, index) = users_keys(&shared.settings.prefix, topic);
-    let parts: Vec<&[Arc<str>]> = if matches!(mode, "sync" | "purge") || users.is_empty() {
+    let parts: Vec<&[Arc<str>]> = if mode == "sync" || users.is_empty() {
         vec![users]
     } else {
         users.chunks(USERS_PER_CALL).collect()
@@ -480,12 +493,10 @@ async fn write_users(
     let mut gone = Vec::new();
     for change in changes {
         if change.sync {
-            let mode = if change.now.is_some() {
-                "sync"
-            } else {
-                "purge"
-            };
-            change_users(shared, &change.topic, node, mode, &change.added).await?;
+            match change.now {
+                Some(_) => change_users(shared, &change.topic, node, "sync", &change.added).await?,
+                None => purge_users(shared, &change.topic, node).await?,
+            }
         } else {
             if !change.added.is_empty() {
                 change_users(shared, &change.topic, node, "add", &change.added).await?;
@@ -513,10 +524,9 @@ async fn write_users(
     Ok(())
 }
 
-/// Takes `node`'s name off the users of every target it listed, and the
-/// node off the node set: a dead node (its hash expired) or this one at a
-/// clean shutdown. Idempotent: two readers that both found the node dead
-/// change nothing twice.
+/// Takes a dead `node`'s (its hash expired) name off the users of every
+/// target it listed, and the node off the node set. Idempotent: two
+/// readers that both found the node dead change nothing twice.
 async fn purge(shared: &Shared, node: &str) -> Result<(), LinkError> {
     let targets = targets_key(shared, node);
     let replies = shared
@@ -530,8 +540,14 @@ async fn purge(shared: &Shared, node: &str) -> Result<(), LinkError> {
         .filter_map(|topic| Some(String::from_utf8_lossy(topic.as_bytes()?).into_owned()))
         .collect();
     for topic in &topics {
-        change_users(shared, topic, node, "purge", &[]).await?;
+        purge_users(shared, topic, node).await?;
     }
+    forget(shared, node).await
+}
+
+/// Deletes `node`'s target list and takes it off the node set.
+async fn forget(shared: &Shared, node: &str) -> Result<(), LinkError> {
+    let targets = targets_key(shared, node);
     shared
         .call(&targets, &[vec![b"DEL", targets.as_bytes()]])
         .await?;
@@ -540,6 +556,35 @@ async fn purge(shared: &Shared, node: &str) -> Result<(), LinkError> {
         .call(&nodes, &[vec![b"SREM", nodes.as_bytes(), node.as_bytes()]])
         .await?;
     Ok(())
+}
+
+/// Takes `node`'s name off every user of `topic`, [`PURGE_STEP`] fields
+/// per call: for a node whose users are not known here (a dead one).
+async fn purge_users(shared: &Shared, topic: &str, node: &str) -> Result<(), LinkError> {
+    let (hash, index) = users_keys(&shared.settings.prefix, topic);
+    let mut cursor = b"0".to_vec();
+    loop {
+        let command: Vec<&[u8]> = vec![
+            b"EVAL",
+            USERS_SCRIPT.as_bytes(),
+            b"2",
+            hash.as_bytes(),
+            index.as_bytes(),
+            node.as_bytes(),
+            b"purge",
+            &cursor,
+            PURGE_STEP.as_bytes(),
+        ];
+        let replies = shared.call(&hash, &[command]).await?;
+        let next = replies
+            .first()
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| LinkError::Protocol("a purge step answered no cursor".into()))?;
+        if next.as_ref() == b"0" {
+            return Ok(());
+        }
+        cursor = next.to_vec();
+    }
 }
 
 /// The totals of `target` over every live node, with up to `limit` user
@@ -652,11 +697,19 @@ fn start_users(
     shared.start_call(&index, &commands)
 }
 
-/// Removes this node's share (a clean shutdown), best effort.
+/// Removes this node's share (a clean shutdown), best effort: its
+/// connection counts, then its name off the users it wrote (known here, so
+/// a big room costs this node's users, not the room's).
 pub(crate) async fn remove(shared: &Shared) {
-    let key = node_key(shared, &shared.settings.node_name);
+    let node = &shared.settings.node_name;
+    let key = node_key(shared, node);
     let _ = shared.call(&key, &[vec![b"DEL", key.as_bytes()]]).await;
-    let _ = purge(shared, &shared.settings.node_name).await;
+    let written = std::mem::take(&mut lock(&shared.presence.local).written);
+    for (topic, users) in written {
+        let users: Vec<Arc<str>> = users.into_iter().collect();
+        let _ = change_users(shared, &topic, node, "remove", &users).await;
+    }
+    let _ = forget(shared, node).await;
 }
 
 #[cfg(test)]
