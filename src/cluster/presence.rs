@@ -35,6 +35,9 @@
 //! per flush, however many changes the window saw. A flush writes each
 //! changed target's connection count and only the users that came or went
 //! since the last write (a join costs one user, not a copy of the room).
+//! The counts go first and the users right after, in separate keys (they
+//! may live on different shards), so for the moment between the two a
+//! reader may see a target's connection count a flush ahead of its users.
 //! Each flush checks that the node's hash still exists (it does not after
 //! Redis lost its data, say on a restart without persistence), and
 //! rewrites the whole share when it does not; the first write of a link
