@@ -322,3 +322,20 @@ kind = "echo"
 TOML
     } >"$dir/auth.toml"
 }
+
+# wait_ready PORT: returns once wsedge's admin listener on 127.0.0.1:PORT
+# answers /readyz with 200 (with [cluster]: the link to Redis is up), 1
+# after ten seconds.
+wait_ready() {
+    local status
+    for _ in $(seq 100); do
+        status=$( (
+            exec 3<>"/dev/tcp/127.0.0.1/$1"
+            printf 'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+            head -c 12 <&3
+        ) 2>/dev/null) || true
+        [[ "$status" == "HTTP/1.1 200" ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}

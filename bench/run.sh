@@ -17,6 +17,9 @@
 #   bench/run.sh presence        # ~4 minutes: a room of 100,000 members on 6 nodes
 #                                # sharing a redis-server, its presence count and
 #                                # list; bench/results/presence.{json,md}
+#   bench/run.sh cluster         # ~3 minutes: two nodes on one redis-server
+#                                # against one node, wsedge and Socket.IO's
+#                                # Redis adapter; bench/results/cluster.{json,md}
 #
 # Environment: CARGO_TARGET_DIR (where to build), BENCH_PORT_BASE (servers
 # listen on 127.0.0.1, ports BASE+1 to BASE+4, wsedge's admin API on BASE+5,
@@ -24,7 +27,8 @@
 # ephemeral port range so that no client socket of another program holds
 # one), WSEDGE_BIN (a wsedge binary to measure instead of building the work
 # tree, e.g. one built from a clean checkout of a commit) and WSEDGE_LABEL
-# (how the report names it).
+# (how the report names it). The cluster mode uses ports BASE+1 to BASE+10
+# (see run_cluster).
 #
 # Each server runs alone, pinned to core 0; the load generator is pinned to
 # core 1. Memory is measured on a freshly started server. Builds go to
@@ -32,7 +36,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth|hub|presence" >&2
+    echo "usage: $0 quick|full|soak [MINUTES]|reload|auth|hub|presence|cluster" >&2
     exit 2
 }
 profile=${1:-quick}
@@ -54,6 +58,7 @@ reload) per_run_limit=900 ;;
 auth) per_run_limit=300 ;;
 hub) per_run_limit=600 ;;
 presence) per_run_limit=900 ;;
+cluster) per_run_limit=600 ;;
 *) usage ;;
 esac
 
@@ -109,6 +114,7 @@ case "$profile" in
 quick | full) tools="$tools node npm" ;;
 hub) ;;
 presence) tools="$tools openssl redis-server" ;;
+cluster) tools="$tools node npm redis-server" ;;
 *) tools="$tools openssl" ;;
 esac
 for tool in $tools; do
@@ -167,6 +173,84 @@ start() {
     echo "error: $name did not start; see $runs/$name.log" >&2
     exit 1
 }
+
+# run_cluster: wsedge and Socket.IO, each as two nodes sharing one
+# redis-server and as one node alone, all on core 0 (a setup's nodes and
+# Redis share that core, so two nodes have the CPU of one), the load
+# generator on core 1. Ports: wsedge nodes A, B and alone BASE+1..+3,
+# their admin listeners (readiness) BASE+7, BASE+8; Socket.IO A, B and
+# alone BASE+4..+6; redis-server BASE+10 (no persistence).
+run_cluster() {
+    local wa=$((base + 1)) wb=$((base + 2)) w1=$((base + 3))
+    local sa=$((base + 4)) sb=$((base + 5)) s1=$((base + 6))
+    local admin_a=$((base + 7)) admin_b=$((base + 8)) redis_port=$((base + 10))
+    local port node
+    for port in $wa $wb $w1 $sa $sb $s1 $admin_a $admin_b $redis_port; do
+        if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+            echo "error: 127.0.0.1:$port is already in use" >&2
+            exit 1
+        fi
+    done
+    echo "== installing the Socket.IO peer's packages"
+    (
+        cd "$here/peers/socketio"
+        if [[ ! -d node_modules/socket.io || package-lock.json -nt node_modules/.package-lock.json ]]; then
+            npm ci --no-audit --no-fund --loglevel=error
+        fi
+    )
+    rm -f "$runs"/cluster-*.log
+    start cluster-redis $redis_port redis-server --bind 127.0.0.1 --port $redis_port \
+        --save '' --appendonly no --protected-mode yes --dir "$work"
+    local redis_url=redis://127.0.0.1:$redis_port
+    for node in a b 1; do
+        local listen=$w1 admin="" cluster=""
+        case $node in
+        a) listen=$wa admin=$admin_a ;;
+        b) listen=$wb admin=$admin_b ;;
+        esac
+        {
+            printf '[server]\nplain = ["127.0.0.1:%s"]\n\n' "$listen"
+            wsedge_channels
+            if [[ -n "$admin" ]]; then
+                printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin"
+                printf '\n[cluster]\nurl = "%s"\nnode_name = "bench-%s"\n' "$redis_url" "$node"
+            fi
+        } >"$work/cluster-$node.toml"
+        "$wsedge_bin" check -c "$work/cluster-$node.toml" >/dev/null
+        start "cluster-wsedge-$node" "$listen" "$wsedge_bin" run -c "$work/cluster-$node.toml"
+    done
+    for admin in $admin_a $admin_b; do
+        wait_ready "$admin" || {
+            echo "error: wsedge on admin port $admin never became ready (cluster link); see $runs/cluster-wsedge-*.log" >&2
+            exit 1
+        }
+    done
+    local sio=$here/peers/socketio/server.js
+    start cluster-socketio-a $sa node "$sio" --listen 127.0.0.1:$sa --redis "$redis_url"
+    start cluster-socketio-b $sb node "$sio" --listen 127.0.0.1:$sb --redis "$redis_url"
+    start cluster-socketio-1 $s1 node "$sio" --listen 127.0.0.1:$s1
+    local versions
+    versions=$(cd "$here/peers/socketio" && node -e '
+        const v = (p) => require(p + "/package.json").version;
+        console.log(`socket.io ${v("socket.io")}, @socket.io/redis-adapter ${v("@socket.io/redis-adapter")}, redis (node-redis) ${v("redis")}`)')
+    local notes="every server (the wsedge nodes, the Socket.IO nodes, redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), no persistence) on core 0 (taskset -c 0), the load generator on core 1 (taskset -c 1); $versions, Node $(node --version)."
+    echo "== cluster: two nodes on one Redis against one node, wsedge and Socket.IO"
+    timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" cluster \
+        --redis-pid "${pids[cluster-redis]}" \
+        --setup "wsedge-2-nodes,websocket,${pids[cluster-wsedge-a]}@ws://127.0.0.1:$wa,${pids[cluster-wsedge-b]}@ws://127.0.0.1:$wb" \
+        --setup "wsedge-1-node,websocket,${pids[cluster-wsedge-1]}@ws://127.0.0.1:$w1" \
+        --setup "socket.io-2-nodes,socket.io,${pids[cluster-socketio-a]}@ws://127.0.0.1:$sa,${pids[cluster-socketio-b]}@ws://127.0.0.1:$sb" \
+        --setup "socket.io-1-node,socket.io,${pids[cluster-socketio-1]}@ws://127.0.0.1:$s1" \
+        --out-dir "$results" --machine "$(machine)" --setup-notes "$notes" \
+        --command "bench/run.sh cluster" >/dev/null
+}
+
+if [[ "$profile" == cluster ]]; then
+    run_cluster
+    stop_all
+    echo "== done in $(($(date +%s) - started_at))s: $results/cluster.md, cluster.json"
+    exit 0
+fi
 
 if [[ "$profile" == soak || "$profile" == reload ]]; then
     # wsedge alone, started on configuration A and reloaded between A and B.

@@ -12,7 +12,9 @@
 //!   inflating is the caller's (see `deflate`).
 //! - Pings are answered (with a pong carrying the same payload) when the
 //!   next data frame has been read, so that connections held for minutes
-//!   (soak, reload) stay alive past the server's idle timeout.
+//!   (soak, reload) stay alive past the server's idle timeout. On an
+//!   Engine.IO connection ([`Conn::answer_engine_io_pings`]) its own pings,
+//!   a text message `2`, are answered the same way with `3`.
 //! - Every socket is bound to one of several loopback source addresses so
 //!   that tens of thousands of connections do not exhaust one address's
 //!   ephemeral ports, and closes with RST (zero linger) so that no run leaves
@@ -377,6 +379,13 @@ impl Conn {
     pub fn close_code(&self) -> Option<u16> {
         self.reader.close_code
     }
+
+    /// From now on answers Engine.IO pings (a text message `2`) with a pong
+    /// (`3`) as WebSocket pings are answered, without handing them to the
+    /// caller: the connection carries Socket.IO.
+    pub fn answer_engine_io_pings(&mut self) {
+        self.reader.engine_io = true;
+    }
 }
 
 /// Encodes one masked client frame (binary) with fastwebsockets.
@@ -427,7 +436,15 @@ struct FrameReader {
     pongs: Vec<u8>,
     /// The code of the server's close frame, once read.
     close_code: Option<u16>,
+    /// Whether Engine.IO pings (text `2`) are answered (text `3`) and kept
+    /// from the caller.
+    engine_io: bool,
 }
+
+/// Engine.IO's heartbeat: the server's ping and the client's answer, each a
+/// text message of one packet-type character.
+const ENGINE_IO_PING: &[u8] = b"2";
+const ENGINE_IO_PONG: &[u8] = b"3";
 
 impl FrameReader {
     fn new(leftover: Bytes) -> Self {
@@ -437,6 +454,7 @@ impl FrameReader {
             start: 0,
             pongs: Vec::new(),
             close_code: None,
+            engine_io: false,
         }
     }
 
@@ -458,6 +476,14 @@ impl FrameReader {
                     } => {
                         let payload = &self.buf[self.start + header..self.start + header + len];
                         match opcode {
+                            OPCODE_TEXT if self.engine_io && payload == ENGINE_IO_PING => {
+                                encode_frame_with(
+                                    OPCODE_TEXT,
+                                    false,
+                                    ENGINE_IO_PONG,
+                                    &mut self.pongs,
+                                )
+                            }
                             OPCODE_TEXT | OPCODE_BINARY => {
                                 on_frame(payload, rsv1);
                                 frames += 1;
@@ -630,6 +656,30 @@ mod tests {
         let closed = reader.read_frames(&mut read, |_, _| {}).await.unwrap_err();
         assert_eq!(closed.kind(), io::ErrorKind::ConnectionAborted);
         assert_eq!(reader.close_code, Some(1013));
+    }
+
+    #[tokio::test]
+    async fn engine_io_pings_are_answered_only_when_asked() {
+        let frames = [0x81, 1, b'2', 0x81, 3, b'4', b'2', b'x'];
+        for engine_io in [false, true] {
+            let mut reader = FrameReader::new(Bytes::copy_from_slice(&frames));
+            reader.engine_io = engine_io;
+            let mut read: BoxedRead = Box::pin(std::io::Cursor::new(Vec::new()));
+            let mut seen = Vec::new();
+            reader
+                .read_frames(&mut read, |payload, _| seen.push(payload.to_vec()))
+                .await
+                .unwrap();
+            if engine_io {
+                assert_eq!(seen, vec![b"42x".to_vec()]);
+                let pong = &reader.pongs;
+                assert_eq!(pong[..2], [0x81, 0x80 | 1]);
+                assert_eq!(pong[6] ^ pong[2], b'3');
+            } else {
+                assert_eq!(seen, vec![b"2".to_vec(), b"42x".to_vec()]);
+                assert!(reader.pongs.is_empty());
+            }
+        }
     }
 
     #[test]

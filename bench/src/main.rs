@@ -9,6 +9,9 @@
 //! wsedge-bench report --out-dir bench/results FILE...
 //! wsedge-bench soak --target wsedge,PID,ws://127.0.0.1:39181 --metrics 127.0.0.1:39185 \
 //!     --config wsedge.toml --alternate a.toml --alternate b.toml --minutes 30 --out-dir bench/results
+//! wsedge-bench cluster --redis-pid PID \
+//!     --setup wsedge-2-nodes,websocket,PID@ws://127.0.0.1:29401,PID@ws://127.0.0.1:29402 \
+//!     --setup wsedge-1-node,websocket,PID@ws://127.0.0.1:29403 --out-dir bench/results
 //! wsedge-bench reload --target wsedge,PID,ws://127.0.0.1:39181 --metrics 127.0.0.1:39185 \
 //!     --config wsedge.toml --alternate a.toml --alternate b.toml --out-dir bench/results
 //! wsedge-bench auth --target wsedge,PID,ws://127.0.0.1:39181 --tls wss://127.0.0.1:39182 \
@@ -20,6 +23,7 @@
 
 mod auth;
 mod client;
+mod cluster;
 mod deflate;
 mod hub_report;
 mod json;
@@ -32,6 +36,7 @@ mod reloader;
 mod report;
 mod scenarios;
 mod soak;
+mod socketio;
 mod steady;
 mod tokens;
 mod trend;
@@ -81,6 +86,10 @@ enum Command {
     /// Handshakes with HS256, RS256, ES256 and EdDSA tokens and without
     /// any, on one wsedge in the same run; writes auth.json and auth.md.
     Auth(auth::AuthArgs),
+    /// Fan-out through nodes sharing one Redis, next to one node with as
+    /// many subscribers, for wsedge and Socket.IO's Redis adapter; writes
+    /// cluster.json and cluster.md.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[derive(clap::Args)]
@@ -313,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         Command::Soak(args) => soak::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Auth(args) => auth::run(args),
+        Command::Cluster(args) => cluster::run(args),
     }
 }
 

@@ -66,46 +66,71 @@ pub struct CpuUse {
 
 /// CPU use of the server, of the load generator and of everything else over
 /// a window: if the generator is near 100% of its core while the server is
-/// not, the run measured the generator.
+/// not, the run measured the generator. The server may be several processes
+/// (the nodes of a cluster, their Redis): each is measured, and `server` is
+/// their sum.
 pub struct CpuWindow {
-    server: Option<u32>,
+    servers: Vec<(u32, Option<f64>)>,
+    /// Whether a server process was named that could not be measured.
+    unmeasured: bool,
     started: Instant,
-    server_start: Option<f64>,
     client_start: Option<f64>,
     machine_start: Option<f64>,
 }
 
 impl CpuWindow {
     pub fn start(server: Option<u32>) -> Self {
+        Self::start_all(&[server])
+    }
+
+    /// Measures every process of `servers` (`None`: one that cannot be
+    /// measured, so that the sum is unknown).
+    pub fn start_all(servers: &[Option<u32>]) -> Self {
         Self {
-            server,
+            servers: servers
+                .iter()
+                .flatten()
+                .map(|&pid| (pid, cpu_seconds(Some(pid))))
+                .collect(),
+            unmeasured: servers.iter().any(Option::is_none),
             started: Instant::now(),
-            server_start: server.and_then(|pid| cpu_seconds(Some(pid))),
             client_start: cpu_seconds(None),
             machine_start: machine_busy_seconds(),
         }
     }
 
     pub fn finish(&self) -> CpuUse {
+        self.finish_all().1
+    }
+
+    /// Each server process's percent of one core (in the order given to
+    /// [`CpuWindow::start_all`], unmeasurable ones left out), and the
+    /// window's totals.
+    pub fn finish_all(&self) -> (Vec<Option<f64>>, CpuUse) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
-        let server_seconds = match (self.server, self.server_start) {
-            (Some(pid), Some(start)) => cpu_seconds(Some(pid)).map(|end| end - start),
-            _ => None,
-        };
+        let each: Vec<Option<f64>> = self
+            .servers
+            .iter()
+            .map(|&(pid, start)| Some(cpu_seconds(Some(pid))? - start?))
+            .collect();
+        let server_seconds = (!self.unmeasured && !each.is_empty())
+            .then(|| each.iter().copied().sum::<Option<f64>>())
+            .flatten();
         let client_seconds = self
             .client_start
             .and_then(|start| cpu_seconds(None).map(|end| end - start));
         let machine_seconds = self
             .machine_start
             .and_then(|start| machine_busy_seconds().map(|end| end - start));
-        let others = machine_seconds.map(|m| {
-            100.0 * (m - server_seconds.unwrap_or(0.0) - client_seconds.unwrap_or(0.0)).max(0.0)
-                / elapsed
-        });
-        CpuUse {
-            server: server_seconds.map(|s| 100.0 * s / elapsed),
-            client: client_seconds.map(|s| 100.0 * s / elapsed),
+        let measured: f64 = each.iter().flatten().sum();
+        let others = machine_seconds
+            .map(|m| 100.0 * (m - measured - client_seconds.unwrap_or(0.0)).max(0.0) / elapsed);
+        let pct = |seconds: f64| 100.0 * seconds / elapsed;
+        let use_ = CpuUse {
+            server: server_seconds.map(pct),
+            client: client_seconds.map(pct),
             others,
-        }
+        };
+        (each.into_iter().map(|s| s.map(pct)).collect(), use_)
     }
 }

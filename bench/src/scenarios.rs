@@ -7,6 +7,7 @@
 mod auth_handshakes;
 mod burst;
 mod capacity_deflate;
+mod cluster;
 mod compression;
 mod rooms;
 
@@ -26,13 +27,15 @@ pub use self::{
     auth_handshakes::{Credentials, auth_handshakes},
     burst::burst,
     capacity_deflate::{DeflateChannel, capacity_deflate},
+    cluster::{Node, Setup, cluster, node_label},
     compression::{compression_echo, compression_fanout},
     rooms::{RoomsVia, rooms},
 };
 use crate::{
     client::{self, Conn, Target},
-    procfs::{self, CpuWindow},
+    procfs::{self, CpuUse, CpuWindow},
     record::Record,
+    socketio,
 };
 
 /// Where the scenarios connect and what they report about.
@@ -85,34 +88,52 @@ pub(crate) async fn connect_many(
     concurrency: usize,
     offer: Option<&'static str>,
 ) -> (Vec<(usize, Conn)>, usize, Option<String>) {
-    let paths = Rc::new(paths);
+    let (target, count, paths) = (Rc::new(ctx.target.clone()), paths.len(), Rc::new(paths));
+    connect_each(
+        count,
+        concurrency,
+        Rc::new(move |index: usize| {
+            let (target, paths): (Rc<Target>, Rc<Vec<String>>) = (target.clone(), paths.clone());
+            async move { client::connect_with(&target, &paths[index], offer).await }
+        }),
+    )
+    .await
+}
+
+/// Opens `count` connections with `connect` (given each one's index),
+/// `concurrency` at a time, each within 10 seconds. Returns the
+/// connections that succeeded (in no particular order), the failure count
+/// and the first error.
+pub(crate) async fn connect_each<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    connect: Rc<F>,
+) -> (Vec<(usize, Conn)>, usize, Option<String>)
+where
+    F: Fn(usize) -> Fut + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Conn>> + 'static,
+{
     let next = Rc::new(Cell::new(0));
-    let done = Rc::new(RefCell::new(Vec::with_capacity(paths.len())));
+    let done = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let failures = Rc::new(Cell::new(0));
     let first_error = Rc::new(RefCell::new(None));
-    let workers: Vec<JoinHandle<()>> = (0..concurrency.min(paths.len()))
+    let workers: Vec<JoinHandle<()>> = (0..concurrency.min(count))
         .map(|_| {
-            let (paths, next, done, failures, first_error, target) = (
-                paths.clone(),
+            let (connect, next, done, failures, first_error) = (
+                connect.clone(),
                 next.clone(),
                 done.clone(),
                 failures.clone(),
                 first_error.clone(),
-                ctx.target.clone(),
             );
             tokio::task::spawn_local(async move {
                 loop {
                     let index = next.get();
-                    if index >= paths.len() {
+                    if index >= count {
                         return;
                     }
                     next.set(index + 1);
-                    match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        client::connect_with(&target, &paths[index], offer),
-                    )
-                    .await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(10), connect(index)).await {
                         Ok(Ok(conn)) => done.borrow_mut().push((index, conn)),
                         result => {
                             failures.set(failures.get() + 1);
@@ -284,7 +305,7 @@ fn error_notes(record: &mut Record, errors: &[String]) {
 }
 
 /// Shared state of the receivers of fan-out and rooms.
-struct Delivery {
+pub(crate) struct Delivery {
     received: Cell<u64>,
     hist: RefCell<Histogram<u64>>,
     first_send: Cell<Option<Instant>>,
@@ -324,24 +345,10 @@ impl Delivery {
             .get_or_insert_with(|| error.to_string());
     }
 
-    /// Waits until `expected` messages arrived or `drain` passed.
     /// Waits until `expected` messages arrived, or none arrived for `drain`
     /// (at most four times `drain` in all). Returns how long it waited.
-    async fn drain(&self, expected: u64, drain: Duration) -> Duration {
-        let started = Instant::now();
-        let mut seen = self.received.get();
-        let mut progress = started;
-        while self.received.get() < expected
-            && progress.elapsed() < drain
-            && started.elapsed() < drain * 4
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if self.received.get() != seen {
-                seen = self.received.get();
-                progress = Instant::now();
-            }
-        }
-        started.elapsed()
+    async fn drain(&self, expected: u64, drain_for: Duration) -> Duration {
+        drain(&self.received, expected, drain_for).await
     }
 
     fn report(&self, record: &mut Record, sent: u64, expected: u64) {
@@ -368,6 +375,26 @@ impl Delivery {
     }
 }
 
+/// Waits until `received` counts `expected` messages, or it did not move
+/// for `patience` (at most four times `patience` in all). Returns how long
+/// it waited.
+async fn drain(received: &Cell<u64>, expected: u64, patience: Duration) -> Duration {
+    let started = Instant::now();
+    let mut seen = received.get();
+    let mut progress = started;
+    while received.get() < expected
+        && progress.elapsed() < patience
+        && started.elapsed() < patience * 4
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if received.get() != seen {
+            seen = received.get();
+            progress = Instant::now();
+        }
+    }
+    started.elapsed()
+}
+
 /// The send time of a [`timestamped_frame`]'s payload.
 fn binary_stamp(payload: &[u8]) -> Option<u64> {
     let stamp = payload.get(8..16)?;
@@ -382,6 +409,243 @@ fn timestamped_frame(seq: u64, size: usize, out: &mut Vec<u8>) {
     payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
     out.clear();
     client::encode_frame(&payload, out);
+}
+
+/// How the load generator speaks to a server on its broadcast channel:
+/// WebSocket messages on `/news` (wsedge and the peers of the main run), or
+/// Socket.IO events in the default namespace (the Socket.IO peer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    WebSocket,
+    SocketIo,
+}
+
+impl Wire {
+    /// Opens a subscriber's (or the publisher's) connection.
+    async fn connect(self, target: &Target) -> anyhow::Result<Conn> {
+        match self {
+            Wire::WebSocket => client::connect(target, "/news").await,
+            Wire::SocketIo => socketio::connect(target).await,
+        }
+    }
+
+    /// A message of about `size` bytes carrying `seq` and the send time.
+    fn stamped_frame(self, seq: u64, size: usize, out: &mut Vec<u8>) {
+        match self {
+            Wire::WebSocket => timestamped_frame(seq, size, out),
+            Wire::SocketIo => socketio::event_frame(seq, now_ns(), size, out),
+        }
+    }
+
+    /// The send time of a message [`Wire::stamped_frame`] wrote.
+    fn sent_ns(self, payload: &[u8]) -> Option<u64> {
+        match self {
+            Wire::WebSocket => binary_stamp(payload),
+            Wire::SocketIo => socketio::event_stamp(payload).map(|(_, sent)| sent),
+        }
+    }
+}
+
+/// A fan-out to be measured: one publisher, subscribers spread over one or
+/// more servers (the nodes of a cluster, or one server).
+pub(crate) struct FanoutPlan<'a> {
+    pub wire: Wire,
+    /// Where the publisher connects.
+    pub publisher: &'a Target,
+    /// Each server and how many subscribers connect to it.
+    pub groups: &'a [(Target, usize)],
+    /// Messages a second; 0: saturate (see [`fanout`]).
+    pub rate: u32,
+    pub window: u64,
+    pub size: usize,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub connect_concurrency: usize,
+    /// The processes whose CPU time is measured over the run.
+    pub pids: &'a [Option<u32>],
+}
+
+/// The subscribers of one server in a [`FanoutPlan`].
+pub(crate) struct FanoutGroup {
+    pub wanted: usize,
+    pub connected: u64,
+    pub failures: usize,
+    pub first_error: Option<String>,
+    pub delivery: Rc<Delivery>,
+}
+
+/// What a measured fan-out sent, and what the processes spent.
+pub(crate) struct FanoutRun {
+    pub sent: u64,
+    /// Each process of [`FanoutPlan::pids`], in percent of a core.
+    pub each_cpu: Vec<Option<f64>>,
+    pub cpu: CpuUse,
+    /// The CPU window: from the first send to the end of the drain.
+    pub window: Duration,
+    pub drained: Duration,
+}
+
+pub(crate) struct FanoutOutcome {
+    pub groups: Vec<FanoutGroup>,
+    /// `None` when nothing could be measured (see `notes`).
+    pub run: Option<FanoutRun>,
+    pub notes: Vec<String>,
+}
+
+/// Connects every group's subscribers and the publisher, then publishes
+/// at the plan's rate (or saturating, with the window counted over all
+/// subscribers) for its duration, and waits for the stragglers.
+pub(crate) async fn fan_out(plan: &FanoutPlan<'_>) -> FanoutOutcome {
+    let wire = plan.wire;
+    let mut groups = Vec::with_capacity(plan.groups.len());
+    let mut subscribers = Vec::new();
+    for (target, count) in plan.groups {
+        let target = Rc::new(target.clone());
+        let (subs, failures, first_error) = connect_each(
+            *count,
+            plan.connect_concurrency,
+            Rc::new(move |_| {
+                let target = target.clone();
+                async move { wire.connect(&target).await }
+            }),
+        )
+        .await;
+        let delivery = Delivery::new();
+        groups.push(FanoutGroup {
+            wanted: *count,
+            connected: subs.len() as u64,
+            failures,
+            first_error,
+            delivery: delivery.clone(),
+        });
+        subscribers.extend(subs.into_iter().map(|(_, conn)| (conn, delivery.clone())));
+    }
+    let mut notes = Vec::new();
+    let mut publisher = match wire.connect(plan.publisher).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            notes.push(format!("publisher could not connect: {error:#}"));
+            return FanoutOutcome {
+                groups,
+                run: None,
+                notes,
+            };
+        }
+    };
+    let receivers = subscribers.len() as u64;
+    if receivers == 0 {
+        return FanoutOutcome {
+            groups,
+            run: None,
+            notes,
+        };
+    }
+    // Joining completes with (wsedge) or just after (peers) the 101; a
+    // cluster node subscribes in Redis tens of milliseconds after its
+    // first member.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (rate, window) = (plan.rate, plan.window);
+    let received = Rc::new(Cell::new(0u64));
+    let sent = Rc::new(Cell::new(0u64));
+    let waiting = Rc::new(Notify::new());
+    let tasks: Vec<JoinHandle<()>> = subscribers
+        .into_iter()
+        .map(|(mut conn, delivery)| {
+            let (received, sent, waiting) = (received.clone(), sent.clone(), waiting.clone());
+            tokio::task::spawn_local(async move {
+                loop {
+                    match conn
+                        .read_frames(|payload| {
+                            delivery.receive(wire.sent_ns(payload), now_ns());
+                            received.set(received.get() + 1);
+                        })
+                        .await
+                    {
+                        Ok(_) => {
+                            delivery.last_receive.set(Some(Instant::now()));
+                            if rate == 0
+                                && sent.get() * receivers - received.get() <= window * receivers
+                            {
+                                waiting.notify_one();
+                            }
+                        }
+                        Err(error) => {
+                            delivery.closed(error);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let end = Instant::now() + plan.duration;
+    let cpu_started = Instant::now();
+    let cpu = CpuWindow::start_all(plan.pids);
+    for group in &groups {
+        group.delivery.first_send.set(Some(Instant::now()));
+    }
+    let mut frame = Vec::new();
+    let mut ticks = (rate > 0).then(|| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        interval
+    });
+    let publish_error = loop {
+        if Instant::now() >= end {
+            break None;
+        }
+        match &mut ticks {
+            Some(interval) => {
+                if tokio::time::timeout_at(tinstant(end), interval.tick())
+                    .await
+                    .is_err()
+                {
+                    break None;
+                }
+            }
+            None => {
+                while sent.get() * receivers - received.get().min(sent.get() * receivers)
+                    > window * receivers
+                    && Instant::now() < end
+                {
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(50), waiting.notified()).await;
+                }
+                if Instant::now() >= end {
+                    break None;
+                }
+            }
+        }
+        wire.stamped_frame(sent.get(), plan.size, &mut frame);
+        if let Err(error) = publisher.write_all(&frame).await {
+            break Some(error);
+        }
+        sent.set(sent.get() + 1);
+    };
+    if let Some(error) = publish_error {
+        notes.push(format!("publisher failed: {error}"));
+    }
+    let drained = drain(&received, sent.get() * receivers, plan.drain).await;
+    let (each_cpu, cpu) = cpu.finish_all();
+    let window = cpu_started.elapsed();
+    for task in &tasks {
+        task.abort();
+    }
+    join_all(tasks, Duration::from_secs(1)).await;
+    drop(publisher);
+    FanoutOutcome {
+        groups,
+        run: Some(FanoutRun {
+            sent: sent.get(),
+            each_cpu,
+            cpu,
+            window,
+            drained,
+        }),
+        notes,
+    }
 }
 
 /// Fan-out: one publisher, `subscribers` receivers on the broadcast channel.
@@ -415,116 +679,35 @@ pub async fn fanout(
         .param("rate", rate)
         .param("window", window)
         .param("size", size);
-    let (subs, failures, error) = connect_many(
-        ctx,
-        vec!["/news".to_owned(); subscribers],
-        ctx.connect_concurrency,
-        None,
-    )
+    let outcome = fan_out(&FanoutPlan {
+        wire: Wire::WebSocket,
+        publisher: &ctx.target,
+        groups: &[(ctx.target.clone(), subscribers)],
+        rate,
+        window,
+        size,
+        duration: ctx.duration,
+        drain: ctx.drain,
+        connect_concurrency: ctx.connect_concurrency,
+        pids: &[ctx.pid],
+    })
     .await;
-    connect_notes(&mut record, subscribers, subs.len(), failures, error);
-    let mut publisher = match client::connect(&ctx.target, "/news").await {
-        Ok(conn) => conn,
-        Err(error) => {
-            record
-                .notes
-                .push(format!("publisher could not connect: {error:#}"));
-            return record;
-        }
-    };
-    let receivers = subs.len() as u64;
-    if receivers == 0 {
-        return record;
+    let group = &outcome.groups[0];
+    connect_notes(
+        &mut record,
+        subscribers,
+        group.connected as usize,
+        group.failures,
+        group.first_error.clone(),
+    );
+    record.notes.extend(outcome.notes);
+    if let Some(run) = outcome.run {
+        record.metric("drain_ms", run.drained.as_secs_f64() * 1e3);
+        record.cpu(run.cpu);
+        group
+            .delivery
+            .report(&mut record, run.sent, run.sent * group.connected);
     }
-    // Joining completes with (wsedge) or just after (peers) the 101.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let delivery = Delivery::new();
-    let sent = Rc::new(Cell::new(0u64));
-    let waiting = Rc::new(Notify::new());
-    let tasks: Vec<JoinHandle<()>> = subs
-        .into_iter()
-        .map(|(_, mut conn)| {
-            let (delivery, sent, waiting) = (delivery.clone(), sent.clone(), waiting.clone());
-            tokio::task::spawn_local(async move {
-                loop {
-                    match conn
-                        .read_frames(|payload| delivery.receive(binary_stamp(payload), now_ns()))
-                        .await
-                    {
-                        Ok(_) => {
-                            delivery.last_receive.set(Some(Instant::now()));
-                            if rate == 0
-                                && sent.get() * receivers - delivery.received.get()
-                                    <= window * receivers
-                            {
-                                waiting.notify_one();
-                            }
-                        }
-                        Err(error) => {
-                            delivery.closed(error);
-                            return;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
-    let end = Instant::now() + ctx.duration;
-    let cpu = CpuWindow::start(ctx.pid);
-    delivery.first_send.set(Some(Instant::now()));
-    let mut frame = Vec::new();
-    let mut ticks = (rate > 0).then(|| {
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        interval
-    });
-    let publish_error = loop {
-        if Instant::now() >= end {
-            break None;
-        }
-        match &mut ticks {
-            Some(interval) => {
-                if tokio::time::timeout_at(tinstant(end), interval.tick())
-                    .await
-                    .is_err()
-                {
-                    break None;
-                }
-            }
-            None => {
-                while sent.get() * receivers - delivery.received.get().min(sent.get() * receivers)
-                    > window * receivers
-                    && Instant::now() < end
-                {
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(50), waiting.notified()).await;
-                }
-                if Instant::now() >= end {
-                    break None;
-                }
-            }
-        }
-        timestamped_frame(sent.get(), size, &mut frame);
-        if let Err(error) = publisher.write_all(&frame).await {
-            break Some(error);
-        }
-        sent.set(sent.get() + 1);
-    };
-    if let Some(error) = publish_error {
-        record.notes.push(format!("publisher failed: {error}"));
-    }
-    let expected = sent.get() * receivers;
-    let drained = delivery.drain(expected, ctx.drain).await;
-    record.metric("drain_ms", drained.as_secs_f64() * 1e3);
-    record.cpu(cpu.finish());
-    for task in &tasks {
-        task.abort();
-    }
-    join_all(tasks, Duration::from_secs(1)).await;
-    delivery.report(&mut record, sent.get(), expected);
-    drop(publisher);
     record
 }
 
