@@ -237,6 +237,7 @@ run_cluster() {
     echo "== cluster: two nodes on one Redis against one node, wsedge and Socket.IO"
     timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" cluster \
         --redis-pid "${pids[cluster-redis]}" \
+        --link-metrics "wsedge-a,127.0.0.1:$admin_a" --link-metrics "wsedge-b,127.0.0.1:$admin_b" \
         --setup "wsedge-2-nodes,websocket,${pids[cluster-wsedge-a]}@ws://127.0.0.1:$wa,${pids[cluster-wsedge-b]}@ws://127.0.0.1:$wb" \
         --setup "wsedge-1-node,websocket,${pids[cluster-wsedge-1]}@ws://127.0.0.1:$w1" \
         --setup "socket.io-2-nodes,socket.io,${pids[cluster-socketio-a]}@ws://127.0.0.1:$sa,${pids[cluster-socketio-b]}@ws://127.0.0.1:$sb" \

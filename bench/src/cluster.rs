@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::{
     client::Target,
+    metrics,
     procfs::CpuWindow,
     record::Record,
     report::number,
@@ -49,12 +50,19 @@ pub struct ClusterArgs {
     /// The redis-server the setups of several nodes share (its CPU time).
     #[arg(long)]
     redis_pid: Option<u32>,
+    /// A wsedge cluster node's admin listener, NAME,IP:PORT: its link
+    /// metrics (probe round trips through Redis, publishes lost) are read
+    /// before and after the measurements. Repeatable.
+    #[arg(long = "link-metrics", value_parser = crate::parse_metrics)]
+    link_metrics: Vec<(String, std::net::SocketAddr)>,
     /// Subscribers per setup, spread over its nodes (one connection more
     /// for the publisher; at most 19,900, the file limit).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=19_900))]
     subscribers: u64,
-    /// Fixed publishing rates, messages per second (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    /// Fixed publishing rates, messages per second (comma-separated). The
+    /// default stays under one core's capacity for 10,000 subscribers
+    /// (100/s would be 1,000,000 deliveries a second, at or above it).
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
     rates: Vec<u32>,
     /// The saturating run's messages in flight per subscriber.
     #[arg(long, default_value_t = 8)]
@@ -123,7 +131,52 @@ struct Output<'a> {
     command: &'a str,
     setup_notes: &'a str,
     records: &'a [Record],
+    links: &'a [LinkReport],
     targets: &'a [Goal],
+}
+
+/// What a wsedge node's cluster link counted over all the measurements.
+#[derive(Serialize)]
+struct LinkReport {
+    node: String,
+    /// Probes that came back, and their mean and longest round trip
+    /// (publisher connection to Redis to subscriber connection).
+    probes_ok: Option<f64>,
+    probes_missed: Option<f64>,
+    probe_rtt_mean_ms: Option<f64>,
+    probe_rtt_max_ms: Option<f64>,
+    published: Option<f64>,
+    publish_lost: Option<f64>,
+    received: Option<f64>,
+}
+
+/// The first sample whose series starts with `name` and contains `label`.
+fn sample(samples: &metrics::Samples, name: &str, label: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(series, _)| series.starts_with(name) && series.contains(label))
+        .map(|(_, value)| *value)
+}
+
+fn link_report(node: &str, before: &metrics::Samples, after: &metrics::Samples) -> LinkReport {
+    let delta =
+        |name: &str, label: &str| Some(sample(after, name, label)? - sample(before, name, label)?);
+    let probes_ok = delta("wsedge_cluster_probes", "\"ok\"");
+    let rtt_sum = delta("wsedge_cluster_probe_rtt_seconds", "");
+    LinkReport {
+        node: node.to_owned(),
+        probes_ok,
+        probes_missed: delta("wsedge_cluster_probes", "\"missed\""),
+        probe_rtt_mean_ms: rtt_sum
+            .zip(probes_ok)
+            .filter(|(_, ok)| *ok > 0.0)
+            .map(|(sum, ok)| sum / ok * 1e3),
+        probe_rtt_max_ms: sample(after, "wsedge_cluster_probe_rtt_max_seconds", "")
+            .map(|s| s * 1e3),
+        published: delta("wsedge_cluster_published", ""),
+        publish_lost: delta("wsedge_cluster_publish_lost", ""),
+        received: delta("wsedge_cluster_received", ""),
+    }
 }
 
 /// One target and whether it was met.
@@ -156,12 +209,11 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut measurements: Vec<Measurement> = args
-        .rates
-        .iter()
-        .map(|&rate| Measurement { rate })
-        .collect();
-    measurements.push(Measurement { rate: 0 });
+    // Saturating first: a fixed rate above what a setup delivers
+    // saturating would measure only the backlog it builds (and leave it to
+    // be written during the next runs), so such a run is skipped.
+    let mut measurements = vec![Measurement { rate: 0 }];
+    measurements.extend(args.rates.iter().map(|&rate| Measurement { rate }));
     let duration = Duration::from_secs(args.seconds);
     let drain = Duration::from_secs(2);
     // One thread: the load generator gets one core (taskset -c 1).
@@ -169,16 +221,47 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    let records = local.block_on(&runtime, async {
-        let mut records = Vec::new();
+    let (records, links) = local.block_on(&runtime, async {
+        let mut before = Vec::new();
+        for (name, addr) in &args.link_metrics {
+            before.push(
+                metrics::scrape(*addr)
+                    .await
+                    .with_context(|| format!("{name}'s /metrics"))?,
+            );
+        }
+        let mut records: Vec<Record> = Vec::new();
+        let subscribers = args.subscribers as usize;
         for (index, measurement) in measurements.iter().enumerate() {
             // Each setup in turn, starting with a different one each time.
             for turn in 0..setups.len() {
                 let setup = &setups[(index + turn) % setups.len()];
+                let capacity = records
+                    .iter()
+                    .find(|r| r.server == setup.name && r.params.get("rate") == Some(&0.into()))
+                    .and_then(|r| r.metrics.get("delivered_per_s").copied());
+                let wanted = f64::from(measurement.rate) * subscribers as f64;
+                if let Some(capacity) = capacity.filter(|&c| measurement.rate > 0 && wanted > c) {
+                    let mut record = scenarios::cluster_record(
+                        setup,
+                        subscribers,
+                        measurement.rate,
+                        args.window,
+                        args.size,
+                    );
+                    record.notes.push(format!(
+                        "not run: {} deliveries/s is above the {} this setup delivered saturating",
+                        number(wanted),
+                        number(capacity)
+                    ));
+                    eprintln!("  {:<20} {:<46} skipped", record.server, record.id);
+                    records.push(record);
+                    continue;
+                }
                 let waited = settle(&setups).await;
                 let mut record = scenarios::cluster(
                     setup,
-                    args.subscribers as usize,
+                    subscribers,
                     measurement.rate,
                     args.window,
                     args.size,
@@ -203,8 +286,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 records.push(record);
             }
         }
-        records
-    });
+        let mut links = Vec::new();
+        for ((name, addr), before) in args.link_metrics.iter().zip(&before) {
+            let after = metrics::scrape(*addr)
+                .await
+                .with_context(|| format!("{name}'s /metrics"))?;
+            links.push(link_report(name, before, &after));
+        }
+        Ok::<_, anyhow::Error>((records, links))
+    })?;
     let targets = targets(&records, &measurements);
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
@@ -213,10 +303,11 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         command: &args.command,
         setup_notes: &args.setup_notes,
         records: &records,
+        links: &links,
         targets: &targets,
     })?;
     std::fs::write(args.out_dir.join("cluster.json"), json)?;
-    let md = markdown(&args, &records, &measurements, &targets);
+    let md = markdown(&args, &records, &measurements, &links, &targets);
     std::fs::write(args.out_dir.join("cluster.md"), &md)?;
     print!("{md}");
     Ok(())
@@ -279,24 +370,26 @@ fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "—".to_owned(), |v| format!("{v:.2} ms"))
 }
 
+/// ` (+1.23 ms)`: how much `a` exceeds `b`, when both are known.
+fn difference(a: Option<f64>, b: Option<f64>) -> String {
+    a.zip(b)
+        .map_or(String::new(), |(a, b)| format!(" ({:+.2} ms)", a - b))
+}
+
 fn targets(records: &[Record], measurements: &[Measurement]) -> Vec<Goal> {
     let mut targets = Vec::new();
     let clustered: Vec<&Record> = records
         .iter()
         .filter(|r| kind(r).0 == "websocket" && kind(r).1 > 1)
         .collect();
-    let lost: f64 = clustered
-        .iter()
-        .filter_map(|r| metric(Some(r), "lost"))
-        .sum();
-    let expected: f64 = clustered
-        .iter()
-        .filter_map(|r| metric(Some(r), "expected"))
-        .sum();
-    let closed: f64 = clustered
-        .iter()
-        .filter_map(|r| metric(Some(r), "receivers_closed"))
-        .sum();
+    // Counts: summed from 0 (an empty f64 sum is -0).
+    let total = |name: &str| {
+        clustered
+            .iter()
+            .filter_map(|r| metric(Some(r), name))
+            .fold(0.0, |sum, v| sum + v)
+    };
+    let (lost, expected, closed) = (total("lost"), total("expected"), total("receivers_closed"));
     targets.push(Goal {
         target: "wsedge on two nodes: zero loss with Redis healthy (every run)".to_owned(),
         measured: format!(
@@ -323,14 +416,12 @@ fn targets(records: &[Record], measurements: &[Measurement]) -> Vec<Goal> {
                     measurement.rate
                 ),
                 measured: format!(
-                    "node B (via Redis) {}, one node {}{}; node A (local, same run) {}",
+                    "node B (via Redis) {}, one node {}{}; node A (local, same run) {}{}",
                     ms(cross),
                     ms(single),
-                    match (cross, single) {
-                        (Some(c), Some(s)) => format!(" ({:+.2} ms)", c - s),
-                        _ => String::new(),
-                    },
-                    ms(local)
+                    difference(cross, single),
+                    ms(local),
+                    difference(cross, local),
                 ),
                 met: cross
                     .zip(single)
@@ -372,6 +463,7 @@ fn markdown(
     args: &ClusterArgs,
     records: &[Record],
     measurements: &[Measurement],
+    links: &[LinkReport],
     targets: &[Goal],
 ) -> String {
     let mut md = String::new();
@@ -400,7 +492,10 @@ fn markdown(
          published. Lost: deliveries that had not arrived when the drain ended (no \
          progress for 2 s, or 8 s in all); for a server that fell behind the rate, that \
          is the backlog it still held, which it may or may not have delivered later. \
-         Before each run the load generator waits until every server is idle.\n",
+         Before each run the load generator waits until every server is idle. The \
+         saturating runs come first; a fixed rate whose deliveries per second exceed what \
+         a setup delivered saturating is not run for that setup (it would measure only \
+         the backlog).\n",
         number(args.subscribers as f64),
         args.size,
         args.seconds,
@@ -423,6 +518,14 @@ fn markdown(
             let nodes = kind(record).1 as usize;
             let m = |name: &str| record.metrics.get(name).copied();
             let pct = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.0}%"));
+            if m("sent").is_none() {
+                let _ = writeln!(
+                    md,
+                    "| {} | not run (see below) | | | | | | | | | | | | |",
+                    record.server
+                );
+                continue;
+            }
             for index in 0..nodes.max(1) {
                 if nodes < 2 {
                     break;
@@ -475,6 +578,35 @@ fn markdown(
             .collect();
         if !notes.is_empty() {
             let _ = writeln!(md, "\n{}", notes.join("\n"));
+        }
+        let _ = writeln!(md);
+    }
+    if !links.is_empty() {
+        let _ = writeln!(
+            md,
+            "## The Redis link, as the wsedge nodes counted it over all the runs\n\n\
+             The probe goes every second from each node's publisher connection through \
+             Redis to its own subscriber connection: the path of every cross-node \
+             message, measured by the node (in the load's midst, on the shared core).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| node | probes back / missed | probe round trip mean | max | published | publishes lost | received |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+        for link in links {
+            let _ = writeln!(
+                md,
+                "| {} | {} / {} | {} | {} | {} | {} | {} |",
+                link.node,
+                opt(link.probes_ok),
+                opt(link.probes_missed),
+                ms(link.probe_rtt_mean_ms),
+                ms(link.probe_rtt_max_ms),
+                opt(link.published),
+                opt(link.publish_lost),
+                opt(link.received),
+            );
         }
         let _ = writeln!(md);
     }

@@ -152,7 +152,7 @@ pub(crate) fn parse_target(text: &str) -> Result<(String, Option<u32>, String), 
     }
 }
 
-fn parse_metrics(text: &str) -> Result<(String, SocketAddr), String> {
+pub(crate) fn parse_metrics(text: &str) -> Result<(String, SocketAddr), String> {
     let (name, addr) = text
         .split_once(',')
         .ok_or_else(|| format!("{text:?}: expected NAME,IP:PORT"))?;

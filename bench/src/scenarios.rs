@@ -27,7 +27,7 @@ pub use self::{
     auth_handshakes::{Credentials, auth_handshakes},
     burst::burst,
     capacity_deflate::{DeflateChannel, capacity_deflate},
-    cluster::{Node, Setup, cluster, node_label},
+    cluster::{Node, Setup, cluster, cluster_record, node_label},
     compression::{compression_echo, compression_fanout},
     rooms::{RoomsVia, rooms},
 };

@@ -45,33 +45,8 @@ pub async fn cluster(
     duration: Duration,
     drain: Duration,
 ) -> Record {
-    let mode = if rate > 0 {
-        format!("rate={rate}/s")
-    } else {
-        format!("saturate window={window}")
-    };
-    // The same id for every setup: the report compares them.
-    let id = format!("cluster subs={subscribers} {mode} size={size}B");
-    let headline = if rate > 0 {
-        "p99_ms"
-    } else {
-        "delivered_per_s"
-    };
-    let mut record = Record::new(&setup.name, "cluster", id, headline, rate == 0);
+    let mut record = cluster_record(setup, subscribers, rate, window, size);
     let nodes = setup.nodes.len();
-    record
-        .param("nodes", nodes)
-        .param("subscribers", subscribers)
-        .param("rate", rate)
-        .param("window", window)
-        .param("size", size)
-        .param(
-            "wire",
-            match setup.wire {
-                Wire::WebSocket => "websocket",
-                Wire::SocketIo => "socket.io",
-            },
-        );
     let groups: Vec<(Target, usize)> = setup
         .nodes
         .iter()
@@ -198,6 +173,45 @@ pub async fn cluster(
             .notes
             .push(format!("{closed} subscribers were disconnected"));
     }
+    record
+}
+
+/// `cluster`'s record of a measurement, with its id and parameters (and
+/// nothing measured yet).
+pub fn cluster_record(
+    setup: &Setup,
+    subscribers: usize,
+    rate: u32,
+    window: u64,
+    size: usize,
+) -> Record {
+    let nodes = setup.nodes.len();
+    let mode = if rate > 0 {
+        format!("rate={rate}/s")
+    } else {
+        format!("saturate window={window}")
+    };
+    // The same id for every setup: the report compares them.
+    let id = format!("cluster subs={subscribers} {mode} size={size}B");
+    let headline = if rate > 0 {
+        "p99_ms"
+    } else {
+        "delivered_per_s"
+    };
+    let mut record = Record::new(&setup.name, "cluster", id, headline, rate == 0);
+    record
+        .param("nodes", nodes)
+        .param("subscribers", subscribers)
+        .param("rate", rate)
+        .param("window", window)
+        .param("size", size)
+        .param(
+            "wire",
+            match setup.wire {
+                Wire::WebSocket => "websocket",
+                Wire::SocketIo => "socket.io",
+            },
+        );
     record
 }
 
