@@ -17,7 +17,7 @@
 #   bench/run.sh presence        # ~4 minutes: a room of 100,000 members on 6 nodes
 #                                # sharing a redis-server, its presence count and
 #                                # list; bench/results/presence.{json,md}
-#   bench/run.sh cluster         # ~3 minutes: two nodes on one redis-server
+#   bench/run.sh cluster         # ~1.5 minutes: two nodes on one redis-server
 #                                # against one node, wsedge and Socket.IO's
 #                                # Redis adapter; bench/results/cluster.{json,md}
 #
