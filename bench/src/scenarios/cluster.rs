@@ -12,6 +12,9 @@ use hdrhistogram::Histogram;
 use super::{Delivery, FanoutPlan, Wire, fan_out, histogram};
 use crate::{client::Target, procfs::CpuUse, record::Record};
 
+/// Connections opened at once while setting up, as the main run does.
+const CONNECT_CONCURRENCY: usize = 128;
+
 /// One server process of a setup.
 pub struct Node {
     pub pid: Option<u32>,
@@ -69,7 +72,7 @@ pub async fn cluster(
         size,
         duration,
         drain,
-        connect_concurrency: 128,
+        connect_concurrency: CONNECT_CONCURRENCY,
         pids: &pids,
     })
     .await;
