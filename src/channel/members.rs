@@ -12,8 +12,8 @@ use crate::{
     stats::{Counters, Reason},
     ws::{
         cork::Cork,
-        encoder::{Delivery, Encoding},
-        outbox::{Outbox, Outgoing, Rejected},
+        encoder::{Delivery, Encoding, Outgoing},
+        outbox::{Outbox, Rejected},
     },
 };
 

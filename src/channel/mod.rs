@@ -53,8 +53,8 @@ use crate::{
     message::{Message, MessageKind},
     stats::{ChannelStats, Counters},
     ws::{
-        encoder::{Delivery, Encoding, SharedCompressors},
-        outbox::{Outbox, Outgoing},
+        encoder::{Delivery, Encoding, Outgoing, SharedCompressors},
+        outbox::Outbox,
     },
 };
 

@@ -44,12 +44,11 @@ use crate::{
     ws::{
         cork,
         deflate::negotiate::Agreement,
-        encoder::{Encoding, WriterEncoder},
+        encoder::{Encoding, Outgoing, WriterEncoder},
         frame,
         guard::{FrameGuard, FrameTracker, Inbound},
-        outbox::{Outbox, OutboxReceiver, Outgoing},
+        outbox::{Outbox, OutboxReceiver},
         receive::{Assembler, Failure, Received, close_for, frame_reader},
-        writer,
     },
 };
 
@@ -132,7 +131,7 @@ impl Session {
             // half back for the lingering close; dropping the handle aborts
             // it.
             let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
-                let (write, written) = writer::run(receiver, Box::new(write), encoder).await;
+                let (write, written) = receiver.run(Box::new(write), encoder).await;
                 (write, written.is_ok())
             }));
             let inbound = Inbound::new();

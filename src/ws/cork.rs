@@ -14,17 +14,22 @@ use std::{
     cell::RefCell,
     marker::PhantomData,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use super::outbox::Outbox;
+/// What a cork defers: an outbox's writes.
+pub(crate) trait Deferred: Send + Sync {
+    /// Makes the writes deferred until the cork's release.
+    fn release(&self);
+}
 
 thread_local! {
     /// The outboxes deferred under the cork held on this thread, if any.
-    static DEFERRED: RefCell<Option<Vec<Outbox>>> = const { RefCell::new(None) };
+    static DEFERRED: RefCell<Option<Vec<Arc<dyn Deferred>>>> = const { RefCell::new(None) };
     /// An empty list whose capacity the next cork reuses: a fan-out to ten
     /// thousand members allocates its list once per thread, not per message.
-    static SPARE: RefCell<Vec<Outbox>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Arc<dyn Deferred>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A held cork; releasing it (dropping) writes what it deferred.
@@ -62,19 +67,19 @@ impl Drop for Cork {
         let Some(mut deferred) = DEFERRED.with_borrow_mut(Option::take) else {
             return;
         };
-        for outbox in deferred.drain(..) {
-            outbox.uncork();
+        for deferred_writes in deferred.drain(..) {
+            deferred_writes.release();
         }
         SPARE.set(deferred);
     }
 }
 
-/// Defers `outbox`'s writes to the cork held on this thread; returns false
-/// (and does nothing) when none is held.
-pub(super) fn defer(outbox: &Outbox) -> bool {
+/// Defers `writes` to the cork held on this thread; returns false (and
+/// does nothing) when none is held.
+pub(super) fn defer<D: Deferred + 'static>(writes: &Arc<D>) -> bool {
     DEFERRED.with_borrow_mut(|deferred| match deferred {
         Some(list) => {
-            list.push(outbox.clone());
+            list.push(writes.clone());
             true
         }
         None => false,

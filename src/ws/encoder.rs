@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use super::{
     deflate::{codec::Deflater, dedicated::DedicatedCompressor, negotiate::Agreement},
     frame,
-    outbox::Outgoing,
 };
 use crate::{
     config::{Compression, CompressionMode},
@@ -157,6 +156,25 @@ impl<'c> Delivery<'c> {
                     .compress(&self.payload, settings.level, window, self.counters);
             frame::encode_message(self.kind, &compressed, true)
         })
+    }
+}
+
+/// One queued item.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    /// Bytes ready for the wire (one or more whole frames).
+    Wire(Bytes),
+    /// A whole message the writer frames (and maybe compresses) itself.
+    Message(MessageKind, Bytes),
+}
+
+impl Outgoing {
+    /// The bytes this item puts on the wire (before compression).
+    pub(crate) fn wire_len(&self) -> usize {
+        match self {
+            Self::Wire(bytes) => bytes.len(),
+            Self::Message(_, payload) => frame::header_len(payload.len()) + payload.len(),
+        }
     }
 }
 

@@ -35,7 +35,8 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll, Waker, ready},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -43,19 +44,12 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::{
-    cork, frame,
+    cork::{self, Deferred},
+    encoder::{Outgoing, WriterEncoder},
+    frame,
     writer::{Wire, WriteIo},
 };
-use crate::{config::SlowConsumer, message::MessageKind, protocol::close, stats::Initiator};
-
-/// One queued item.
-#[derive(Debug, Clone)]
-pub(crate) enum Outgoing {
-    /// Bytes ready for the wire (one or more whole frames).
-    Wire(Bytes),
-    /// A whole message the writer frames (and maybe compresses) itself.
-    Message(MessageKind, Bytes),
-}
+use crate::{config::SlowConsumer, protocol::close, stats::Initiator};
 
 /// What one queued item costs the server beyond its wire bytes, so that
 /// `send_buffer` bounds memory whatever the message sizes, empty ones
@@ -74,19 +68,9 @@ const ITEM_OVERHEAD: usize = 128;
 /// out as one write.
 const CORK_LIMIT: usize = 64 * 1024;
 
-impl Outgoing {
-    /// The bytes this item puts on the wire (before compression).
-    fn wire_len(&self) -> usize {
-        match self {
-            Self::Wire(bytes) => bytes.len(),
-            Self::Message(_, payload) => frame::header_len(payload.len()) + payload.len(),
-        }
-    }
-
-    /// What the item is charged against `send_buffer` while queued.
-    fn cost(&self) -> usize {
-        self.wire_len() + ITEM_OVERHEAD
-    }
+/// What an item is charged against `send_buffer` while queued.
+fn cost(item: &Outgoing) -> usize {
+    item.wire_len() + ITEM_OVERHEAD
 }
 
 /// Creates a queue that holds at most `limit` unwritten bytes.
@@ -128,7 +112,7 @@ struct Shared {
 struct State {
     /// Queued, not yet handed to the wire.
     items: VecDeque<Outgoing>,
-    /// What the items queued or being written cost (`Outgoing::cost`),
+    /// What the items queued or being written cost ([`cost`]),
     /// until they are written.
     bytes: usize,
     limit: usize,
@@ -180,34 +164,27 @@ impl Outbox {
         }
         // One item always fits an empty queue, so a message of max_payload
         // bytes plus its header can be sent even when send_buffer equals it.
-        if state.bytes > 0 && state.bytes + item.cost() > state.limit {
+        if state.bytes > 0 && state.bytes + cost(&item) > state.limit {
             if state.on_overflow == SlowConsumer::Drop {
                 return Err(Rejected::Dropped);
             }
             // Items the wire has taken stay counted until written.
-            let dropped: usize = state.items.drain(..).map(|item| item.cost()).sum();
+            let dropped: usize = state.items.drain(..).map(|item| cost(&item)).sum();
             state.bytes -= dropped;
             let close_frame = frame::close(close::TRY_AGAIN_LATER, "slow consumer");
             state.push_close(close_frame, Initiator::Server);
             self.close_queued(state);
             return Err(Rejected::SlowConsumer);
         }
-        state.bytes += item.cost();
+        state.bytes += cost(&item);
         state.items.push_back(item);
-        if !state.corked && cork::defer(self) {
+        if !state.corked && cork::defer(&self.0) {
             state.corked = true;
         }
         if !state.corked || state.bytes >= CORK_LIMIT {
             state.write_now();
         }
         Ok(())
-    }
-
-    /// Writes what a released cork deferred.
-    pub(super) fn uncork(&self) {
-        let mut state = lock(&self.0);
-        state.corked = false;
-        state.write_now();
     }
 
     /// Queues a close frame unless one is queued already. Returns whether
@@ -268,11 +245,20 @@ impl Outbox {
     }
 }
 
+impl Deferred for Shared {
+    /// Writes what a released cork deferred.
+    fn release(&self) {
+        let mut state = lock(self);
+        state.corked = false;
+        state.write_now();
+    }
+}
+
 impl State {
     fn push_close(&mut self, close_frame: Bytes, initiator: Initiator) {
         self.closed_by = Some((initiator, frame::close_code(&close_frame)));
         let item = Outgoing::Wire(close_frame);
-        self.bytes += item.cost();
+        self.bytes += cost(&item);
         self.items.push_back(item);
         self.phase = Phase::Closing;
     }
@@ -332,32 +318,56 @@ impl State {
                 return Poll::Ready(Ok(()));
             }
             for item in self.items.drain(..) {
-                let cost = item.cost();
-                wire.push(item, cost);
+                let charge = cost(&item);
+                wire.push(item, charge);
             }
         }
     }
 }
 
 impl OutboxReceiver {
-    /// Hands the socket side to the outbox: from now on items are written.
-    pub(crate) fn attach(&self, wire: Wire) {
-        lock(&self.0).wire = Some(wire);
-    }
-
-    /// Takes the write half back once the writer has stopped.
-    pub(crate) fn detach(&self) -> WriteIo {
-        lock(&self.0)
-            .wire
-            .take()
-            .expect("attached before the writer ran")
-            .into_io()
+    /// The connection's writer task: hands `io` to the outbox, so that
+    /// from now on items are written, carries on wherever a sender's write
+    /// could not finish until the close frame is written or the queue is
+    /// finished, and hands `io` back with whether every write succeeded.
+    /// The socket is left open: the session closes it once the close
+    /// handshake is over (RFC 6455 section 7.1.1).
+    pub(crate) async fn run(
+        self,
+        io: WriteIo,
+        encoder: WriterEncoder,
+    ) -> (WriteIo, io::Result<()>) {
+        lock(&self.0).wire = Some(Wire::new(io, encoder));
+        // The compressor's release timer: only this task compresses, so its
+        // deadline can only have moved after a poll of the write.
+        let mut release = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut armed = false;
+        let written = std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(written) = self.poll_write(cx) {
+                    return Poll::Ready(written);
+                }
+                let Some(at) = self.release_at() else {
+                    return Poll::Pending;
+                };
+                if !armed || release.deadline() != at {
+                    release.as_mut().reset(at);
+                    armed = true;
+                }
+                ready!(release.as_mut().poll(cx));
+                armed = false;
+                self.release_if_idle();
+            }
+        })
+        .await;
+        let wire = lock(&self.0).wire.take();
+        (wire.expect("attached above").into_io(), written)
     }
 
     /// Writes what is queued; completes once the close frame is written or
     /// the queue finished (`Ok`), or a write failed. While it has nothing to
     /// do it parks, leaving senders its waker.
-    pub(crate) fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = lock(&self.0);
         state.idle_writer = None;
         match state.drain(cx) {
@@ -370,12 +380,12 @@ impl OutboxReceiver {
     }
 
     /// When the connection's compressor is due for release, if one is held.
-    pub(crate) fn release_at(&self) -> Option<Instant> {
+    fn release_at(&self) -> Option<Instant> {
         lock(&self.0).wire.as_ref()?.release_at()
     }
 
     /// Releases the connection's compressor if it has been idle long enough.
-    pub(crate) fn release_if_idle(&self) {
+    fn release_if_idle(&self) {
         if let Some(wire) = &mut lock(&self.0).wire {
             wire.release_if_idle();
         }
@@ -384,7 +394,11 @@ impl OutboxReceiver {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
     use super::*;
+    use crate::{message::MessageKind, stats::Counters};
 
     fn wire(len: usize) -> Outgoing {
         Outgoing::Wire(Bytes::from(vec![0; len]))
@@ -437,5 +451,65 @@ mod tests {
         // Each costs its 2-byte header on top of the overhead.
         assert_eq!(queued, limit / (ITEM_OVERHEAD + 2));
         assert!(outbox.is_closing());
+    }
+
+    fn plain(counters: &Arc<Counters>) -> WriterEncoder {
+        WriterEncoder::with(None, 0, counters.clone())
+    }
+
+    /// Everything the writer wrote into a pipe, once it stopped.
+    async fn run_to_end(receiver: OutboxReceiver, encoder: WriterEncoder) -> Vec<u8> {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (io, written) = receiver.run(Box::new(server), encoder).await;
+        written.unwrap();
+        drop(io);
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        all
+    }
+
+    #[tokio::test]
+    async fn writer_frames_messages_and_stops_after_the_close_frame() {
+        let counters = Arc::new(Counters::default());
+        let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
+        outbox
+            .send(Outgoing::Message(
+                MessageKind::Text,
+                Bytes::from_static(b"hi"),
+            ))
+            .unwrap();
+        assert!(outbox.close(1000, "bye"));
+        assert!(!outbox.close(1001, "again"));
+        let written = run_to_end(receiver, plain(&counters)).await;
+        assert_eq!(&written[..4], b"\x81\x02hi");
+        assert_eq!(&written[4..], &frame::close(1000, "bye")[..]);
+    }
+
+    #[tokio::test]
+    async fn dedicated_compression_sets_rsv1_above_the_threshold_only() {
+        let counters = Arc::new(Counters::default());
+        let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
+        let big = Bytes::from(vec![b'a'; 1000]);
+        outbox
+            .send(Outgoing::Message(
+                MessageKind::Binary,
+                Bytes::from_static(b"tiny"),
+            ))
+            .unwrap();
+        outbox
+            .send(Outgoing::Message(MessageKind::Binary, big.clone()))
+            .unwrap();
+        outbox.finish();
+        let compressor = crate::ws::deflate::dedicated::DedicatedCompressor::new(6, 15, false);
+        let encoder = WriterEncoder::with(Some(compressor), 100, counters.clone());
+        let written = run_to_end(receiver, encoder).await;
+        assert_eq!(&written[..6], b"\x82\x04tiny");
+        assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");
+        let compressed = &written[8..];
+        assert_eq!(written[7] as usize, compressed.len());
+        let inflated = crate::ws::deflate::codec::Inflater::new(true)
+            .inflate(compressed, 10_000)
+            .unwrap();
+        assert_eq!(inflated, big);
     }
 }

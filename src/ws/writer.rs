@@ -4,7 +4,7 @@
 //!
 //! Whoever queues into an outbox writes to the socket itself when it can
 //! (`ws::outbox`): a lone delivery costs one `writev` in the task that made
-//! it, with no second task to wake. The writer task ([`run`]) only carries
+//! it, with no second task to wake. The writer task (`OutboxReceiver::run`) only carries
 //! on where a write could not finish: it is woken by the socket when it
 //! turns writable again, by the outbox when work is queued that the sender
 //! does not write itself (dedicated-mode compression), and finishes the
@@ -12,20 +12,17 @@
 
 use std::{
     collections::VecDeque,
-    future::poll_fn,
     io::{self, IoSlice},
     pin::Pin,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use bytes::{Buf, Bytes};
 use tokio::io::AsyncWrite;
 
 use super::{
-    encoder::{Framed, WriterEncoder},
+    encoder::{Framed, Outgoing, WriterEncoder},
     frame,
-    outbox::{OutboxReceiver, Outgoing},
 };
 
 /// Slices handed to one `write_vectored` call. Linux accepts 1024; 64 already
@@ -35,41 +32,6 @@ const MAX_IO_SLICES: usize = 64;
 /// The write half of a connection, whatever its transport (TCP, TLS, a test
 /// buffer): boxed, so that outboxes have one type.
 pub(crate) type WriteIo = Box<dyn AsyncWrite + Send + Unpin>;
-
-/// Drains the outbox into `io` until the close frame is written or the
-/// queue is finished, and hands `io` back with whether every write
-/// succeeded. The socket is left open: the session closes it once the close
-/// handshake is over (RFC 6455 section 7.1.1).
-pub(crate) async fn run(
-    outbox: OutboxReceiver,
-    io: WriteIo,
-    encoder: WriterEncoder,
-) -> (WriteIo, io::Result<()>) {
-    outbox.attach(Wire::new(io, encoder));
-    // The compressor's release timer: only this task compresses, so its
-    // deadline can only have moved after a poll of the write.
-    let mut release = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-    let mut armed = false;
-    let written = poll_fn(|cx| {
-        loop {
-            if let Poll::Ready(written) = outbox.poll_write(cx) {
-                return Poll::Ready(written);
-            }
-            let Some(at) = outbox.release_at() else {
-                return Poll::Pending;
-            };
-            if !armed || release.deadline() != at {
-                release.as_mut().reset(at);
-                armed = true;
-            }
-            ready!(release.as_mut().poll(cx));
-            armed = false;
-            outbox.release_if_idle();
-        }
-    })
-    .await;
-    (outbox.detach(), written)
-}
 
 /// The socket side of one connection: its write half, its encoder, and the
 /// frames taken from the outbox and not yet written.
@@ -87,7 +49,7 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
-    fn new(io: WriteIo, encoder: WriterEncoder) -> Self {
+    pub(crate) fn new(io: WriteIo, encoder: WriterEncoder) -> Self {
         Self {
             io,
             encoder,
@@ -220,76 +182,5 @@ impl Chunk {
             Self::Header(header) => header.advance(count),
             Self::Shared(bytes) => bytes.advance(count),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use tokio::io::AsyncReadExt;
-
-    use super::*;
-    use crate::{config::SlowConsumer, message::MessageKind, stats::Counters, ws::outbox};
-
-    fn plain(counters: &Arc<Counters>) -> WriterEncoder {
-        WriterEncoder::with(None, 0, counters.clone())
-    }
-
-    /// Everything the writer wrote into a pipe, once it stopped.
-    async fn run_to_end(receiver: OutboxReceiver, encoder: WriterEncoder) -> Vec<u8> {
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let (io, written) = run(receiver, Box::new(server), encoder).await;
-        written.unwrap();
-        drop(io);
-        let mut all = Vec::new();
-        client.read_to_end(&mut all).await.unwrap();
-        all
-    }
-
-    #[tokio::test]
-    async fn writer_frames_messages_and_stops_after_the_close_frame() {
-        let counters = Arc::new(Counters::default());
-        let (outbox, receiver) = outbox::channel(1 << 20, SlowConsumer::Close);
-        outbox
-            .send(Outgoing::Message(
-                MessageKind::Text,
-                Bytes::from_static(b"hi"),
-            ))
-            .unwrap();
-        assert!(outbox.close(1000, "bye"));
-        assert!(!outbox.close(1001, "again"));
-        let written = run_to_end(receiver, plain(&counters)).await;
-        assert_eq!(&written[..4], b"\x81\x02hi");
-        assert_eq!(&written[4..], &frame::close(1000, "bye")[..]);
-    }
-
-    #[tokio::test]
-    async fn dedicated_compression_sets_rsv1_above_the_threshold_only() {
-        let counters = Arc::new(Counters::default());
-        let (outbox, receiver) = outbox::channel(1 << 20, SlowConsumer::Close);
-        let big = Bytes::from(vec![b'a'; 1000]);
-        outbox
-            .send(Outgoing::Message(
-                MessageKind::Binary,
-                Bytes::from_static(b"tiny"),
-            ))
-            .unwrap();
-        outbox
-            .send(Outgoing::Message(MessageKind::Binary, big.clone()))
-            .unwrap();
-        outbox.finish();
-        let compressor = crate::ws::deflate::dedicated::DedicatedCompressor::new(6, 15, false);
-        let encoder = WriterEncoder::with(Some(compressor), 100, counters.clone());
-        let written = run_to_end(receiver, encoder).await;
-        assert_eq!(&written[..6], b"\x82\x04tiny");
-        assert_eq!(written[6], 0x80 | 0x40 | 0x2, "FIN, RSV1, binary");
-        let compressed = &written[8..];
-        assert_eq!(written[7] as usize, compressed.len());
-        let inflated = crate::ws::deflate::codec::Inflater::new(true)
-            .inflate(compressed, 10_000)
-            .unwrap();
-        assert_eq!(inflated, big);
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     config::ChannelConfig,
     http::route::is_valid_room_name,
     message::{Message, MessageKind},
-    ws::outbox::Outgoing,
+    ws::encoder::Outgoing,
 };
 
 /// Handles one client message on a hub channel.

@@ -86,9 +86,8 @@ mod tests {
         stats::Counters,
         ws::{
             deflate::codec::Inflater,
-            encoder::WriterEncoder,
-            outbox::{self, Outgoing},
-            writer,
+            encoder::{Outgoing, WriterEncoder},
+            outbox,
         },
     };
 
@@ -111,7 +110,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let compressor = DedicatedCompressor::new(6, 15, false);
         let encoder = WriterEncoder::with(Some(compressor), 0, Arc::new(Counters::default()));
-        let _writer = tokio::spawn(writer::run(receiver, Box::new(server), encoder));
+        let _writer = tokio::spawn(receiver.run(Box::new(server), encoder));
         let message = bytes::Bytes::from(b"the same words, and the same words again".repeat(20));
         let mut send = async || {
             outbox
