@@ -1,10 +1,10 @@
 //! One upgraded connection: a reader (fastwebsockets' split read half over
 //! the [`FrameGuard`](crate::ws::guard::FrameGuard)), corked so that what
-//! one read brings in leaves as one write per recipient, a heartbeat and
-//! the credentials' deadline, driven together in one task, and the writer's
-//! task for what the senders could not write themselves (`ws::outbox`). Each client message goes to the channel
-//! under its current policy; `auth` and `refresh` control messages go to the
-//! credentials (`credentials`). A connection that authenticates in band
+//! one read brings in leaves as one write per recipient, a heartbeat, the
+//! credentials' deadline and the writer for what the senders could not
+//! write themselves (`ws::outbox`), driven together in one task. Each
+//! client message goes to the channel under its current policy; `auth` and
+//! `refresh` control messages go to the credentials (`credentials`). A connection that authenticates in band
 //! joins its channel only once it has: nothing it sends before is relayed.
 //!
 //! Closing: whoever closes first queues a close frame in the outbox; the
@@ -24,7 +24,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
-use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
+use tokio_util::sync::CancellationToken;
 
 mod credentials;
 
@@ -124,16 +124,17 @@ impl Session {
             let expiry = credentials.expiry();
             let encoder =
                 WriterEncoder::new(deflate.as_ref(), encoding, &compression, counters.clone());
-            // The writer is a task of its own: senders write to the socket
-            // themselves, so it runs only where a write could not finish or
-            // a message is compressed for this connection alone, and then
-            // wakes none of the reader's chain of futures. It hands the write
-            // half back for the lingering close; dropping the handle aborts
-            // it.
-            let mut writer = AbortOnDropHandle::new(tokio::spawn(async move {
+            // The writer runs in this task: senders write to the socket
+            // themselves, so it has work only where a write could not
+            // finish or a message is compressed for this connection alone,
+            // and a task of its own would cost every idle connection its
+            // allocation. It hands the write half back for the lingering
+            // close.
+            let writer = async move {
                 let (write, written) = receiver.run(Box::new(write), encoder).await;
                 (write, written.is_ok())
-            }));
+            };
+            tokio::pin!(writer);
             let inbound = Inbound::new();
             let exchange = async {
                 let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
@@ -160,16 +161,15 @@ impl Session {
                 tokio::select! {
                     () = &mut reading => {
                         outbox.finish();
-                        tokio::time::timeout(limits.close_timeout, &mut writer).await.ok().and_then(Result::ok)
+                        tokio::time::timeout(limits.close_timeout, &mut writer).await.ok()
                     }
                     written = &mut writer => {
                         // Our close frame went out: wait for the peer's. If the
                         // write failed, the peer is gone: nothing to wait for.
-                        let written = written.ok();
-                        if written.as_ref().is_some_and(|(_, ok)| *ok) {
+                        if written.1 {
                             let _ = tokio::time::timeout(limits.close_timeout, reading).await;
                         }
-                        written
+                        Some(written)
                     }
                     () = &mut watching => {
                         counters.record(Reason::Idle);
