@@ -239,12 +239,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 
 /// One row per transport and algorithm, in the order measured.
 fn summarize(records: &[Record], credentials: &[Credentials]) -> Vec<Row> {
-    let param = |r: &Record, name: &str| {
-        r.params
-            .get(name)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .unwrap_or_default()
-    };
+    let param = |r: &Record, name: &str| r.param_text(name);
     let metric = |r: &Record, name: &str| r.metrics.get(name).copied();
     let mut rows = Vec::new();
     for transport in ["ws", "wss"] {

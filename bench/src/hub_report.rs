@@ -8,7 +8,10 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::{record::Record, report::number};
+use crate::{
+    record::Record,
+    report::{number, write_notes},
+};
 
 #[derive(clap::Args)]
 pub struct HubReportArgs {
@@ -108,13 +111,7 @@ fn markdown(result: &HubResult<'_>) -> String {
                 }
                 _ => "—".to_owned(),
             };
-            let param = |name: &str| {
-                record
-                    .params
-                    .get(name)
-                    .map(|v| v.to_string().trim_matches('"').to_owned())
-                    .unwrap_or_default()
-            };
+            let param = |name: &str| record.param_text(name);
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% / {:.0}% / {:.0}% |",
@@ -134,16 +131,7 @@ fn markdown(result: &HubResult<'_>) -> String {
                 metric("others_cpu_pct"),
             );
         }
-        let notes: Vec<String> = records
-            .iter()
-            .flat_map(|r| r.notes.iter().map(move |note| format!("{}: {note}", r.id)))
-            .collect();
-        if !notes.is_empty() {
-            let _ = writeln!(md);
-            for note in notes {
-                let _ = writeln!(md, "- {note}");
-            }
-        }
+        write_notes(&mut md, records.iter().copied());
         let _ = writeln!(md);
     }
     md

@@ -31,7 +31,7 @@ use crate::{
     client::Target,
     procfs::CpuWindow,
     record::Record,
-    report::number,
+    report::{number, write_notes},
     scenarios::{self, Context},
 };
 
@@ -567,13 +567,7 @@ pub fn report(args: PresenceReportArgs) -> anyhow::Result<()> {
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for record in &records {
         let metric = |name: &str| record.metrics.get(name).copied().unwrap_or(f64::NAN);
-        let param = |name: &str| {
-            record
-                .params
-                .get(name)
-                .map(|v| v.to_string().trim_matches('"').to_owned())
-                .unwrap_or_default()
-        };
+        let param = |name: &str| record.param_text(name);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% / {:.0}% / {:.0}% / {:.0}% |",
@@ -592,16 +586,7 @@ pub fn report(args: PresenceReportArgs) -> anyhow::Result<()> {
             metric("others_cpu_pct"),
         );
     }
-    let notes: Vec<String> = records
-        .iter()
-        .flat_map(|r| r.notes.iter().map(move |note| format!("{}: {note}", r.id)))
-        .collect();
-    if !notes.is_empty() {
-        let _ = writeln!(md);
-        for note in notes {
-            let _ = writeln!(md, "- {note}");
-        }
-    }
+    write_notes(&mut md, &records);
     fs::write(args.out_dir.join("presence.md"), &md)?;
     print!("{md}");
     Ok(())

@@ -56,6 +56,15 @@ impl Record {
         self
     }
 
+    /// A parameter as report text (a string without its quotes); empty
+    /// when the record has none of that name.
+    pub fn param_text(&self, name: &str) -> String {
+        self.params
+            .get(name)
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .unwrap_or_default()
+    }
+
     /// Server CPU time per operation, from the CPU share and the rate that
     /// the same window measured: comparable even when the load generator
     /// limited the rate.

@@ -402,6 +402,21 @@ fn compression_table(md: &mut String, rows: &[CompressionRow]) {
     }
 }
 
+/// Appends every record's notes, each under its record's id, as a list
+/// (nothing when there are none).
+pub fn write_notes<'a>(md: &mut String, records: impl IntoIterator<Item = &'a Record>) {
+    let notes: Vec<String> = records
+        .into_iter()
+        .flat_map(|r| r.notes.iter().map(move |note| format!("{}: {note}", r.id)))
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(md);
+        for note in notes {
+            let _ = writeln!(md, "- {note}");
+        }
+    }
+}
+
 /// 3 significant digits below 1000, thousands separators above.
 pub fn number(value: f64) -> String {
     if !value.is_finite() {
