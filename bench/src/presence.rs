@@ -20,7 +20,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -33,6 +32,7 @@ use crate::{
     record::Record,
     report::{number, write_notes},
     scenarios::{self, Context},
+    tokens,
 };
 
 /// The most connections one holder opens: the file limit (20,000) less
@@ -135,20 +135,10 @@ pub struct PresenceReportArgs {
 
 /// An HS256 JWT for `user`, valid for [`TOKEN_LIFETIME`].
 fn token(key: &ring::hmac::Key, user: &str, now: u64) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = serde_json::json!({ "sub": user, "exp": now + TOKEN_LIFETIME.as_secs() });
-    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let signature = ring::hmac::sign(key, input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
-}
-
-fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    let mut secret =
-        fs::read(path).with_context(|| format!("reading the secret {}", path.display()))?;
-    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        secret.pop();
-    }
-    Ok(secret)
+    tokens::hs256(
+        key,
+        &serde_json::json!({ "sub": user, "exp": now + TOKEN_LIFETIME.as_secs() }),
+    )
 }
 
 fn current_thread() -> anyhow::Result<(tokio::runtime::Runtime, tokio::task::LocalSet)> {
@@ -166,7 +156,10 @@ pub fn hold(args: HoldArgs) -> anyhow::Result<()> {
         (1..=MAX_HOLD).contains(&args.connections),
         "--connections: 1 to {MAX_HOLD}"
     );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &read_secret(&args.secret_file)?);
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &tokens::read_secret(&args.secret_file)?,
+    );
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let ctx = Context {
         server: String::new(),
@@ -398,7 +391,7 @@ async fn operate(
 
 /// Measures the count, a page of 100 and the whole list against one node.
 pub fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let token = read_secret(&args.token_file)?;
+    let token = tokens::read_secret(&args.token_file)?;
     let token = String::from_utf8(token).context("the admin token is not UTF-8")?;
     anyhow::ensure!(
         args.admin.ip().is_loopback(),
@@ -603,6 +596,8 @@ fn param_number(record: &Record, param: &str) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
 
     #[test]

@@ -87,7 +87,6 @@ enum Signer {
 impl Signer {
     fn load(dir: &Path, alg: Algorithm) -> anyhow::Result<Signer> {
         let path = dir.join(alg.key_file());
-        let read = || std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
         let pkcs8 = || {
             PrivatePkcs8KeyDer::from_pem_file(&path)
                 .with_context(|| format!("{}: no PKCS#8 private key", path.display()))
@@ -97,14 +96,7 @@ impl Signer {
         };
         Ok(match alg {
             Algorithm::Hs256 => {
-                let bytes = read()?;
-                // As wsedge reads `secret_file`: one trailing line ending is
-                // no part of the secret.
-                let secret = bytes
-                    .strip_suffix(b"\r\n")
-                    .or_else(|| bytes.strip_suffix(b"\n"))
-                    .unwrap_or(&bytes);
-                Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, secret))
+                Signer::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &read_secret(&path)?))
             }
             Algorithm::Rs256 => {
                 Signer::Rsa(RsaKeyPair::from_pkcs8(pkcs8()?.secret_pkcs8_der()).map_err(bad)?)
@@ -156,7 +148,6 @@ pub fn pool(
     let signer = Signer::load(dir, alg)?;
     let rng = SystemRandom::new();
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg.name(), "typ": "JWT"}).to_string());
     (0..count)
         .map(|user| {
             let payload = json!({
@@ -167,11 +158,43 @@ pub fn pool(
                 "exp": now + claims.lifetime.as_secs(),
                 "join": [claims.channel],
             });
-            let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload.to_string()));
-            let signature = URL_SAFE_NO_PAD.encode(signer.sign(input.as_bytes(), &rng)?);
-            Ok(HeaderValue::try_from(format!(
-                "Bearer {input}.{signature}"
-            ))?)
+            let token = jwt(alg, &payload, |input| signer.sign(input, &rng))?;
+            Ok(HeaderValue::try_from(format!("Bearer {token}"))?)
         })
         .collect()
+}
+
+/// A secret file as wsedge reads `secret_file`: one trailing line ending is
+/// no part of the secret.
+pub fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes =
+        std::fs::read(path).with_context(|| format!("reading the secret {}", path.display()))?;
+    let ending = if bytes.ends_with(b"\r\n") {
+        2
+    } else {
+        usize::from(bytes.ends_with(b"\n"))
+    };
+    bytes.truncate(bytes.len() - ending);
+    Ok(bytes)
+}
+
+/// An HS256 JWT over `payload`.
+pub fn hs256(key: &hmac::Key, payload: &serde_json::Value) -> String {
+    jwt(Algorithm::Hs256, payload, |input| {
+        Ok(hmac::sign(key, input).as_ref().to_vec())
+    })
+    .expect("HMAC signing cannot fail")
+}
+
+/// `header.payload.signature`, base64url, signed by `sign` over the first
+/// two.
+fn jwt(
+    alg: Algorithm,
+    payload: &serde_json::Value,
+    sign: impl FnOnce(&[u8]) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<String> {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": alg.name(), "typ": "JWT"}).to_string());
+    let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(payload.to_string()));
+    let signature = URL_SAFE_NO_PAD.encode(sign(input.as_bytes())?);
+    Ok(format!("{input}.{signature}"))
 }
