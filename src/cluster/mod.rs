@@ -99,6 +99,15 @@ use crate::message::Message;
 pub trait Inbound: Send + Sync + 'static {
     /// One envelope from another node.
     fn deliver(&self, envelope: Envelope);
+
+    /// Runs `deliveries`, which calls [`Inbound::deliver`] for every
+    /// envelope one read from Redis brought in. A hook that can hand a
+    /// batch on more cheaply than its envelopes one by one (a server
+    /// writing each recipient's share of the batch at once) wraps the call;
+    /// the default just makes it.
+    fn batch(&self, deliveries: &mut dyn FnMut()) {
+        deliveries()
+    }
 }
 
 impl<F: Fn(Envelope) + Send + Sync + 'static> Inbound for F {

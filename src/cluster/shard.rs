@@ -564,7 +564,16 @@ impl<'a> Session<'a> {
         redis_error(self.shared, self.handle, message);
     }
 
+    /// Handles every push the last read brought in, as one batch for the
+    /// inbound hook.
     fn on_pushes(&mut self) -> Result<(), LinkError> {
+        let shared = self.shared;
+        let mut handled = Ok(());
+        shared.inbound.batch(&mut || handled = self.handle_pushes());
+        handled
+    }
+
+    fn handle_pushes(&mut self) -> Result<(), LinkError> {
         while let Some(value) = self.subscriber.next_value()? {
             let items = match value {
                 Value::Array(Some(items)) => items,

@@ -16,9 +16,10 @@ use super::{
 };
 use crate::{
     channel::{Users, deliver_to_user},
-    cluster::{Body, ClusterSettings, Envelope, Link, Target},
+    cluster::{Body, ClusterSettings, Envelope, Inbound, Link, Target},
     snapshot::Snapshot,
     stats::Counters,
+    ws::cork::Cork,
 };
 
 impl ServerState {
@@ -83,12 +84,12 @@ impl ServerState {
     /// Starts a link, puts it in place and tells it about every target
     /// that has members already.
     fn run_link(self: &Arc<Self>, settings: ClusterSettings) -> Result<(), Error> {
-        let inbound = Inbound {
+        let inbound = Arrivals {
             snapshot: Arc::downgrade(&self.snapshot),
             users: Arc::downgrade(&self.users),
             counters: self.counters.clone(),
         };
-        let link = Link::start(settings, move |envelope| inbound.deliver(envelope))?;
+        let link = Link::start(settings, inbound)?;
         tracing::info!(
             node = link.node_name(),
             redis = %link.settings().url.address,
@@ -114,13 +115,13 @@ impl ServerState {
 
 /// What the inbound hook reaches: weakly, as the link it runs on is held by
 /// the server state these belong to.
-struct Inbound {
+struct Arrivals {
     snapshot: Weak<ArcSwap<Snapshot>>,
     users: Weak<Users>,
     counters: Arc<Counters>,
 }
 
-impl Inbound {
+impl Inbound for Arrivals {
     /// Delivers one envelope from another node to this node's recipients.
     /// A target this node does not have (a channel another node's
     /// configuration has, a room with no member here) receives nothing.
@@ -162,5 +163,14 @@ impl Inbound {
             // Refused by the decoder: a disconnect names a user.
             (Target::Channel(_) | Target::Room { .. }, Body::Disconnect { .. }) => {}
         }
+    }
+
+    /// Corked: the messages one read from Redis brought in leave as one
+    /// write per recipient, as a local publisher's burst does. A node
+    /// behind on its share catches up in few large writes instead of one
+    /// per message and recipient.
+    fn batch(&self, deliveries: &mut dyn FnMut()) {
+        let _cork = Cork::hold();
+        deliveries();
     }
 }
