@@ -42,4 +42,7 @@ pub enum LinkError {
     /// Redis sent something that is not RESP, or not the expected reply.
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// The link's thread or its runtime could not be started.
+    #[error("cannot start the redis link's thread: {0}")]
+    Thread(io::Error),
 }

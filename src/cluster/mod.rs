@@ -30,6 +30,15 @@
 //! Redis confirms it; what other nodes publish before that is not received.
 //! Local delivery never waits on Redis.
 //!
+//! # Its own thread
+//!
+//! The link's tasks run on a thread of their own (a single-threaded
+//! runtime), not among the node's sessions. A message published on this
+//! node reaches Redis while the node is still writing it to its local
+//! members, so the other nodes start their own fan-out at once instead
+//! of after this node's; and what other nodes publish is delivered here
+//! without taking turns with the sessions' reads.
+//!
 //! # Failure
 //!
 //! Each shard (the standalone Redis, or each cluster master) has a
@@ -92,7 +101,7 @@ pub use self::{
 use crate::message::Message;
 
 /// Receives the envelopes other nodes published to topics this node
-/// subscribed to. Called on the link's own task, one envelope at a time in
+/// subscribed to. Called on the link's own thread, one envelope at a time in
 /// the order Redis delivered them per shard: it must not block (hand the
 /// message to outboxes, or to a channel). A slow hook delays that shard's
 /// probes, and shows as a link going down.
@@ -235,9 +244,20 @@ pub(crate) struct Shared {
     refresh: Notify,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// The link's own runtime (see the module docs), which every task of
+    /// the link is spawned on.
+    runtime: tokio::runtime::Handle,
 }
 
+/// The name of the link's thread (in `top -H`, `perf` and panics).
+const THREAD_NAME: &str = "wsedge-cluster";
+
 impl Shared {
+    /// Spawns one of the link's tasks, on its own runtime.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn_on(task, &self.runtime);
+    }
+
     /// Queues `commands` on the shard owning `key`'s slot.
     fn start_call(
         &self,
@@ -285,13 +305,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts the link: connects in the background and keeps connecting,
-    /// so a node starts (and serves its local clients) while Redis is
-    /// down. Fails only on invalid settings or TLS setup. Must be called
-    /// within a tokio runtime.
+    /// Starts the link on a thread of its own: connects in the background
+    /// and keeps connecting, so a node starts (and serves its local
+    /// clients) while Redis is down. Fails only on invalid settings, TLS
+    /// setup or a thread the system refused.
     pub fn start(settings: ClusterSettings, inbound: impl Inbound) -> Result<Self, LinkError> {
         settings.validate()?;
         let connector = Connector::new(&settings)?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let runtime = run_thread(cancel.clone(), tracker.clone())?;
         let mode = settings.mode;
         let seed = settings.url.address.clone();
         let tls_name = match &seed {
@@ -309,22 +332,19 @@ impl Link {
             presence: Presence::new(),
             inbound: Box::new(inbound),
             refresh: Notify::new(),
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            cancel,
+            tracker,
+            runtime,
         });
         match mode {
             Mode::Standalone => {
                 let shard = ShardHandle::spawn(&shared, seed, tls_name);
                 shared.routing.store(Arc::new(Routing::standalone(shard)));
             }
-            Mode::Cluster => {
-                shared.tracker.spawn(topology::run(Arc::clone(&shared)));
-            }
+            Mode::Cluster => shared.spawn(topology::run(Arc::clone(&shared))),
         }
-        shared
-            .tracker
-            .spawn(interest::run_flusher(Arc::clone(&shared)));
-        shared.tracker.spawn(presence::run(Arc::clone(&shared)));
+        shared.spawn(interest::run_flusher(Arc::clone(&shared)));
+        shared.spawn(presence::run(Arc::clone(&shared)));
         Ok(Self { shared })
     }
 
@@ -528,6 +548,30 @@ impl Link {
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
     }
+}
+
+/// Starts the link's thread and returns its runtime, which runs until
+/// `cancel` and then until every task in `tracker` has ended.
+fn run_thread(
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<tokio::runtime::Handle, LinkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LinkError::Thread)?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(THREAD_NAME.to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                cancel.cancelled().await;
+                tracker.close();
+                tracker.wait().await;
+            });
+        })
+        .map_err(LinkError::Thread)?;
+    Ok(handle)
 }
 
 impl Drop for Link {

@@ -105,9 +105,7 @@ impl ShardHandle {
             subscriptions: AtomicU64::new(0),
             cancel: shared.cancel.child_token(),
         });
-        shared
-            .tracker
-            .spawn(run(Arc::clone(&handle), Arc::clone(shared), receiver));
+        shared.spawn(run(Arc::clone(&handle), Arc::clone(shared), receiver));
         handle
     }
 
