@@ -57,7 +57,10 @@ use crate::{
     message::MessageKind,
     protocol::{
         close,
-        frame::{FIN, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, RSV1},
+        frame::{
+            FIN, MAX_CONTROL_PAYLOAD, OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_PING, OPCODE_TEXT,
+            RSV1,
+        },
         window_bits,
     },
     ws::{
@@ -458,9 +461,6 @@ fn message() -> impl Strategy<Value = Message> {
             pings,
         })
 }
-
-/// The ping opcode (control frames are otherwise only judged, not built).
-const OPCODE_PING: u8 = 0x9;
 
 /// Encodes `messages` as a client would, compressing with `deflater`.
 fn encode(messages: &[Message], deflater: &mut Deflater) -> Vec<u8> {

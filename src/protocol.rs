@@ -40,6 +40,8 @@ pub(crate) mod frame {
     pub(crate) const OPCODE_TEXT: u8 = 0x1;
     /// Binary frame opcode.
     pub(crate) const OPCODE_BINARY: u8 = 0x2;
+    /// Ping frame opcode.
+    pub(crate) const OPCODE_PING: u8 = 0x9;
     /// Largest header of a server frame: 2 bytes and a 64-bit length, no mask.
     pub(crate) const MAX_SERVER_HEADER_LEN: usize = 10;
     /// Largest header of a client frame: a server header plus the 4-byte mask.

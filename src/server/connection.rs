@@ -298,18 +298,16 @@ impl Connection {
             outbox,
             receiver,
             slots,
-            limits: limits.clone(),
-            compression: admitted.config.compression,
+            config: admitted.config.clone(),
             deflate: admitted.deflate,
             policy: state.snapshot.clone(),
             hard_stop: state.hard_stop.clone(),
         };
-        state.tasks.spawn(async move {
-            match upgrade.await {
-                Ok(websocket) => session.run(websocket.into_inner()).await,
-                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
-            }
-        });
+        let serving = session.run(upgrade);
+        if std::env::var_os("WSEDGE_SIZES").is_some() {
+            eprintln!("SIZES task={}", std::mem::size_of_val(&serving));
+        }
+        state.tasks.spawn(serving);
         Ok(Response::from_parts(parts, Full::default()))
     }
 }

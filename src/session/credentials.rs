@@ -30,7 +30,16 @@ pub(super) struct Credentials {
     authenticator: Option<Authenticator>,
     /// Who the connection is, once known.
     identity: Option<Identity>,
-    deadline: watch::Sender<Deadline>,
+    deadline: Deadlines,
+}
+
+/// The deadline, as far as it can change.
+enum Deadlines {
+    /// Without an authenticator nothing moves it: most connections, which
+    /// then carry no channel (its shared state is a few hundred bytes).
+    Fixed(Deadline),
+    /// `auth` and `refresh` move it.
+    Moving(watch::Sender<Deadline>),
 }
 
 /// What a control message did.
@@ -58,10 +67,14 @@ impl Credentials {
                 (Some(authenticator), None, Some((at, AUTH_TIMEOUT)))
             }
         };
+        let deadline = match authenticator {
+            Some(_) => Deadlines::Moving(watch::Sender::new(deadline)),
+            None => Deadlines::Fixed(deadline),
+        };
         Self {
             authenticator,
             identity,
-            deadline: watch::Sender::new(deadline),
+            deadline,
         }
     }
 
@@ -87,7 +100,9 @@ impl Credentials {
         match verified {
             Ok(identity) => {
                 counters.record_auth(if first { "accepted" } else { "refreshed" }, "message");
-                self.deadline.send_replace(expiry(&identity));
+                if let Deadlines::Moving(deadline) = &self.deadline {
+                    deadline.send_replace(expiry(&identity));
+                }
                 self.identity = Some(identity.clone());
                 if first {
                     let answer = messages::auth_ok(&identity);
@@ -114,30 +129,56 @@ impl Credentials {
     /// A watcher of the deadline, owned, so that the session can await it
     /// while it handles control messages.
     pub(super) fn expiry(&self) -> Expiry {
-        Expiry(self.deadline.subscribe())
+        match &self.deadline {
+            Deadlines::Fixed(None) => Expiry::Never,
+            Deadlines::Fixed(Some((at, close))) => Expiry::At(*at, *close),
+            Deadlines::Moving(deadline) => Expiry::Moving(deadline.subscribe()),
+        }
     }
 }
 
 /// Awaits a session's deadline, following every refresh.
-pub(super) struct Expiry(watch::Receiver<Deadline>);
+pub(super) enum Expiry {
+    /// No deadline, and none can come.
+    Never,
+    /// A deadline nothing moves.
+    At(Instant, Close),
+    /// A deadline that `auth` and `refresh` move.
+    Moving(watch::Receiver<Deadline>),
+}
 
 impl Expiry {
     /// Completes when the deadline passes, with the close to send; never
     /// while there is none.
-    pub(super) async fn wait(mut self) -> Close {
-        loop {
-            let current = *self.0.borrow_and_update();
-            let changed = match current {
-                None => self.0.changed().await,
-                Some((at, close)) => tokio::select! {
-                    () = tokio::time::sleep_until(at) => return close,
-                    changed = self.0.changed() => changed,
-                },
-            };
-            if changed.is_err() {
-                // The credentials are gone: so is the session.
-                std::future::pending::<()>().await;
+    ///
+    /// The timers are boxed: this future sits in every session's task for
+    /// its whole life, and most sessions never have a deadline.
+    pub(super) async fn wait(self) -> Close {
+        match self {
+            Self::Never => std::future::pending().await,
+            Self::At(at, close) => {
+                Box::pin(tokio::time::sleep_until(at)).await;
+                close
             }
+            Self::Moving(receiver) => Box::pin(follow(receiver)).await,
+        }
+    }
+}
+
+/// Awaits a deadline that `auth` and `refresh` move.
+async fn follow(mut receiver: watch::Receiver<Deadline>) -> Close {
+    loop {
+        let current = *receiver.borrow_and_update();
+        let changed = match current {
+            None => receiver.changed().await,
+            Some((at, close)) => tokio::select! {
+                () = tokio::time::sleep_until(at) => return close,
+                changed = receiver.changed() => changed,
+            },
+        };
+        if changed.is_err() {
+            // The credentials are gone: so is the session.
+            std::future::pending::<()>().await;
         }
     }
 }

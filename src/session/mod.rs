@@ -17,9 +17,7 @@ use std::{convert::Infallible, future::ready, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 
-use fastwebsockets::{Frame, OpCode, WebSocketError};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use fastwebsockets::{Frame, OpCode, WebSocketError, upgrade::UpgradeFut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
@@ -32,9 +30,12 @@ use bytes::Bytes;
 
 use self::credentials::{Credentials, Handled};
 use crate::{
-    auth::{Authenticator, Identity, messages::NOT_AUTH},
+    auth::{
+        Authenticator, Identity,
+        messages::{Close, NOT_AUTH},
+    },
     channel::{Channel, JoinError, Joiner, Membership, PublishError},
-    config::{ChannelConfig, ChannelKind, Compression, Limits},
+    config::{ChannelConfig, ChannelKind, Limits},
     http::Caller,
     limits::{caps::Slots, rate::MessageLimiter},
     message::MessageKind,
@@ -83,11 +84,11 @@ pub(crate) struct Session {
     pub(crate) receiver: OutboxReceiver,
     /// Held for the life of the connection: its share of the caps.
     pub(crate) slots: Slots,
-    /// The per-connection limits admission read: fixed for its life.
-    pub(crate) limits: Limits,
-    /// The channel's compression settings admission read (the agreement
-    /// cannot change after the 101).
-    pub(crate) compression: Compression,
+    /// The channel's configuration admission read: the per-connection
+    /// limits and the compression settings are fixed for the connection's
+    /// life (the permessage-deflate agreement cannot change after the
+    /// 101). Shared, not copied: every session would hold its own.
+    pub(crate) config: Arc<ChannelConfig>,
     /// The permessage-deflate parameters, if negotiated.
     pub(crate) deflate: Option<Agreement>,
     /// The running configuration: each client message follows the
@@ -102,7 +103,7 @@ impl Session {
     ///
     /// Not an `async fn`: that would keep the whole `Session` in the task
     /// next to the fields taken out of it, for the connection's life.
-    pub(crate) fn run(self, io: TokioIo<Upgraded>) -> impl Future<Output = ()> + Send {
+    pub(crate) fn run(self, upgrade: UpgradeFut) -> impl Future<Output = ()> + Send {
         let Session {
             mut place,
             caller,
@@ -112,18 +113,26 @@ impl Session {
             outbox,
             receiver,
             slots,
-            limits,
-            compression,
+            config,
             deflate,
             policy,
             hard_stop,
         } = self;
         async move {
+            let limits = &config.limits;
+            let io = match upgrade.await {
+                Ok(websocket) => websocket.into_inner(),
+                Err(error) => return tracing::debug!(%error, "upgrade did not complete"),
+            };
             let (mut read, write) = tokio::io::split(io);
             let mut credentials = Credentials::new(caller, in_band);
             let expiry = credentials.expiry();
-            let encoder =
-                WriterEncoder::new(deflate.as_ref(), encoding, &compression, counters.clone());
+            let encoder = WriterEncoder::new(
+                deflate.as_ref(),
+                encoding,
+                &config.compression,
+                counters.clone(),
+            );
             // The writer runs in this task: senders write to the socket
             // themselves, so it has work only where a write could not
             // finish or a message is compressed for this connection alone,
@@ -150,50 +159,64 @@ impl Session {
                         counters: &counters,
                         outbox: &outbox,
                     },
-                    &limits,
+                    limits,
                 );
-                let watching = heartbeat(&inbound, &outbox, &limits);
+                let watching = heartbeat(&inbound, &outbox, limits);
                 let expiring = expiry.wait();
                 tokio::pin!(reading, watching, expiring);
                 // Corked: what one read brings in leaves as one write per
                 // recipient, once the reader has nothing more to read.
                 let mut reading = cork::corked(reading);
-                tokio::select! {
-                    () = &mut reading => {
-                        outbox.finish();
-                        tokio::time::timeout(limits.close_timeout, &mut writer).await.ok()
-                    }
-                    written = &mut writer => {
-                        // Our close frame went out: wait for the peer's. If the
-                        // write failed, the peer is gone: nothing to wait for.
-                        if written.1 {
-                            let _ = tokio::time::timeout(limits.close_timeout, reading).await;
-                        }
-                        Some(written)
-                    }
-                    () = &mut watching => {
-                        counters.record(Reason::Idle);
-                        outbox.close(close::GOING_AWAY, "idle timeout");
-                        let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
-                        None
-                    }
-                    expired = &mut expiring => {
-                        let (result, reason) = match expired.code {
-                            close::TOKEN_EXPIRED => ("expired", "token"),
-                            _ => ("rejected", "first_message_timeout"),
-                        };
-                        counters.record_auth(result, reason);
-                        outbox.close(expired.code, expired.reason);
-                        let _ = tokio::time::timeout(limits.close_timeout, &mut writer).await;
-                        None
-                    }
-                    // A close frame that cannot even be written (the peer stopped
-                    // reading) bounds the handshake too.
+                let ended = tokio::select! {
+                    () = &mut reading => Ended::Read,
+                    written = &mut writer => Ended::Written(written),
+                    () = &mut watching => Ended::Idle,
+                    expired = &mut expiring => Ended::Expired(expired),
+                    // A close frame that cannot even be written (the peer
+                    // stopped reading) bounds the handshake too.
                     () = async {
                         outbox.closing().await;
-                        tokio::time::sleep(limits.close_timeout).await;
-                    } => None,
-                }
+                        Box::pin(tokio::time::sleep(limits.close_timeout)).await;
+                    } => Ended::Stuck,
+                };
+                // Boxed: the close handshake's timers would otherwise sit in
+                // every session's task for its whole life.
+                let (outbox, counters, close_timeout) = (&outbox, &counters, limits.close_timeout);
+                Box::pin(async move {
+                    match ended {
+                        Ended::Read => {
+                            outbox.finish();
+                            tokio::time::timeout(close_timeout, writer).await.ok()
+                        }
+                        Ended::Written(written) => {
+                            // Our close frame went out: wait for the peer's. If
+                            // the write failed, the peer is gone: nothing to wait
+                            // for.
+                            if written.1 {
+                                let _ = tokio::time::timeout(close_timeout, reading).await;
+                            }
+                            Some(written)
+                        }
+                        Ended::Idle => {
+                            counters.record(Reason::Idle);
+                            outbox.close(close::GOING_AWAY, "idle timeout");
+                            let _ = tokio::time::timeout(close_timeout, writer).await;
+                            None
+                        }
+                        Ended::Expired(expired) => {
+                            let (result, reason) = match expired.code {
+                                close::TOKEN_EXPIRED => ("expired", "token"),
+                                _ => ("rejected", "first_message_timeout"),
+                            };
+                            counters.record_auth(result, reason);
+                            outbox.close(expired.code, expired.reason);
+                            let _ = tokio::time::timeout(close_timeout, writer).await;
+                            None
+                        }
+                        Ended::Stuck => None,
+                    }
+                })
+                .await
             };
             // Past shutdown_timeout nothing is waited for any more.
             let finished = tokio::select! {
@@ -214,6 +237,23 @@ impl Session {
             }
         }
     }
+}
+
+/// Why a session's exchange of messages ended.
+enum Ended<W> {
+    /// The reader is done: the peer closed, or broke the protocol or a
+    /// limit (the matching close is queued), or the stream ended.
+    Read,
+    /// The writer stopped: our close frame went out, or a write failed
+    /// (`false`).
+    Written((W, bool)),
+    /// Nothing was received for `idle_timeout`.
+    Idle,
+    /// The credentials' deadline passed: close with this.
+    Expired(Close),
+    /// A close frame was queued and could not be written in
+    /// `close_timeout`.
+    Stuck,
 }
 
 /// Half-closes our side and reads (discarding) until the peer closes its
@@ -439,7 +479,6 @@ async fn admit(limiter: &MessageLimiter, len: usize) -> Result<(), Failure> {
 /// Pings every `ping_interval`; returns when nothing has been received for
 /// `idle_timeout`.
 async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
-    let ping = frame::encode(OpCode::Ping, b"");
     let mut next_ping = Instant::now() + limits.ping_interval;
     loop {
         let idle_at = inbound.last_activity() + limits.idle_timeout;
@@ -449,7 +488,7 @@ async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
             return;
         }
         if now >= next_ping {
-            let _ = outbox.send(Outgoing::Wire(ping.clone()));
+            let _ = outbox.send(Outgoing::Wire(frame::EMPTY_PING));
             next_ping = now + limits.ping_interval;
         }
     }

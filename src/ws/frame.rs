@@ -10,7 +10,11 @@ use fastwebsockets::OpCode;
 
 use crate::message::MessageKind;
 
-use crate::protocol::frame::{FIN, MAX_SERVER_HEADER_LEN, RSV1};
+use crate::protocol::frame::{FIN, MAX_SERVER_HEADER_LEN, OPCODE_PING, RSV1};
+
+/// A ping without payload, the heartbeat's: one static frame for every
+/// connection.
+pub(crate) const EMPTY_PING: Bytes = Bytes::from_static(&[FIN | OPCODE_PING, 0]);
 
 /// Encodes one unfragmented, unmasked server frame.
 pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {

@@ -31,17 +31,19 @@
 use std::{
     collections::VecDeque,
     io,
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Waker, ready},
-    time::Duration,
 };
 
 use bytes::Bytes;
-use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio::{
+    sync::Notify,
+    time::{Instant, Sleep},
+};
 
 use super::{
     cork::{self, Deferred},
@@ -87,7 +89,7 @@ pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, Outbo
             idle_writer: None,
             corked: false,
         }),
-        closing: CancellationToken::new(),
+        closing: Notify::new(),
         closing_flag: AtomicBool::new(false),
     });
     (Outbox(shared.clone()), OutboxReceiver(shared))
@@ -102,10 +104,11 @@ pub(crate) struct OutboxReceiver(Arc<Shared>);
 
 struct Shared {
     state: Mutex<State>,
-    /// Cancelled when the close frame is queued: the close handshake's clock starts.
-    closing: CancellationToken,
-    /// The same fact as `closing`, for the per-message check: a plain
-    /// atomic, where the token would take a lock.
+    /// Woken when the close frame is queued: the close handshake's clock
+    /// starts. A `Notify` lives in place; a cancellation token would cost
+    /// every connection an allocation of its own.
+    closing: Notify,
+    /// Whether the close frame is queued (set before `closing` wakes).
     closing_flag: AtomicBool,
 }
 
@@ -214,12 +217,20 @@ impl Outbox {
         state.write_now();
         drop(state);
         self.0.closing_flag.store(true, Ordering::Release);
-        self.0.closing.cancel();
+        self.0.closing.notify_waiters();
     }
 
     /// Completes once a close frame has been queued.
-    pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
-        self.0.closing.cancelled()
+    pub(crate) async fn closing(&self) {
+        loop {
+            // Created before the check: a `notify_waiters` after it wakes
+            // this future even before its first poll.
+            let notified = self.0.closing.notified();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Whether a close frame has been queued (by anyone).
@@ -326,42 +337,49 @@ impl State {
 }
 
 impl OutboxReceiver {
-    /// The connection's writer task: hands `io` to the outbox, so that
-    /// from now on items are written, carries on wherever a sender's write
-    /// could not finish until the close frame is written or the queue is
-    /// finished, and hands `io` back with whether every write succeeded.
-    /// The socket is left open: the session closes it once the close
-    /// handshake is over (RFC 6455 section 7.1.1).
-    pub(crate) async fn run(
+    /// The connection's writer: hands `io` to the outbox at once, so that
+    /// from now on items are written, and returns the future that carries
+    /// on wherever a sender's write could not finish, until the close frame
+    /// is written or the queue is finished; it hands `io` back with whether
+    /// every write succeeded. The socket is left open: the session closes
+    /// it once the close handshake is over (RFC 6455 section 7.1.1).
+    ///
+    /// Not an `async fn`: that would keep a second copy of `io` and the
+    /// encoder in every session's task for its whole life.
+    pub(crate) fn run(
         self,
         io: WriteIo,
         encoder: WriterEncoder,
-    ) -> (WriteIo, io::Result<()>) {
+    ) -> impl Future<Output = (WriteIo, io::Result<()>)> + Send {
         lock(&self.0).wire = Some(Wire::new(io, encoder));
-        // The compressor's release timer: only this task compresses, so its
-        // deadline can only have moved after a poll of the write.
-        let mut release = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-        let mut armed = false;
-        let written = std::future::poll_fn(|cx| {
-            loop {
-                if let Poll::Ready(written) = self.poll_write(cx) {
-                    return Poll::Ready(written);
+        async move {
+            // The compressor's release timer, made on first need (most
+            // connections never hold a compressor): only this task
+            // compresses, so its deadline can only have moved after a poll
+            // of the write.
+            let mut release: Option<Pin<Box<Sleep>>> = None;
+            let written = std::future::poll_fn(|cx| {
+                loop {
+                    if let Poll::Ready(written) = self.poll_write(cx) {
+                        return Poll::Ready(written);
+                    }
+                    let Some(at) = self.release_at() else {
+                        return Poll::Pending;
+                    };
+                    let timer =
+                        release.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                    release = None;
+                    self.release_if_idle();
                 }
-                let Some(at) = self.release_at() else {
-                    return Poll::Pending;
-                };
-                if !armed || release.deadline() != at {
-                    release.as_mut().reset(at);
-                    armed = true;
-                }
-                ready!(release.as_mut().poll(cx));
-                armed = false;
-                self.release_if_idle();
-            }
-        })
-        .await;
-        let wire = lock(&self.0).wire.take();
-        (wire.expect("attached above").into_io(), written)
+            })
+            .await;
+            let wire = lock(&self.0).wire.take();
+            (wire.expect("attached above").into_io(), written)
+        }
     }
 
     /// Writes what is queued; completes once the close frame is written or
