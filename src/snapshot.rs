@@ -108,6 +108,7 @@ impl Snapshot {
                     .map(|entry| entry.live.clone())
                     .unwrap_or_else(|| {
                         Arc::new(Channel::new(
+                            &wanted.name,
                             counters.clone(),
                             users.clone(),
                             remote.clone(),

@@ -137,6 +137,9 @@ pub enum PublishError {
 /// from the one snapshot it loaded, so a reload is seen whole or not at all.
 /// A later reload carries the channel over by name.
 pub(crate) struct Channel {
+    /// Its name, which a channel keeps for life (a reload that renames a
+    /// channel replaces it); shared by its memberships.
+    name: Arc<str>,
     counters: Arc<Counters>,
     /// The node's user index, shared by every channel.
     users: Arc<Users>,
@@ -161,8 +164,14 @@ pub(crate) struct Joiner {
 }
 
 impl Channel {
-    pub(crate) fn new(counters: Arc<Counters>, users: Arc<Users>, remote: Arc<Remote>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        counters: Arc<Counters>,
+        users: Arc<Users>,
+        remote: Arc<Remote>,
+    ) -> Self {
         Self {
+            name: Arc::from(name),
             counters,
             users,
             remote,
@@ -211,19 +220,18 @@ impl Channel {
         // From here on the membership's drop undoes what was done.
         let mut membership = Membership {
             channel: self.clone(),
-            name: Arc::from(config.name.as_str()),
             broadcast: config.kind == ChannelKind::Broadcast,
             id,
             outbox,
             encoding,
             user,
-            identity,
+            identity: identity.map(Box::new),
             rooms: Vec::new(),
             presence_events: config.presence_events,
             indexed: false,
         };
         if membership.broadcast {
-            self.channel_changed(&membership.name, count == 1);
+            self.channel_changed(&self.name, count == 1);
         }
         if let Some(name) = room {
             membership.enter(config, name)?;
@@ -234,7 +242,7 @@ impl Channel {
                 id,
                 UserConnection {
                     channel: ChannelKey::of(self),
-                    channel_name: membership.name.clone(),
+                    channel_name: self.name.clone(),
                     room: room.map(Arc::from),
                     since: SystemTime::now(),
                     member,
@@ -446,18 +454,17 @@ impl Channel {
 /// the room.
 pub(crate) struct Membership {
     channel: Arc<Channel>,
-    /// The channel's name and whether it is a broadcast channel, as when
-    /// the connection joined (a reload that changes either replaces the
-    /// channel).
-    name: Arc<str>,
+    /// Whether it is a broadcast channel, as when the connection joined (a
+    /// reload that changes it replaces the channel).
     broadcast: bool,
     id: ConnectionId,
     outbox: Outbox,
     encoding: Encoding,
     user: Option<UserId>,
     /// Its identity's grants (refreshed in band), for what it may publish
-    /// and, on a hub, join.
-    identity: Option<Identity>,
+    /// and, on a hub, join. Boxed: most connections have none, and the
+    /// membership lives as long as the connection.
+    identity: Option<Box<Identity>>,
     /// A room channel's room, or the rooms a hub connection joined.
     rooms: Vec<Arc<Room>>,
     /// Whether joins and leaves are told to the room (as the channel said
@@ -475,7 +482,7 @@ impl Membership {
 
     /// Takes the grants of a refreshed identity (of the same user).
     pub(crate) fn refreshed(&mut self, identity: Identity) {
-        self.identity = Some(identity);
+        self.identity = Some(Box::new(identity));
     }
 
     /// Whether its identity may publish to `room` of this channel (a
@@ -518,7 +525,7 @@ impl Membership {
                 .notices
                 .record(channel, &room, user, PresenceEvent::Join);
         }
-        channel.room_changed(&self.name, name, created);
+        channel.room_changed(&self.channel.name, name, created);
         self.rooms.push(room);
         Ok(())
     }
@@ -542,7 +549,7 @@ impl Membership {
                 .notices
                 .record(channel, room, user, PresenceEvent::Leave);
         }
-        channel.room_changed(&self.name, room.name(), removed);
+        channel.room_changed(&self.channel.name, room.name(), removed);
     }
 
     /// Handles a message from this connection's client under the channel's
@@ -651,7 +658,7 @@ impl Drop for Membership {
         }
         let (left, _) = channel.members.remove(self.id);
         if self.broadcast {
-            channel.channel_changed(&self.name, left == 0);
+            channel.channel_changed(&self.channel.name, left == 0);
         }
     }
 }

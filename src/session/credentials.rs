@@ -7,9 +7,10 @@
 //! on a channel that checks identities, when `[auth]` is configured.
 //! Elsewhere every message is the application's.
 
-use std::time::SystemTime;
+use std::{pin::Pin, time::SystemTime};
 
 use tokio::{sync::watch, time::Instant};
+use tokio_util::either::Either;
 
 use crate::{
     auth::{
@@ -28,8 +29,9 @@ pub(super) struct Credentials {
     /// Verifies `auth` and `refresh`; `None` where control messages are
     /// the application's.
     authenticator: Option<Authenticator>,
-    /// Who the connection is, once known.
-    identity: Option<Identity>,
+    /// Who the connection is, once known. Boxed: most connections have
+    /// no identity, and the credentials live as long as the connection.
+    identity: Option<Box<Identity>>,
     deadline: Deadlines,
 }
 
@@ -60,7 +62,7 @@ impl Credentials {
             Caller::Anonymous => (in_band, None, None),
             Caller::Known(identity) => {
                 let deadline = expiry(&identity);
-                (in_band, Some(identity), deadline)
+                (in_band, Some(Box::new(identity)), deadline)
             }
             Caller::FirstMessage(authenticator) => {
                 let at = Instant::now() + authenticator.first_message_timeout();
@@ -103,7 +105,7 @@ impl Credentials {
                 if let Deadlines::Moving(deadline) = &self.deadline {
                     deadline.send_replace(expiry(&identity));
                 }
-                self.identity = Some(identity.clone());
+                self.identity = Some(Box::new(identity.clone()));
                 if first {
                     let answer = messages::auth_ok(&identity);
                     Handled::Authenticated(identity, answer)
@@ -137,6 +139,9 @@ impl Credentials {
     }
 }
 
+/// A deadline's timer, boxed.
+type Timer = Pin<Box<dyn Future<Output = Close> + Send>>;
+
 /// Awaits a session's deadline, following every refresh.
 pub(super) enum Expiry {
     /// No deadline, and none can come.
@@ -151,16 +156,17 @@ impl Expiry {
     /// Completes when the deadline passes, with the close to send; never
     /// while there is none.
     ///
-    /// The timers are boxed: this future sits in every session's task for
-    /// its whole life, and most sessions never have a deadline.
-    pub(super) async fn wait(self) -> Close {
+    /// Not an `async fn`, and the timers are boxed: this future sits in
+    /// every session's task for its whole life, and most sessions never
+    /// have a deadline.
+    pub(super) fn wait(self) -> impl Future<Output = Close> + Send {
         match self {
-            Self::Never => std::future::pending().await,
-            Self::At(at, close) => {
-                Box::pin(tokio::time::sleep_until(at)).await;
+            Self::Never => Either::Left(std::future::pending()),
+            Self::At(at, close) => Either::Right(Box::pin(async move {
+                tokio::time::sleep_until(at).await;
                 close
-            }
-            Self::Moving(receiver) => Box::pin(follow(receiver)).await,
+            }) as Timer),
+            Self::Moving(receiver) => Either::Right(Box::pin(follow(receiver)) as Timer),
         }
     }
 }

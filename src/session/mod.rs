@@ -118,6 +118,10 @@ impl Session {
             policy,
             hard_stop,
         } = self;
+        // Made here, not in the future: what they are made of would stay
+        // in the task beside them.
+        let mut credentials = Credentials::new(caller, in_band);
+        let expiry = credentials.expiry();
         async move {
             let limits = &config.limits;
             let io = match upgrade.await {
@@ -125,8 +129,6 @@ impl Session {
                 Err(error) => return tracing::debug!(%error, "upgrade did not complete"),
             };
             let (mut read, write) = tokio::io::split(io);
-            let mut credentials = Credentials::new(caller, in_band);
-            let expiry = credentials.expiry();
             let encoder = WriterEncoder::new(
                 deflate.as_ref(),
                 encoding,
@@ -139,17 +141,16 @@ impl Session {
             // and a task of its own would cost every idle connection its
             // allocation. It hands the write half back for the lingering
             // close.
+            let running = receiver.run(Box::new(write), encoder);
             let writer = async move {
-                let (write, written) = receiver.run(Box::new(write), encoder).await;
+                let (write, written) = running.await;
                 (write, written.is_ok())
             };
             tokio::pin!(writer);
             let inbound = Inbound::new();
             let exchange = async {
-                let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
-                let guard = FrameGuard::new(&mut read, tracker, &inbound);
                 let reading = read_messages(
-                    guard,
+                    &mut read,
                     &inbound,
                     deflate,
                     Handling {
@@ -276,7 +277,24 @@ async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// Reads messages until the peer closes, the stream ends or breaks the
 /// protocol or a limit. Each failure queues the matching close frame.
-async fn read_messages<R: AsyncRead + Unpin>(
+///
+/// Not an `async fn`: its arguments would stay in the session's task
+/// beside the guard made of them.
+fn read_messages<'s, R: AsyncRead + Unpin>(
+    read: &'s mut R,
+    inbound: &'s Inbound,
+    deflate: Option<Agreement>,
+    handling: Handling<'s>,
+    limits: &'s Limits,
+) -> impl Future<Output = ()> + 's {
+    let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
+    let guard = FrameGuard::new(read, tracker, inbound);
+    first_byte(guard, inbound, deflate, handling, limits)
+}
+
+/// Waits for the client's first byte, then reads frames: see
+/// [`read_messages`].
+async fn first_byte<R: AsyncRead + Unpin>(
     mut guard: FrameGuard<'_, R>,
     inbound: &Inbound,
     deflate: Option<Agreement>,

@@ -183,8 +183,9 @@ impl Outgoing {
 /// header in front of the shared payload.
 pub(crate) struct WriterEncoder {
     /// The connection's own compressor (dedicated mode), if negotiated:
-    /// built on first use, released when idle.
-    compressor: Option<DedicatedCompressor>,
+    /// built on first use, released when idle. Boxed: every connection's
+    /// outbox holds an encoder, and most have no compressor of their own.
+    compressor: Option<Box<DedicatedCompressor>>,
     /// Messages smaller than this are not compressed.
     threshold: usize,
     counters: Arc<Counters>,
@@ -194,7 +195,7 @@ impl WriterEncoder {
     /// When the connection's compressor is due for release, if one is held.
     pub(crate) fn release_at(&self) -> Option<Instant> {
         self.compressor
-            .as_ref()
+            .as_deref()
             .and_then(DedicatedCompressor::release_at)
     }
 
@@ -235,11 +236,11 @@ impl WriterEncoder {
         let compressor = deflate
             .filter(|_| encoding == Encoding::Dedicated)
             .map(|agreement| {
-                DedicatedCompressor::new(
+                Box::new(DedicatedCompressor::new(
                     settings.level,
                     agreement.server_max_window_bits,
                     agreement.server_no_context_takeover,
-                )
+                ))
             });
         Self {
             compressor,
@@ -256,7 +257,7 @@ impl WriterEncoder {
         counters: Arc<Counters>,
     ) -> Self {
         Self {
-            compressor,
+            compressor: compressor.map(Box::new),
             threshold,
             counters,
         }
