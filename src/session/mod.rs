@@ -50,6 +50,7 @@ use crate::{
         guard::{FrameGuard, FrameTracker, Inbound},
         outbox::{Outbox, OutboxReceiver},
         receive::{Assembler, Failure, Received, close_for, frame_reader},
+        socket,
     },
 };
 
@@ -128,7 +129,7 @@ impl Session {
                 Ok(websocket) => websocket.into_inner(),
                 Err(error) => return tracing::debug!(%error, "upgrade did not complete"),
             };
-            let (mut read, write) = tokio::io::split(io);
+            let (mut read, write) = socket::split(io);
             let encoder = WriterEncoder::new(
                 deflate.as_ref(),
                 encoding,
@@ -141,7 +142,7 @@ impl Session {
             // and a task of its own would cost every idle connection its
             // allocation. It hands the write half back for the lingering
             // close.
-            let running = receiver.run(Box::new(write), encoder);
+            let running = receiver.run(write, encoder);
             let writer = async move {
                 let (write, written) = running.await;
                 (write, written.is_ok())

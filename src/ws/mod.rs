@@ -9,4 +9,5 @@ pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;
 pub(crate) mod receive;
+pub(crate) mod socket;
 pub(crate) mod writer;
