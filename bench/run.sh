@@ -27,7 +27,7 @@
 # ephemeral port range so that no client socket of another program holds
 # one), WSEDGE_BIN (a wsedge binary to measure instead of building the work
 # tree, e.g. one built from a clean checkout of a commit) and WSEDGE_LABEL
-# (how the report names it). The cluster mode uses ports BASE+1 to BASE+10
+# (how the report names it). The cluster mode uses ports BASE+1 to BASE+14
 # (see run_cluster).
 #
 # Each server runs alone, pinned to core 0; the load generator is pinned to
@@ -163,11 +163,12 @@ machine() {
 
 mkdir -p "$runs"
 
-# start NAME PORT COMMAND...: starts a server on core 0 and waits for its port.
+# start NAME PORT COMMAND...: starts a server on core 0 (or on $CORE) and
+# waits for its port.
 start() {
     local name=$1 port=$2
     shift 2
-    taskset -c 0 "$@" >>"$runs/$name.log" 2>&1 &
+    taskset -c "${CORE:-0}" "$@" >>"$runs/$name.log" 2>&1 &
     pids[$name]=$!
     wait_port "$port" "${pids[$name]}" && return 0
     echo "error: $name did not start; see $runs/$name.log" >&2
@@ -177,15 +178,19 @@ start() {
 # run_cluster: wsedge and Socket.IO, each as two nodes sharing one
 # redis-server and as one node alone, all on core 0 (a setup's nodes and
 # Redis share that core, so two nodes have the CPU of one), the load
-# generator on core 1. Ports: wsedge nodes A, B and alone BASE+1..+3,
-# their admin listeners (readiness) BASE+7, BASE+8; Socket.IO A, B and
-# alone BASE+4..+6; redis-server BASE+10 (no persistence).
+# generator on core 1; and two more wsedge nodes, A on core 0 and B on
+# core 1 beside the load generator, for latency in the shape of a
+# deployment (a core each). Ports: wsedge nodes A, B and alone
+# BASE+1..+3, their admin listeners (readiness) BASE+7, BASE+8; Socket.IO
+# A, B and alone BASE+4..+6; redis-server BASE+10 (no persistence); the
+# own-core wsedge nodes BASE+11, BASE+12, admin BASE+13, BASE+14.
 run_cluster() {
     local wa=$((base + 1)) wb=$((base + 2)) w1=$((base + 3))
     local sa=$((base + 4)) sb=$((base + 5)) s1=$((base + 6))
     local admin_a=$((base + 7)) admin_b=$((base + 8)) redis_port=$((base + 10))
+    local oa=$((base + 11)) ob=$((base + 12)) admin_oa=$((base + 13)) admin_ob=$((base + 14))
     local port node
-    for port in $wa $wb $w1 $sa $sb $s1 $admin_a $admin_b $redis_port; do
+    for port in $wa $wb $w1 $sa $sb $s1 $admin_a $admin_b $redis_port $oa $ob $admin_oa $admin_ob; do
         if (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
             echo "error: 127.0.0.1:$port is already in use" >&2
             exit 1
@@ -202,11 +207,13 @@ run_cluster() {
     start cluster-redis $redis_port redis-server --bind 127.0.0.1 --port $redis_port \
         --save '' --appendonly no --protected-mode yes --dir "$work"
     local redis_url=redis://127.0.0.1:$redis_port
-    for node in a b 1; do
-        local listen=$w1 admin="" cluster=""
+    for node in a b 1 oa ob; do
+        local listen=$w1 admin="" cluster="" core=0
         case $node in
         a) listen=$wa admin=$admin_a ;;
         b) listen=$wb admin=$admin_b ;;
+        oa) listen=$oa admin=$admin_oa ;;
+        ob) listen=$ob admin=$admin_ob core=1 ;;
         esac
         {
             printf '[server]\nplain = ["127.0.0.1:%s"]\n\n' "$listen"
@@ -217,9 +224,9 @@ run_cluster() {
             fi
         } >"$work/cluster-$node.toml"
         "$wsedge_bin" check -c "$work/cluster-$node.toml" >/dev/null
-        start "cluster-wsedge-$node" "$listen" "$wsedge_bin" run -c "$work/cluster-$node.toml"
+        CORE=$core start "cluster-wsedge-$node" "$listen" "$wsedge_bin" run -c "$work/cluster-$node.toml"
     done
-    for admin in $admin_a $admin_b; do
+    for admin in $admin_a $admin_b $admin_oa $admin_ob; do
         wait_ready "$admin" || {
             echo "error: wsedge on admin port $admin never became ready (cluster link); see $runs/cluster-wsedge-*.log" >&2
             exit 1
@@ -233,13 +240,14 @@ run_cluster() {
     versions=$(cd "$here/peers/socketio" && node -e '
         const v = (p) => require(p + "/package.json").version;
         console.log(`socket.io ${v("socket.io")}, @socket.io/redis-adapter ${v("@socket.io/redis-adapter")}, redis (node-redis) ${v("redis")}`)')
-    local notes="every server (the wsedge nodes, the Socket.IO nodes, redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), no persistence) on core 0 (taskset -c 0), the load generator on core 1 (taskset -c 1); $versions, Node $(node --version)."
+    local notes="every server (the wsedge nodes, the Socket.IO nodes, redis-server $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-), no persistence) on core 0 (taskset -c 0), the load generator on core 1 (taskset -c 1), except node B of wsedge-2-nodes-own-cores, on core 1 beside the load generator; $versions, Node $(node --version)."
     echo "== cluster: two nodes on one Redis against one node, wsedge and Socket.IO"
     timeout "$per_run_limit" taskset -c 1 "$bin/wsedge-bench" cluster \
         --redis-pid "${pids[cluster-redis]}" \
         --link-metrics "wsedge-a,127.0.0.1:$admin_a" --link-metrics "wsedge-b,127.0.0.1:$admin_b" \
         --setup "wsedge-2-nodes,websocket,${pids[cluster-wsedge-a]}@ws://127.0.0.1:$wa,${pids[cluster-wsedge-b]}@ws://127.0.0.1:$wb" \
         --setup "wsedge-1-node,websocket,${pids[cluster-wsedge-1]}@ws://127.0.0.1:$w1" \
+        --setup "wsedge-2-nodes-own-cores,websocket,${pids[cluster-wsedge-oa]}@ws://127.0.0.1:$oa,${pids[cluster-wsedge-ob]}@ws://127.0.0.1:$ob" \
         --setup "socket.io-2-nodes,socket.io,${pids[cluster-socketio-a]}@ws://127.0.0.1:$sa,${pids[cluster-socketio-b]}@ws://127.0.0.1:$sb" \
         --setup "socket.io-1-node,socket.io,${pids[cluster-socketio-1]}@ws://127.0.0.1:$s1" \
         --out-dir "$results" --machine "$(machine)" --setup-notes "$notes" \
