@@ -356,3 +356,44 @@ async fn shutdown_closes_every_connection_with_1001() {
         .expect("serve returns after shutdown");
     assert!(result.unwrap().is_ok());
 }
+
+/// A client may send its first frames right behind its upgrade request, in
+/// the same write: hyper reads them with the request, and the session must
+/// still receive them first, in order (a plain connection leaves hyper's
+/// stream behind after the upgrade and hands those bytes out itself).
+#[tokio::test]
+async fn frames_sent_in_the_same_write_as_the_upgrade_request_are_echoed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(CHANNELS).await;
+    let mut stream = tokio::net::TcpStream::connect(server.ws).await.unwrap();
+    let mut bytes = upgrade_request("/echo", "").into_bytes();
+    bytes.extend(client_frame(0x81, 5, b"first"));
+    bytes.extend(client_frame(0x82, 6, b"second"));
+    stream.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(
+        read_server_frame(&mut stream).await,
+        Some((0x81, b"first".to_vec()))
+    );
+    assert_eq!(
+        read_server_frame(&mut stream).await,
+        Some((0x82, b"second".to_vec()))
+    );
+    // And the connection goes on as any other.
+    stream
+        .write_all(&client_frame(0x81, 5, b"third"))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_server_frame(&mut stream).await,
+        Some((0x81, b"third".to_vec()))
+    );
+}

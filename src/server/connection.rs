@@ -34,7 +34,7 @@ use crate::{
     snapshot::Snapshot,
     stats::{Handshake, Metered},
     sync::lock,
-    ws::outbox,
+    ws::{outbox, socket::PlainStream},
 };
 
 /// How a listener serves its connections.
@@ -64,7 +64,8 @@ pub(super) async fn serve(
 ) {
     // Frames are written in batches already; Nagle would only add latency.
     let _ = stream.set_nodelay(true);
-    let mut stream = Metered::new(stream, state.counters.clone());
+    // Of the type the session takes back from hyper after the upgrade.
+    let mut stream: PlainStream = Metered::new(stream, state.counters.clone());
     let snapshot = state.snapshot.load_full();
     let config = &snapshot.config;
     let deadline = Instant::now() + config.server.handshake_timeout;

@@ -24,6 +24,11 @@ impl<S> Metered<S> {
     pub(crate) fn new(inner: S, counters: Arc<Counters>) -> Self {
         Self { inner, counters }
     }
+
+    /// The stream and the counters it adds to, to meter its parts.
+    pub(crate) fn into_parts(self) -> (S, Arc<Counters>) {
+        (self.inner, self.counters)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {

@@ -2,7 +2,8 @@
 //! outbox writes to the other.
 //!
 //! A plain TCP connection is taken back from hyper and split into owned
-//! halves, which share the socket without a lock and reach it without the
+//! halves (each metered, as the stream was), which share the socket
+//! without a lock and reach it without the
 //! layers an upgrade wraps it in (hyper's boxed I/O, its rewind buffer,
 //! the adapters between tokio's and hyper's traits): each read and write
 //! of a lone message costs that much less, and the connection two
@@ -24,13 +25,18 @@ use tokio::{
 };
 
 use super::writer::WriteIo;
+use crate::stats::Metered;
+
+/// What a plain connection's stream is from its accept: the TCP socket,
+/// metered.
+pub(crate) type PlainStream = Metered<TcpStream>;
 
 /// The read half.
 pub(crate) enum ReadHalf {
     /// A plain TCP connection's own read half, after what hyper had read
     /// past the handshake (a client may send its first frame right behind
     /// it): handed out first.
-    Tcp(Bytes, OwnedReadHalf),
+    Tcp(Bytes, Metered<OwnedReadHalf>),
     /// The upgraded stream's read half.
     Upgraded(tokio::io::ReadHalf<TokioIo<Upgraded>>),
 }
@@ -38,10 +44,18 @@ pub(crate) enum ReadHalf {
 /// Splits the connection fastwebsockets hands over after the upgrade.
 pub(crate) fn split(io: TokioIo<Upgraded>) -> (ReadHalf, WriteIo) {
     let upgraded = io.into_inner();
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<PlainStream>>() {
         Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            (ReadHalf::Tcp(parts.read_buf, read), Box::new(write))
+            let (stream, counters) = parts.io.into_inner().into_parts();
+            let (read, write) = stream.into_split();
+            let read = Metered::new(read, counters.clone());
+            // A copy: even empty, hyper's bytes hold on to its whole read
+            // buffer (8 KiB) for as long as they live.
+            let ahead = Bytes::copy_from_slice(&parts.read_buf);
+            (
+                ReadHalf::Tcp(ahead, read),
+                Box::new(Metered::new(write, counters)),
+            )
         }
         Err(upgraded) => {
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
