@@ -29,7 +29,8 @@
 //!   user index, and the channels' side of the cluster (`channel::Remote`).
 //! - `ws`: the upgraded connection: the session (frame guard under
 //!   fastwebsockets, heartbeat), the encoder (framing and permessage-deflate
-//!   in both modes), the bounded outbox and its vectored writer.
+//!   in both modes), the bounded outbox and its vectored writer, and the
+//!   socket's two halves (a plain connection's taken back from hyper).
 //! - `limits`: client identity, connection caps (RAII slots) and governor
 //!   rate limiters; `stats`: counters and the statistics snapshot.
 //! - [`cluster`]: the Redis link between nodes: publishes, interest-driven
@@ -60,7 +61,8 @@
 //!    message to its membership under the channel's current policy.
 //! 6. **channel** (`channel`): picks the recipients on this node; with
 //!    `[cluster]`, then hands the message once to the link (`cluster`),
-//!    which publishes it without waiting. Another node's link hands it to
+//!    which publishes it without waiting, from a thread of its own.
+//!    Another node's link hands it to
 //!    that node's `server::cluster` hook, which enters this path here, for
 //!    its own recipients only.
 //! 7. **encoder** (`ws::encoder`): frames once per encoding (shared-mode
