@@ -304,11 +304,7 @@ impl Connection {
             policy: state.snapshot.clone(),
             hard_stop: state.hard_stop.clone(),
         };
-        let serving = session.run(upgrade);
-        if std::env::var_os("WSEDGE_SIZES").is_some() {
-            eprintln!("SIZES task={}", std::mem::size_of_val(&serving));
-        }
-        state.tasks.spawn(serving);
+        state.tasks.spawn(session.run(upgrade));
         Ok(Response::from_parts(parts, Full::default()))
     }
 }

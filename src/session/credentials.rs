@@ -38,7 +38,8 @@ pub(super) struct Credentials {
 /// The deadline, as far as it can change.
 enum Deadlines {
     /// Without an authenticator nothing moves it: most connections, which
-    /// then carry no channel (its shared state is a few hundred bytes).
+    /// then need no watch channel (its shared state is a few hundred
+    /// bytes).
     Fixed(Deadline),
     /// `auth` and `refresh` move it.
     Moving(watch::Sender<Deadline>),

@@ -3,12 +3,11 @@
 //!
 //! A plain TCP connection is taken back from hyper and split into owned
 //! halves (each metered, as the stream was), which share the socket
-//! without a lock and reach it without the
-//! layers an upgrade wraps it in (hyper's boxed I/O, its rewind buffer,
-//! the adapters between tokio's and hyper's traits): each read and write
-//! of a lone message costs that much less, and the connection two
-//! allocations less. Any other transport (TLS) keeps the upgraded stream,
-//! split by tokio.
+//! without a lock and reach it without the layers an upgrade wraps it in
+//! (hyper's boxed I/O, its rewind buffer, the adapters between tokio's and
+//! hyper's traits): each read and write of a lone message costs that much
+//! less, and the connection two allocations less. Any other transport
+//! (TLS) keeps the upgraded stream, split by tokio.
 
 use std::{
     io,
