@@ -18,8 +18,6 @@
 
 use std::sync::Arc;
 
-use tokio_rustls::TlsAcceptor;
-
 use crate::{
     auth::{Authenticator, SetupError},
     channel::{Channel, Remote, Users},
@@ -27,7 +25,7 @@ use crate::{
     limits::rate::HandshakeLimiter,
     reload::ConfigDiff,
     stats::{ChannelStats, Counters},
-    tls::{Identity, TlsError},
+    tls::{Acceptor, Identity, TlsError},
 };
 
 /// One configuration, ready to serve.
@@ -37,7 +35,7 @@ pub(crate) struct Snapshot {
     pub(crate) channels: Vec<ChannelEntry>,
     /// The certificate served on TLS listeners, if any.
     pub(crate) identity: Option<Identity>,
-    pub(crate) acceptor: Option<TlsAcceptor>,
+    pub(crate) acceptor: Option<Acceptor>,
     /// Handshakes per client.
     pub(crate) handshakes: Arc<HandshakeLimiter>,
     /// Token verification and the webhook, when `[auth]` is configured.

@@ -310,6 +310,31 @@ async fn python_default_offer_round_trips_over_ws_and_wss() {
     }
 }
 
+/// The suite (64 KiB messages among them: several TLS records each way)
+/// over each TLS version the server offers, negotiated by OpenSSL.
+#[tokio::test]
+async fn python_round_trips_over_tls_1_2_and_1_3() {
+    let Some(python) = python() else { return };
+    let server = start(CONFIG).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cafile = write_pem(&server, &dir);
+    let secure = format!("wss://localhost:{}/echo", server.wss.port());
+    for (version, named) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
+        let run = python_client(
+            &python,
+            &secure,
+            &["--cafile", &cafile, "--tls-version", version],
+        )
+        .await;
+        assert!(
+            run.expect_line("client tls: ").starts_with(named),
+            "TLS {version}: {}",
+            run.stdout
+        );
+        assert_eq!(run.expect_line("client extensions: "), "permessage-deflate");
+    }
+}
+
 #[tokio::test]
 async fn python_client_max_window_bits_9_to_15() {
     let Some(python) = python() else { return };

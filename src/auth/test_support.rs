@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::sync::lock;
+use crate::{stats::Metered, sync::lock};
 
 fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
@@ -223,7 +223,7 @@ impl Backend {
         backend
     }
 
-    async fn serve(handler: Box<Handler>, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+    async fn serve(handler: Box<Handler>, tls: Option<crate::tls::Acceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -253,6 +253,7 @@ impl Backend {
                                 tokio::select! { _ = connection => {}, () = stop.cancelled() => {} }
                             }
                             Some(acceptor) => {
+                                let tcp = Metered::new(tcp, Arc::default());
                                 let Ok(stream) = acceptor.accept(tcp).await else {
                                     return;
                                 };

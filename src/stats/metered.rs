@@ -10,7 +10,10 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 
 use super::Counters;
 
@@ -28,6 +31,31 @@ impl<S> Metered<S> {
     /// The stream and the counters it adds to, to meter its parts.
     pub(crate) fn into_parts(self) -> (S, Arc<Counters>) {
         (self.inner, self.counters)
+    }
+}
+
+impl Metered<TcpStream> {
+    /// Writes what the socket takes now, without waiting and without taking
+    /// the write wake-up from whoever else waits for it (the TLS stream's
+    /// reader sends alerts and handshake messages this way, beside the
+    /// writer that owns the wake-up).
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.try_write(buf)?;
+        self.counters.traffic.record_wire_sent(written);
+        Ok(written)
+    }
+
+    /// Waits until the socket has something to read, without a buffer to
+    /// read it into (one is made only when there are bytes for it).
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_read_ready(cx)
+    }
+
+    /// Reads what the socket has now into `buf`'s spare room.
+    pub(crate) fn try_read_buf(&self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+        let read = self.inner.try_read_buf(buf)?;
+        self.counters.traffic.record_wire_received(read);
+        Ok(read)
     }
 }
 

@@ -10,7 +10,8 @@ order. With --threshold it also checks which messages the server sent
 compressed (RSV1): those of at least that many bytes, and only while the
 extension is in use.
 
-    python_client.py URL [--cafile PEM | --insecure] [--scenario echo|broadcast]
+    python_client.py URL [--cafile PEM | --insecure] [--tls-version 1.2|1.3]
+        [--scenario echo|broadcast]
         [--offer default|none|custom] [--client-max-window-bits N]
         [--server-max-window-bits N] [--client-no-context-takeover]
         [--server-no-context-takeover] [--threshold N] [--plain-receiver]
@@ -124,6 +125,9 @@ def options(args, plain=False):
             context.verify_mode = ssl.CERT_NONE
         else:
             context = ssl.create_default_context(cafile=args.cafile)
+        if args.tls_version:
+            version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[args.tls_version]
+            context.minimum_version = context.maximum_version = version
         opts["ssl"] = context
     if plain or args.offer == "none":
         opts["compression"] = None
@@ -145,6 +149,9 @@ def describe(ws, name):
     answered = ws.response.headers.get("Sec-WebSocket-Extensions", "(none)")
     print(f"{name} offer: {offered}")
     print(f"{name} extensions: {answered}")
+    tls = ws.transport.get_extra_info("ssl_object")
+    if tls is not None:
+        print(f"{name} tls: {tls.version()} {tls.cipher()[0]}")
     return answered != "(none)"
 
 
@@ -214,6 +221,7 @@ def main():
     parser.add_argument("url")
     parser.add_argument("--cafile", help="PEM certificate to trust for wss://")
     parser.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    parser.add_argument("--tls-version", choices=["1.2", "1.3"], help="wss://: offer only this TLS version")
     parser.add_argument("--scenario", choices=["echo", "broadcast"], default="echo")
     parser.add_argument("--offer", choices=["default", "none", "custom"], default="default")
     parser.add_argument("--client-max-window-bits", type=int)

@@ -1,5 +1,5 @@
-//! TLS material: loading a PEM certificate chain and key, generating the
-//! in-memory development certificate, and building the rustls acceptor.
+//! TLS: loading a PEM certificate chain and key, generating the in-memory
+//! development certificate, and accepting connections with them.
 //!
 //! The crypto provider is ring, passed explicitly, so that no process-wide
 //! default provider has to be installed by whoever embeds the library.
@@ -7,10 +7,13 @@
 use std::{fmt, path::Path, sync::Arc};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
-use tokio_rustls::{
-    TlsAcceptor,
-    rustls::{self, crypto::CryptoProvider, sign::CertifiedKey},
-};
+use tokio_rustls::rustls::{self, crypto::CryptoProvider, sign::CertifiedKey};
+
+pub(crate) use stream::TlsStream;
+
+use crate::ws::socket::PlainStream;
+
+mod stream;
 
 /// Why TLS material could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +103,14 @@ impl Identity {
         hex.join(":")
     }
 
-    /// A TLS acceptor that serves this identity and offers only HTTP/1.1 over
-    /// ALPN (WebSocket over HTTP/2 is not supported).
-    pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+    /// An acceptor that serves this identity.
+    pub(crate) fn acceptor(&self) -> Result<Acceptor, TlsError> {
+        self.server_config().map(Acceptor)
+    }
+
+    /// The server configuration for this identity, offering only HTTP/1.1
+    /// over ALPN (WebSocket over HTTP/2 is not supported).
+    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
@@ -111,7 +119,19 @@ impl Identity {
                 self.0.clone(),
             )));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok(Arc::new(config))
+    }
+}
+
+/// Runs the server side of TLS handshakes for one identity.
+#[derive(Clone)]
+pub(crate) struct Acceptor(Arc<rustls::ServerConfig>);
+
+impl Acceptor {
+    /// Runs the handshake on an accepted connection; the caller bounds it in
+    /// time.
+    pub(crate) async fn accept(&self, io: PlainStream) -> std::io::Result<TlsStream> {
+        stream::accept(io, self.0.clone()).await
     }
 }
 

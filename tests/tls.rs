@@ -1,0 +1,133 @@
+//! The server's TLS layer as clients see it: key updates in the middle of
+//! traffic, close_notify at the end of a session, an alert for a client
+//! that does not speak TLS, and a handshake left half-sent. The client is
+//! rustls's (tokio-rustls), which lets a test ask for a key update; the
+//! Python peer (OpenSSL) covers TLS 1.2 and 1.3 in tests/deflate_peers.rs.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+const SERVER_KEYS: &str = r#"handshake_timeout = "1s""#;
+
+const CHANNELS: &str = r#"
+[limits]
+max_payload = "1MiB"
+handshake_rate = { per_second = 1000, burst = 1000 }
+
+[[channel]]
+name = "echo"
+path = "/echo"
+kind = "echo"
+"#;
+
+/// The TLS record type of an alert.
+const ALERT_RECORD: u8 = 21;
+
+async fn server() -> TestServer {
+    start_with_server_keys(SERVER_KEYS, CHANNELS).await
+}
+
+/// A websocket over `tls`, upgraded on `/echo`.
+async fn upgrade(server: &TestServer) -> Wss {
+    let stream = tls_connect(server.wss, &server.cert).await;
+    let request = format!("wss://localhost:{}/echo", server.wss.port())
+        .into_client_request()
+        .unwrap();
+    let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
+        .await
+        .expect("handshake answered")
+        .expect("upgraded");
+    ws
+}
+
+/// Everything the server sends on `stream` before it hangs up.
+async fn answer_until_hang_up(stream: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server hangs up")
+        .unwrap();
+    answer
+}
+
+/// Waits until one handshake has been refused for `reason`.
+async fn rejected_once(server: &TestServer, reason: &str) {
+    eventually(&server.handle, |stats| {
+        stats.traffic.handshakes.get(&("rejected", reason)) == Some(&1)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn key_updates_from_the_client_keep_the_echo_going() {
+    let server = server().await;
+    let mut ws = upgrade(&server).await;
+    for round in 0..3u8 {
+        // A key_update that also asks the server to update its own keys:
+        // every record after it, each way, is under new keys.
+        ws.get_mut().get_mut().1.refresh_traffic_keys().unwrap();
+        for size in [5, 40_000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8 ^ round).collect();
+            ws.send(Message::binary(payload.clone())).await.unwrap();
+            assert_eq!(next_data(&mut ws).await, Message::binary(payload));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_closed_session_ends_with_close_notify() {
+    let server = server().await;
+    let mut ws = upgrade(&server).await;
+    ws.send(Message::text("bye")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("bye"));
+    ws.close(None).await.unwrap();
+    while let Some(frame) = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the server answers the close")
+    {
+        if frame.is_err() {
+            break;
+        }
+    }
+    // rustls reports a connection cut without close_notify as an error.
+    let mut tls = ws.into_inner();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut rest))
+        .await
+        .expect("the server hangs up");
+    assert!(read.is_ok(), "no close_notify: {read:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_speak_tls_gets_an_alert() {
+    let server = server().await;
+    let mut stream = TcpStream::connect(server.wss).await.unwrap();
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = answer_until_hang_up(&mut stream).await;
+    assert_eq!(answer.first(), Some(&ALERT_RECORD), "answer: {answer:?}");
+    rejected_once(&server, "tls").await;
+}
+
+#[tokio::test]
+async fn a_half_sent_hello_is_dropped_at_the_handshake_timeout() {
+    let server = server().await;
+    let mut stream = TcpStream::connect(server.wss).await.unwrap();
+    // A handshake record announcing 512 bytes, of which 6 arrive.
+    stream
+        .write_all(&[22, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3])
+        .await
+        .unwrap();
+    let answer = answer_until_hang_up(&mut stream).await;
+    assert!(answer.is_empty(), "answer: {answer:?}");
+    rejected_once(&server, "timeout").await;
+}
