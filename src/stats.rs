@@ -17,7 +17,7 @@ mod traffic;
 
 pub use self::traffic::Traffic;
 pub(crate) use self::{
-    metered::Metered,
+    metered::{Metered, PlainStream},
     traffic::{Handshake, Initiator, TrafficCounters},
 };
 

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{stats::Metered, sync::lock};
+use crate::sync::lock;
 
 fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
@@ -217,13 +217,13 @@ impl Backend {
             &dir.path().join("key.pem"),
         )
         .unwrap();
-        let mut backend =
-            Backend::serve(Box::new(handler), Some(identity.acceptor().unwrap())).await;
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config().unwrap());
+        let mut backend = Backend::serve(Box::new(handler), Some(acceptor)).await;
         backend.ca = Some(dir);
         backend
     }
 
-    async fn serve(handler: Box<Handler>, tls: Option<crate::tls::Acceptor>) -> Backend {
+    async fn serve(handler: Box<Handler>, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -253,7 +253,6 @@ impl Backend {
                                 tokio::select! { _ = connection => {}, () = stop.cancelled() => {} }
                             }
                             Some(acceptor) => {
-                                let tcp = Metered::new(tcp, Arc::default());
                                 let Ok(stream) = acceptor.accept(tcp).await else {
                                     return;
                                 };

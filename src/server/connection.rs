@@ -32,9 +32,9 @@ use crate::{
     limits::{ClientKey, caps::Slots},
     session::{Place, Session, Waiting},
     snapshot::Snapshot,
-    stats::{Handshake, Metered},
+    stats::{Handshake, Metered, PlainStream},
     sync::lock,
-    ws::{outbox, socket::PlainStream},
+    ws::outbox,
 };
 
 /// How a listener serves its connections.

@@ -10,12 +10,19 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use bytes::BytesMut;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
 
 use super::Counters;
+use crate::tls::Socket;
+
+/// What every connection's stream is from its accept: the TCP socket,
+/// metered. TLS runs over it; a plain connection is taken back as this type
+/// after its upgrade.
+pub(crate) type PlainStream = Metered<TcpStream>;
 
 /// A stream whose traffic is added to the server's wire byte counters.
 pub(crate) struct Metered<S> {
@@ -34,28 +41,21 @@ impl<S> Metered<S> {
     }
 }
 
-impl Metered<TcpStream> {
-    /// Writes what the socket takes now, without waiting and without taking
-    /// the write wake-up from whoever else waits for it (the TLS stream's
-    /// reader sends alerts and handshake messages this way, beside the
-    /// writer that owns the wake-up).
-    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.try_write(buf)?;
-        self.counters.traffic.record_wire_sent(written);
-        Ok(written)
-    }
-
-    /// Waits until the socket has something to read, without a buffer to
-    /// read it into (one is made only when there are bytes for it).
-    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+impl Socket for PlainStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.poll_read_ready(cx)
     }
 
-    /// Reads what the socket has now into `buf`'s spare room.
-    pub(crate) fn try_read_buf(&self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
         let read = self.inner.try_read_buf(buf)?;
         self.counters.traffic.record_wire_received(read);
         Ok(read)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.try_write(buf)?;
+        self.counters.traffic.record_wire_sent(written);
+        Ok(written)
     }
 }
 

@@ -9,9 +9,7 @@ use std::{fmt, path::Path, sync::Arc};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 use tokio_rustls::rustls::{self, crypto::CryptoProvider, sign::CertifiedKey};
 
-pub(crate) use stream::TlsStream;
-
-use crate::ws::socket::PlainStream;
+pub(crate) use stream::{Socket, TlsStream};
 
 mod stream;
 
@@ -130,7 +128,7 @@ pub(crate) struct Acceptor(Arc<rustls::ServerConfig>);
 impl Acceptor {
     /// Runs the handshake on an accepted connection; the caller bounds it in
     /// time.
-    pub(crate) async fn accept(&self, io: PlainStream) -> std::io::Result<TlsStream> {
+    pub(crate) async fn accept<S: Socket>(&self, io: S) -> std::io::Result<TlsStream<S>> {
         stream::accept(io, self.0.clone()).await
     }
 }

@@ -35,8 +35,6 @@ use tokio_rustls::rustls::{
     },
 };
 
-use crate::ws::socket::PlainStream;
-
 /// Room made for one read from the socket: a full record's plaintext (a
 /// longer record completes on the next read).
 const READ_SIZE: usize = 16 * 1024;
@@ -45,9 +43,21 @@ const READ_SIZE: usize = 16 * 1024;
 /// writer's batches are cut into records of up to 16 KiB anyway.
 const MAX_GATHERED: usize = 64 * 1024;
 
+/// What the stream needs of its socket beyond writing: to wait until there
+/// is something to read without a buffer to read it into, and reads and
+/// writes that never wait (and so never take another task's wake-up).
+pub(crate) trait Socket: AsyncWrite + Unpin {
+    /// Ready once the socket has something to read (or has failed).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Reads what the socket has now into `buf`'s spare room.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Writes what the socket takes now.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
 /// A TLS connection after its handshake, readable and writable as plaintext.
-pub(crate) struct TlsStream {
-    io: PlainStream,
+pub(crate) struct TlsStream<S> {
+    io: S,
     conn: UnbufferedServerConnection,
     /// Received bytes not yet processed: at rest, a partial record or nothing.
     received: BytesMut,
@@ -82,7 +92,10 @@ enum Outgoing<'a> {
 /// Runs the handshake on an accepted connection. The caller bounds it in
 /// time; an error is the client's (a bad or unsupported hello, a closed
 /// socket), after the alert rustls chose has been sent if the socket took it.
-pub(crate) async fn accept(io: PlainStream, config: Arc<ServerConfig>) -> io::Result<TlsStream> {
+pub(crate) async fn accept<S: Socket>(
+    io: S,
+    config: Arc<ServerConfig>,
+) -> io::Result<TlsStream<S>> {
     let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
     let mut stream = TlsStream {
         io,
@@ -98,7 +111,7 @@ pub(crate) async fn accept(io: PlainStream, config: Arc<ServerConfig>) -> io::Re
     Ok(stream)
 }
 
-impl TlsStream {
+impl<S: Socket> TlsStream<S> {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let rest = match self.turn(Outgoing::Nothing) {
@@ -262,7 +275,7 @@ impl TlsStream {
     }
 }
 
-impl AsyncRead for TlsStream {
+impl<S: Socket> AsyncRead for TlsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -302,7 +315,7 @@ impl AsyncRead for TlsStream {
     }
 }
 
-impl AsyncWrite for TlsStream {
+impl<S: Socket> AsyncWrite for TlsStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -20,15 +20,11 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, ReadBuf},
-    net::{TcpStream, tcp::OwnedReadHalf},
+    net::tcp::OwnedReadHalf,
 };
 
 use super::writer::WriteIo;
-use crate::stats::Metered;
-
-/// What a plain connection's stream is from its accept: the TCP socket,
-/// metered.
-pub(crate) type PlainStream = Metered<TcpStream>;
+use crate::stats::{Metered, PlainStream};
 
 /// The read half.
 pub(crate) enum ReadHalf {
