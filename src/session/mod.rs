@@ -169,7 +169,10 @@ impl Session {
                 // Corked: what one read brings in leaves as one write per
                 // recipient, once the reader has nothing more to read.
                 let mut reading = cork::corked(reading);
+                // Biased: every branch is polled on every wake-up anyway
+                // (none completes before the end); no random start to draw.
                 let ended = tokio::select! {
+                    biased;
                     () = &mut reading => Ended::Read,
                     written = &mut writer => Ended::Written(written),
                     () = &mut watching => Ended::Idle,

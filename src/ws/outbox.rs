@@ -336,6 +336,15 @@ impl State {
     }
 }
 
+/// Where one poll of the writer left it.
+enum Progress {
+    /// It stopped: see [`OutboxReceiver::run`].
+    Done(io::Result<()>),
+    /// It waits (for work or for the socket), and for its compressor's
+    /// release at this time, if one is held.
+    Parked(Option<Instant>),
+}
+
 impl OutboxReceiver {
     /// The connection's writer: hands `io` to the outbox at once, so that
     /// from now on items are written, and returns the future that carries
@@ -360,11 +369,10 @@ impl OutboxReceiver {
             let mut release: Option<Pin<Box<Sleep>>> = None;
             let written = std::future::poll_fn(|cx| {
                 loop {
-                    if let Poll::Ready(written) = self.poll_write(cx) {
-                        return Poll::Ready(written);
-                    }
-                    let Some(at) = self.release_at() else {
-                        return Poll::Pending;
+                    let at = match self.poll_write(cx) {
+                        Progress::Done(written) => return Poll::Ready(written),
+                        Progress::Parked(None) => return Poll::Pending,
+                        Progress::Parked(Some(at)) => at,
                     };
                     let timer =
                         release.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -382,24 +390,27 @@ impl OutboxReceiver {
         }
     }
 
-    /// Writes what is queued; completes once the close frame is written or
-    /// the queue finished (`Ok`), or a write failed. While it has nothing to
-    /// do it parks, leaving senders its waker.
-    fn poll_write(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes what is queued; done once the close frame is written or the
+    /// queue finished (`Ok`), or a write failed. While it has nothing to do
+    /// it parks, leaving senders its waker (the one it left last time, if
+    /// that still wakes this task: no clone per poll), and says when its
+    /// compressor is due for release. One lock for all of it: the session
+    /// polls its writer on every wake-up.
+    fn poll_write(&self, cx: &mut Context<'_>) -> Progress {
         let mut state = lock(&self.0);
-        state.idle_writer = None;
+        let parked = state.idle_writer.take();
         match state.drain(cx) {
             Poll::Ready(Ok(())) if state.phase == Phase::Open => {
-                state.idle_writer = Some(cx.waker().clone());
-                Poll::Pending
+                let waker = match parked {
+                    Some(waker) if waker.will_wake(cx.waker()) => waker,
+                    _ => cx.waker().clone(),
+                };
+                state.idle_writer = Some(waker);
+                Progress::Parked(state.wire.as_ref().and_then(Wire::release_at))
             }
-            done => done,
+            Poll::Ready(done) => Progress::Done(done),
+            Poll::Pending => Progress::Parked(state.wire.as_ref().and_then(Wire::release_at)),
         }
-    }
-
-    /// When the connection's compressor is due for release, if one is held.
-    fn release_at(&self) -> Option<Instant> {
-        lock(&self.0).wire.as_ref()?.release_at()
     }
 
     /// Releases the connection's compressor if it has been idle long enough.
