@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Before/after for one change: two wsedge binaries and raw fastwebsockets as
 # a common reference, measured in the same run (interleaved, server pinned
-# to core 0, load to core 1), plus each wsedge's idle memory on a freshly
-# started server. Read the ratios, not the absolute figures. The records
+# to core 0, load to core 1), plus each wsedge's idle memory over ws and
+# over wss, each on a freshly started server. Read the ratios, not the
+# absolute figures. The records
 # are kept in bench/results/runs/compare-*.json (git-ignored).
 #
 #   bench/compare.sh OLD_WSEDGE NEW_WSEDGE [SCENARIOS]
@@ -27,12 +28,14 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 # The fan-out holds 10,000 connections per server and in the load generator.
 raise_file_limit
 
+# config PLAIN_PORT TLS_PORT
 config() {
-    printf '[server]\nplain = ["127.0.0.1:%s"]\n\n' "$1"
+    printf '[server]\nplain = ["127.0.0.1:%s"]\nlisten = ["127.0.0.1:%s"]\n\n' "$1" "$2"
+    printf '[server.tls]\nself_signed = ["localhost", "127.0.0.1"]\n\n'
     wsedge_channels
 }
-config $((base + 1)) >"$work/old.toml"
-config $((base + 2)) >"$work/new.toml"
+config $((base + 1)) $((base + 4)) >"$work/old.toml"
+config $((base + 2)) $((base + 5)) >"$work/new.toml"
 
 # wait_or_fail PORT: until something listens there (bounded).
 wait_or_fail() {
@@ -50,18 +53,21 @@ timeout 600 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios "$s
 kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
 
 for which in old new; do
-    binary=$old port=$((base + 1))
-    [[ $which == new ]] && binary=$new port=$((base + 2))
-    taskset -c 0 "$binary" run -c "$work/$which.toml" 2>/dev/null & pids=($!)
-    wait_or_fail "$port"
-    timeout 300 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios capacity \
-        --target "$which,${pids[0]},ws://127.0.0.1:$port" --out "$work/capacity-$which.json"
-    kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
+    binary=$old port=$((base + 1)) tls_port=$((base + 4))
+    [[ $which == new ]] && binary=$new port=$((base + 2)) tls_port=$((base + 5))
+    for url in "ws://127.0.0.1:$port" "wss://127.0.0.1:$tls_port"; do
+        scheme=${url%%:*}
+        taskset -c 0 "$binary" run -c "$work/$which.toml" 2>/dev/null & pids=($!)
+        wait_or_fail "$port"
+        timeout 300 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios capacity \
+            --target "$which,${pids[0]},$url" --out "$work/capacity-$which-$scheme.json"
+        kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
+    done
 done
 # Keep the records (git-ignored) for a table: the console lines above are
 # the summary.
 mkdir -p "$here/results/runs"
-for file in "$work"/load.json "$work"/capacity-old.json "$work"/capacity-new.json; do
+for file in "$work"/load.json "$work"/capacity-*.json; do
     cp "$file" "$here/results/runs/compare-$(basename "$file")"
 done
-echo "records: $here/results/runs/compare-{load,capacity-old,capacity-new}.json"
+echo "records: $here/results/runs/compare-{load,capacity-{old,new}-{ws,wss}}.json"
