@@ -1,7 +1,8 @@
 //! Admission limits: who a client is ([`ClientKey`]), how many connections
-//! it and everyone together may hold ([`caps`]), and how fast it may
-//! handshake and send ([`rate`]).
+//! it and everyone together may hold ([`caps`]), how fast it may
+//! handshake ([`rate`]) and send ([`budget`]).
 
+pub(crate) mod budget;
 pub(crate) mod caps;
 pub mod cidr;
 pub(crate) mod rate;

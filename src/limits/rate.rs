@@ -1,21 +1,18 @@
-//! Rate limits with governor: handshakes per client (keyed, pruned) and
-//! messages and bytes per connection (direct).
-//!
-//! Limiters only answer "now" or "not before T"; waiting is done on tokio
-//! time by the caller, so a throttled connection simply stops reading and TCP
-//! pushes back on the client.
+//! Handshakes per client with governor: a keyed limiter, pruned of
+//! clients whose bucket has refilled. A refused handshake is answered
+//! (429 with Retry-After), never waited for.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::time::Duration;
 
 use governor::{
     Quota, RateLimiter,
     clock::{Clock, DefaultClock},
     middleware::NoOpMiddleware,
-    state::{InMemoryState, NotKeyed, keyed::DashMapStateStore},
+    state::keyed::DashMapStateStore,
 };
 
 use super::caps::ClientKey;
-use crate::config::{OnExceed, Rate};
+use crate::config::Rate;
 
 fn quota(rate: &Rate) -> Quota {
     Quota::per_second(rate.per_second).allow_burst(rate.burst)
@@ -61,75 +58,14 @@ impl<C: Clock + Clone> HandshakeLimiter<C> {
     }
 }
 
-/// Why a message was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RateExceeded;
-
-/// One connection's message and byte budgets.
-pub(crate) struct MessageLimiter {
-    messages: Budget,
-    bytes: Option<Budget>,
-}
-
-struct Budget {
-    limiter: RateLimiter<
-        NotKeyed,
-        InMemoryState,
-        DefaultClock,
-        NoOpMiddleware<<DefaultClock as Clock>::Instant>,
-    >,
-    on_exceed: OnExceed,
-}
-
-impl MessageLimiter {
-    pub(crate) fn new(message_rate: &Rate, byte_rate: Option<&Rate>) -> Self {
-        let budget = |rate: &Rate| Budget {
-            limiter: RateLimiter::direct(quota(rate)),
-            on_exceed: rate.on_exceed,
-        };
-        Self {
-            messages: budget(message_rate),
-            bytes: byte_rate.map(budget),
-        }
-    }
-
-    /// Admits one message of `len` bytes: at once, after waiting (throttle),
-    /// or not at all (close). Waiting here means the connection reads nothing
-    /// more meanwhile.
-    pub(crate) async fn admit(&self, len: usize) -> Result<(), RateExceeded> {
-        self.messages.take(NonZeroU32::MIN).await?;
-        match (
-            &self.bytes,
-            u32::try_from(len).ok().and_then(NonZeroU32::new),
-        ) {
-            (Some(bytes), Some(len)) => bytes.take(len).await,
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Budget {
-    async fn take(&self, cells: NonZeroU32) -> Result<(), RateExceeded> {
-        let clock = DefaultClock::default();
-        loop {
-            match self.limiter.check_n(cells) {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(not_until)) if self.on_exceed == OnExceed::Throttle => {
-                    tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
-                }
-                // Over the rate in close mode, or larger than the burst (which
-                // validation rules out: burst >= max_payload).
-                Ok(Err(_)) | Err(_) => return Err(RateExceeded),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
+
     use governor::clock::FakeRelativeClock;
 
     use super::*;
+    use crate::config::OnExceed;
 
     fn rate(per_second: u32, burst: u32) -> Rate {
         Rate {
@@ -160,17 +96,5 @@ mod tests {
         limiter.prune();
         assert_eq!(limiter.len(), 0, "refilled buckets are forgotten");
         assert_eq!(limiter.check(key(1)), Ok(()));
-    }
-
-    #[tokio::test]
-    async fn close_mode_refuses_past_the_burst() {
-        let limiter = MessageLimiter::new(&rate(1, 3), Some(&rate(1000, 1000)));
-        for _ in 0..3 {
-            assert_eq!(limiter.admit(10).await, Ok(()));
-        }
-        assert_eq!(limiter.admit(10).await, Err(RateExceeded));
-        let bytes = MessageLimiter::new(&rate(1000, 1000), Some(&rate(100, 100)));
-        assert_eq!(bytes.admit(100).await, Ok(()));
-        assert_eq!(bytes.admit(1).await, Err(RateExceeded));
     }
 }

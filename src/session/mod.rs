@@ -37,7 +37,7 @@ use crate::{
     channel::{Channel, JoinError, Joiner, Membership, PublishError},
     config::{ChannelConfig, ChannelKind, Limits},
     http::Caller,
-    limits::{caps::Slots, rate::MessageLimiter},
+    limits::{budget::MessageLimiter, caps::Slots},
     message::MessageKind,
     protocol::close,
     snapshot::Snapshot,
