@@ -154,8 +154,16 @@ mod tests {
         let limiter = MessageLimiter::new(&rate(1000, 1000, OnExceed::Close), bytes.as_ref());
         assert_eq!(limiter.admit(100).await, Ok(()));
         assert_eq!(limiter.admit(1).await, Err(RateExceeded));
-        assert_eq!(limiter.admit(0).await, Ok(()), "an empty message costs no bytes");
-        assert_eq!(limiter.admit(101).await, Err(RateExceeded), "more than the burst");
+        assert_eq!(
+            limiter.admit(0).await,
+            Ok(()),
+            "an empty message costs no bytes"
+        );
+        assert_eq!(
+            limiter.admit(101).await,
+            Err(RateExceeded),
+            "more than the burst"
+        );
     }
 
     #[tokio::test(start_paused = true)]

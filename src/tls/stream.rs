@@ -19,6 +19,7 @@
 //! update's reply (before the next application data).
 
 use std::{
+    cell::RefCell,
     io::{self, IoSlice},
     pin::Pin,
     sync::Arc,
@@ -53,6 +54,12 @@ pub(crate) trait Socket: AsyncWrite + Unpin {
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
     /// Writes what the socket takes now.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+thread_local! {
+    /// Where a vectored write's slices are gathered, kept by the thread: a
+    /// connection holds no buffer for it, and a write allocates none.
+    static GATHERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A TLS connection after its handshake, readable and writable as plaintext.
@@ -114,7 +121,7 @@ pub(crate) async fn accept<S: Socket>(
 impl<S: Socket> TlsStream<S> {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let rest = match self.turn(Outgoing::Nothing) {
+            let rest = match self.turn(Outgoing::Nothing, None) {
                 Ok(rest) => rest,
                 Err(error) => return Poll::Ready(Err(self.fail(error))),
             };
@@ -135,7 +142,14 @@ impl<S: Socket> TlsStream<S> {
     /// Runs the state machine over what was received until it rests:
     /// decrypted data is kept for the reader, whatever rustls has to send is
     /// queued, and `outgoing` is encrypted once the connection is open.
-    fn turn(&mut self, mut outgoing: Outgoing<'_>) -> Result<Rest, rustls::Error> {
+    ///
+    /// Decrypted data goes straight into `into` while it has room (and
+    /// nothing is kept before it), the rest into `plaintext`.
+    fn turn(
+        &mut self,
+        mut outgoing: Outgoing<'_>,
+        mut into: Option<&mut ReadBuf<'_>>,
+    ) -> Result<Rest, rustls::Error> {
         let Self {
             conn,
             received,
@@ -158,7 +172,15 @@ impl<S: Socket> TlsStream<S> {
                     while let Some(record) = traffic.next_record() {
                         let record = record?;
                         discard += record.discard;
-                        plaintext.extend_from_slice(record.payload);
+                        let mut payload = record.payload;
+                        if let Some(buf) = into.as_deref_mut()
+                            && plaintext.is_empty()
+                        {
+                            let taken = payload.len().min(buf.remaining());
+                            buf.put_slice(&payload[..taken]);
+                            payload = &payload[taken..];
+                        }
+                        plaintext.extend_from_slice(payload);
                     }
                     None
                 }
@@ -303,7 +325,8 @@ impl<S: Socket> AsyncRead for TlsStream<S> {
                     "the client closed the connection without close_notify",
                 )));
             }
-            let rest = this.turn(Outgoing::Nothing);
+            let before = buf.filled().len();
+            let rest = this.turn(Outgoing::Nothing, Some(buf));
             this.release_received();
             match rest {
                 Ok(Rest::Closed) => this.peer_closed = true,
@@ -311,6 +334,9 @@ impl<S: Socket> AsyncRead for TlsStream<S> {
                 Err(error) => return Poll::Ready(Err(this.fail(error))),
             }
             this.send_now()?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
         }
     }
 }
@@ -328,7 +354,7 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        match this.turn(Outgoing::Data(data)) {
+        match this.turn(Outgoing::Data(data), None) {
             Ok(Rest::Open) => {}
             Ok(_) => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
             Err(error) => return Poll::Ready(Err(this.fail(error))),
@@ -349,16 +375,17 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
-        let total = bufs.iter().map(|buf| buf.len()).sum::<usize>();
-        let mut gathered = Vec::with_capacity(total.min(MAX_GATHERED));
-        for buf in bufs {
-            let room = MAX_GATHERED - gathered.len();
-            gathered.extend_from_slice(&buf[..buf.len().min(room)]);
-            if room <= buf.len() {
-                break;
+        GATHERED.with_borrow_mut(|gathered| {
+            gathered.clear();
+            for buf in bufs {
+                let room = MAX_GATHERED - gathered.len();
+                gathered.extend_from_slice(&buf[..buf.len().min(room)]);
+                if room <= buf.len() {
+                    break;
+                }
             }
-        }
-        Pin::new(this).poll_write(cx, &gathered)
+            Pin::new(this).poll_write(cx, gathered)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -377,7 +404,7 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
         if !this.close_queued {
             ready!(this.poll_send(cx))?;
             this.close_queued = true;
-            if let Err(error) = this.turn(Outgoing::CloseNotify) {
+            if let Err(error) = this.turn(Outgoing::CloseNotify, None) {
                 return Poll::Ready(Err(this.fail(error)));
             }
         }
@@ -432,4 +459,110 @@ fn encrypt_room(error: EncryptError) -> Option<usize> {
 
 fn invalid(error: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+    use tokio_rustls::{TlsConnector, rustls::RootCertStore};
+
+    use super::*;
+    use crate::{stats::Metered, tls::Identity};
+
+    /// A client (tokio-rustls) connected to this stream over loopback TCP.
+    async fn pair() -> (
+        TlsStream<crate::stats::PlainStream>,
+        tokio_rustls::client::TlsStream<TcpStream>,
+    ) {
+        let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(identity.leaf().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let client = async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            TlsConnector::from(Arc::new(config))
+                .connect("localhost".try_into().unwrap(), tcp)
+                .await
+                .unwrap()
+        };
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let io = Metered::new(tcp, Arc::default());
+            accept(io, identity.server_config().unwrap()).await.unwrap()
+        };
+        tokio::join!(server, client)
+    }
+
+    #[tokio::test]
+    async fn data_survives_small_reads_gathered_writes_and_close_notify() {
+        let (mut server, mut client) = pair().await;
+        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let writing = async {
+            client.write_all(&sent).await.unwrap();
+            client.flush().await.unwrap();
+        };
+        // Seven bytes at a time: most of every record waits in `plaintext`.
+        let reading = async {
+            let mut received = Vec::new();
+            let mut small = [0u8; 7];
+            while received.len() < sent.len() {
+                let read = server.read(&mut small).await.unwrap();
+                assert!(read > 0, "the stream ended early");
+                received.extend_from_slice(&small[..read]);
+            }
+            received
+        };
+        let ((), received) = tokio::join!(writing, reading);
+        assert_eq!(received, sent);
+
+        let (head, body) = sent.split_at(10);
+        let slices = [IoSlice::new(head), IoSlice::new(body)];
+        let written = server.write_vectored(&slices).await.unwrap();
+        // A vectored write may take part: the rest is the caller's.
+        server.write_all(&sent[written..]).await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        client
+            .read_to_end(&mut echoed)
+            .await
+            .expect("the stream ends with close_notify");
+        assert_eq!(echoed, sent);
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_holds_no_buffers() {
+        let (mut server, mut client) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        let mut five = [0u8; 5];
+        server.read_exact(&mut five).await.unwrap();
+        server.write_all(b"world").await.unwrap();
+        client.read_exact(&mut five).await.unwrap();
+        assert_eq!(&five, b"world");
+        // Waiting for the client's next bytes, as an idle session does.
+        let mut one = [0u8; 1];
+        let waiting = std::future::poll_fn(|cx| {
+            let read = Pin::new(&mut server).poll_read(cx, &mut ReadBuf::new(&mut one));
+            Poll::Ready(read.is_pending())
+        })
+        .await;
+        assert!(waiting);
+        for (name, buffer) in [
+            ("received", &server.received),
+            ("plaintext", &server.plaintext),
+            ("sending", &server.sending),
+        ] {
+            assert_eq!(buffer.capacity(), 0, "{name} holds a buffer");
+        }
+    }
 }
