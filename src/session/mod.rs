@@ -13,14 +13,14 @@
 //! connection end (so a client that sees it end also sees it gone from
 //! `stats()`), then half-closes and drains until the peer hangs up.
 
-use std::{convert::Infallible, future::ready, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::ready, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use arc_swap::ArcSwap;
 
 use fastwebsockets::{Frame, OpCode, WebSocketError, upgrade::UpgradeFut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    time::Instant,
+    time::{Instant, Sleep},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -166,23 +166,38 @@ impl Session {
                 let watching = heartbeat(&inbound, &outbox, limits);
                 let expiring = expiry.wait();
                 tokio::pin!(reading, watching, expiring);
+                // Made once a close frame is queued.
+                let mut stuck: Option<Pin<Box<Sleep>>> = None;
+                // Each fires once in the connection's life: polled only
+                // then (the outbox wakes it when a close frame is queued),
+                // not for every message.
+                let mut rare = outbox.quiet(std::future::poll_fn(|cx| {
+                    if watching.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ended::Idle);
+                    }
+                    if let Poll::Ready(expired) = expiring.as_mut().poll(cx) {
+                        return Poll::Ready(Ended::Expired(expired));
+                    }
+                    if !outbox.is_closing() {
+                        return Poll::Pending;
+                    }
+                    // A close frame that cannot even be written (the peer
+                    // stopped reading) bounds the handshake too.
+                    stuck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limits.close_timeout)))
+                        .as_mut()
+                        .poll(cx)
+                        .map(|()| Ended::Stuck)
+                }));
                 // Corked: what one read brings in leaves as one write per
                 // recipient, once the reader has nothing more to read.
                 let mut reading = cork::corked(reading);
-                // Biased: every branch is polled on every wake-up anyway
-                // (none completes before the end); no random start to draw.
+                // Biased: the reader first; no random start to draw.
                 let ended = tokio::select! {
                     biased;
                     () = &mut reading => Ended::Read,
                     written = &mut writer => Ended::Written(written),
-                    () = &mut watching => Ended::Idle,
-                    expired = &mut expiring => Ended::Expired(expired),
-                    // A close frame that cannot even be written (the peer
-                    // stopped reading) bounds the handshake too.
-                    () = async {
-                        outbox.closing().await;
-                        Box::pin(tokio::time::sleep(limits.close_timeout)).await;
-                    } => Ended::Stuck,
+                    ended = &mut rare => ended,
                 };
                 // Boxed: the close handshake's timers would otherwise sit in
                 // every session's task for its whole life.
@@ -224,9 +239,12 @@ impl Session {
                 .await
             };
             // Past shutdown_timeout nothing is waited for any more.
+            let stopping = hard_stop.cancelled();
+            tokio::pin!(stopping);
             let finished = tokio::select! {
+                biased;
                 finished = exchange => finished,
-                () = hard_stop.cancelled() => None,
+                () = outbox.quiet(stopping) => None,
             };
             // Leave the channel and give the slots back before the peer can see
             // the connection end, so that `stats()` agrees with what it sees.

@@ -8,6 +8,7 @@ pub(crate) mod encoder;
 pub(crate) mod frame;
 pub(crate) mod guard;
 pub(crate) mod outbox;
+pub(crate) mod quiet;
 pub(crate) mod receive;
 pub(crate) mod socket;
 pub(crate) mod writer;

@@ -36,19 +36,17 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, Waker, ready},
+    task::{Context, Poll, Wake, Waker, ready},
 };
 
 use bytes::Bytes;
-use tokio::{
-    sync::Notify,
-    time::{Instant, Sleep},
-};
+use tokio::time::{Instant, Sleep};
 
 use super::{
     cork::{self, Deferred},
     encoder::{Outgoing, WriterEncoder},
     frame,
+    quiet::{self, Quiet, Signal, Signalled},
     writer::{Wire, WriteIo},
 };
 use crate::{config::SlowConsumer, protocol::close, stats::Initiator};
@@ -89,7 +87,7 @@ pub(crate) fn channel(limit: usize, on_overflow: SlowConsumer) -> (Outbox, Outbo
             idle_writer: None,
             corked: false,
         }),
-        closing: Notify::new(),
+        signal: Signal::new(),
         closing_flag: AtomicBool::new(false),
     });
     (Outbox(shared.clone()), OutboxReceiver(shared))
@@ -102,12 +100,14 @@ pub(crate) struct Outbox(Arc<Shared>);
 /// The writer's side.
 pub(crate) struct OutboxReceiver(Arc<Shared>);
 
-struct Shared {
+/// What an outbox and its receiver share (crate-visible only as the owner
+/// of [`Outbox::quiet`]'s signal).
+pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Woken when the close frame is queued: the close handshake's clock
-    /// starts. A `Notify` lives in place; a cancellation token would cost
-    /// every connection an allocation of its own.
-    closing: Notify,
+    /// The session's signal for what it waits on rarely ([`Outbox::quiet`]),
+    /// woken here when the close frame is queued (the close handshake's
+    /// clock starts): in the allocation the connection has anyway.
+    signal: Signal,
     /// Whether the close frame is queued (set before `closing` wakes).
     closing_flag: AtomicBool,
 }
@@ -217,20 +217,14 @@ impl Outbox {
         state.write_now();
         drop(state);
         self.0.closing_flag.store(true, Ordering::Release);
-        self.0.closing.notify_waiters();
+        self.0.signal.wake();
     }
 
-    /// Completes once a close frame has been queued.
-    pub(crate) async fn closing(&self) {
-        loop {
-            // Created before the check: a `notify_waiters` after it wakes
-            // this future even before its first poll.
-            let notified = self.0.closing.notified();
-            if self.is_closing() {
-                return;
-            }
-            notified.await;
-        }
+    /// `future`, polled only on its first poll and once the outbox's signal
+    /// woke: when something `future` waits on fired, or a close frame was
+    /// queued (which `future` then sees in [`is_closing`](Self::is_closing)).
+    pub(crate) fn quiet<F: Future>(&self, future: F) -> Quiet<'_, Shared, F> {
+        quiet::quiet(&self.0, future)
     }
 
     /// Whether a close frame has been queued (by anyone).
@@ -253,6 +247,22 @@ impl Outbox {
             state.phase = Phase::Finished;
         }
         state.write_now();
+    }
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.signal.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.signal.wake();
+    }
+}
+
+impl Signalled for Shared {
+    fn signal(&self) -> &Signal {
+        &self.signal
     }
 }
 
