@@ -62,11 +62,12 @@ impl MessageLimiter {
         }
     }
 
-    /// Admits one message of `len` bytes: at once, after waiting (throttle),
-    /// or not at all (close). Waiting here means the connection reads nothing
-    /// more meanwhile.
-    pub(crate) async fn admit(&self, len: usize) -> Result<(), RateExceeded> {
-        let now = self.now();
+    /// Admits one message of `len` bytes that `arrived` (with the read that
+    /// brought it in: the clock is read once per read, not again here): at
+    /// once, after waiting (throttle), or not at all (close). Waiting here
+    /// means the connection reads nothing more meanwhile.
+    pub(crate) async fn admit(&self, len: usize, arrived: Instant) -> Result<(), RateExceeded> {
+        let now = self.since_origin(arrived);
         let now = self.take(&self.messages, 1, now).await?;
         match &self.bytes {
             Some(bytes) if len > 0 => self.take(bytes, len as u64, now).await.map(drop),
@@ -82,7 +83,7 @@ impl MessageLimiter {
                 Answer::Taken => return Ok(now),
                 Answer::NotBefore(at) if budget.on_exceed == OnExceed::Throttle => {
                     tokio::time::sleep_until(self.origin + Duration::from_nanos(at)).await;
-                    now = self.now();
+                    now = self.since_origin(Instant::now());
                 }
                 // Over the rate in close mode, or larger than the burst
                 // (which validation rules out: burst >= max_payload).
@@ -91,8 +92,8 @@ impl MessageLimiter {
         }
     }
 
-    fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    fn since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -140,27 +141,27 @@ mod tests {
     async fn close_mode_refuses_past_the_burst_until_it_refills() {
         let limiter = MessageLimiter::new(&rate(1, 3, OnExceed::Close), None);
         for _ in 0..3 {
-            assert_eq!(limiter.admit(10).await, Ok(()));
+            assert_eq!(limiter.admit(10, Instant::now()).await, Ok(()));
         }
-        assert_eq!(limiter.admit(10).await, Err(RateExceeded));
+        assert_eq!(limiter.admit(10, Instant::now()).await, Err(RateExceeded));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(limiter.admit(10).await, Ok(()));
-        assert_eq!(limiter.admit(10).await, Err(RateExceeded));
+        assert_eq!(limiter.admit(10, Instant::now()).await, Ok(()));
+        assert_eq!(limiter.admit(10, Instant::now()).await, Err(RateExceeded));
     }
 
     #[tokio::test(start_paused = true)]
     async fn bytes_are_budgeted_beside_messages() {
         let bytes = Some(rate(100, 100, OnExceed::Close));
         let limiter = MessageLimiter::new(&rate(1000, 1000, OnExceed::Close), bytes.as_ref());
-        assert_eq!(limiter.admit(100).await, Ok(()));
-        assert_eq!(limiter.admit(1).await, Err(RateExceeded));
+        assert_eq!(limiter.admit(100, Instant::now()).await, Ok(()));
+        assert_eq!(limiter.admit(1, Instant::now()).await, Err(RateExceeded));
         assert_eq!(
-            limiter.admit(0).await,
+            limiter.admit(0, Instant::now()).await,
             Ok(()),
             "an empty message costs no bytes"
         );
         assert_eq!(
-            limiter.admit(101).await,
+            limiter.admit(101, Instant::now()).await,
             Err(RateExceeded),
             "more than the burst"
         );
@@ -171,7 +172,7 @@ mod tests {
         let limiter = MessageLimiter::new(&rate(10, 2, OnExceed::Throttle), None);
         let started = Instant::now();
         for _ in 0..12 {
-            assert_eq!(limiter.admit(1).await, Ok(()));
+            assert_eq!(limiter.admit(1, Instant::now()).await, Ok(()));
         }
         // Two at once, then one every 100 ms.
         assert_eq!(started.elapsed(), Duration::from_secs(1));

@@ -378,7 +378,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 if outbox.is_closing() {
                     continue;
                 }
-                if let Err(failure) = admit(&limiter, payload.len()).await {
+                if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
                     return closing(failure);
                 }
                 let pong = frame::encode(OpCode::Pong, &payload);
@@ -391,7 +391,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             // After our close frame only the peer's close matters.
             continue;
         }
-        if let Err(failure) = admit(&limiter, payload.len()).await {
+        if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
             return closing(failure);
         }
         if handling.message(kind, payload).await.is_err() {
@@ -510,10 +510,13 @@ impl Handling<'_> {
     }
 }
 
-/// Spends the rate budgets on one message (or ping) of `len` bytes, waiting
-/// if the channel throttles.
-async fn admit(limiter: &MessageLimiter, len: usize) -> Result<(), Failure> {
-    limiter.admit(len).await.map_err(|_| Failure::RATE_LIMIT)
+/// Spends the rate budgets on one message (or ping) of `len` bytes, as of
+/// the read that brought it in, waiting if the channel throttles.
+async fn admit(limiter: &MessageLimiter, len: usize, inbound: &Inbound) -> Result<(), Failure> {
+    limiter
+        .admit(len, inbound.last_activity())
+        .await
+        .map_err(|_| Failure::RATE_LIMIT)
 }
 
 /// Pings every `ping_interval`; returns when nothing has been received for
