@@ -203,12 +203,36 @@ fn targets(comparisons: &[Comparison], records: &[Record]) -> Vec<Target> {
         ratio(piped, "raw-fastwebsockets"),
         5.0,
     );
-    let ours = |id: &str| {
+    let record_of = |server: &str, id: &str| {
         records
             .iter()
-            .find(|r| r.server == SUBJECT && r.id.starts_with(id))
+            .find(|r| r.server == server && r.id.starts_with(id))
     };
-    let fanout = ours("fanout ws subs=10000 rate=10/s");
+    let ours = |id: &str| record_of(SUBJECT, id);
+    let lone_fanout = "fanout ws subs=10000 rate=10/s";
+    // Server CPU per delivery, raw's over ours (> 1: wsedge spent less).
+    let cpu_ratio = |id: &str| {
+        let cpu = |server: &str| {
+            record_of(server, id).and_then(|r| r.metrics.get("server_cpu_us_per_op").copied())
+        };
+        Some(cpu("raw-fastwebsockets")? / cpu(SUBJECT)?)
+    };
+    at_least(
+        "fan-out to 10,000 subscribers at 10 msg/s: server CPU per delivery <= raw fastwebsockets'",
+        cpu_ratio(lone_fanout),
+        1.0,
+    );
+    let lone_fanout_id = comparisons
+        .iter()
+        .find(|c| c.id.starts_with(lone_fanout))
+        .map(|c| c.id.clone())
+        .unwrap_or_default();
+    at_least(
+        "fan-out to 10,000 subscribers at 10 msg/s: p99 <= raw fastwebsockets'",
+        ratio(&lone_fanout_id, "raw-fastwebsockets"),
+        1.0,
+    );
+    let fanout = ours(lone_fanout);
     targets.push(Target {
         target: "fan-out to 10,000 subscribers at 10 msg/s with zero losses".to_owned(),
         measured: fanout.map_or_else(
@@ -228,16 +252,18 @@ fn targets(comparisons: &[Comparison], records: &[Record]) -> Vec<Target> {
                 && r.metrics.get("expected").is_some_and(|&e| e > 0.0)
         }),
     });
-    let capacity = ours("capacity ws");
-    let per_conn = capacity.and_then(|r| r.metrics.get("rss_per_conn_kib").copied());
-    targets.push(Target {
-        target: "idle memory <= 8 KiB per ws connection".to_owned(),
-        measured: per_conn.map_or_else(
-            || "not measured".to_owned(),
-            |v| format!("{v:.2} KiB ({})", capacity.map_or("", |r| r.id.as_str())),
-        ),
-        met: per_conn.map(|v| v <= 8.0),
-    });
+    for (transport, bound) in [("ws", 3.0), ("wss", 8.0)] {
+        let capacity = ours(&format!("capacity {transport} idle"));
+        let per_conn = capacity.and_then(|r| r.metrics.get("rss_per_conn_kib").copied());
+        targets.push(Target {
+            target: format!("idle memory <= {bound} KiB per {transport} connection"),
+            measured: per_conn.map_or_else(
+                || "not measured".to_owned(),
+                |v| format!("{v:.2} KiB ({})", capacity.map_or("", |r| r.id.as_str())),
+            ),
+            met: per_conn.map(|v| v <= bound),
+        });
+    }
     for (what, prefix) in [
         ("idle", "capacity-deflate ws /echo idle"),
         ("idle", "capacity-deflate ws /news idle"),
