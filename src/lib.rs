@@ -29,10 +29,14 @@
 //!   user index, and the channels' side of the cluster (`channel::Remote`).
 //! - `ws`: the upgraded connection: the session (frame guard under
 //!   fastwebsockets, heartbeat), the encoder (framing and permessage-deflate
-//!   in both modes), the bounded outbox and its vectored writer, and the
-//!   socket's two halves (a plain connection's taken back from hyper).
-//! - `limits`: client identity, connection caps (RAII slots) and governor
-//!   rate limiters; `stats`: counters and the statistics snapshot.
+//!   in both modes), the bounded outbox and its writer, the signal that
+//!   wakes a session's rarely firing waits, and the socket's two halves (a
+//!   plain connection's taken back from hyper).
+//! - `tls`: certificates and keys, and the server side of TLS (rustls's
+//!   state machine over buffers held only while bytes are in them).
+//! - `limits`: client identity, connection caps (RAII slots), the keyed
+//!   handshake limiter (governor) and a connection's message and byte
+//!   budgets; `stats`: counters and the statistics snapshot.
 //! - [`cluster`]: the Redis link between nodes: publishes, interest-driven
 //!   (sharded) subscriptions, the presence share, probes and link health.
 //! - `protocol`: WebSocket constants (close codes, frame bits, windows).
