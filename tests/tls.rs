@@ -1,6 +1,7 @@
 //! The server's TLS layer as clients see it: key updates in the middle of
 //! traffic, close_notify at the end of a session, an alert for a client
-//! that does not speak TLS, and a handshake left half-sent. The client is
+//! that does not speak TLS (also midway through a handshake message), and
+//! a handshake left half-sent. The client is
 //! rustls's (tokio-rustls), which lets a test ask for a key update; the
 //! Python peer (OpenSSL) covers TLS 1.2 and 1.3 in tests/deflate_peers.rs.
 
@@ -113,6 +114,21 @@ async fn a_client_that_does_not_speak_tls_gets_an_alert() {
         .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
+    let answer = answer_until_hang_up(&mut stream).await;
+    assert_eq!(answer.first(), Some(&ALERT_RECORD), "answer: {answer:?}");
+    rejected_once(&server, "tls").await;
+}
+
+#[tokio::test]
+async fn a_request_inside_a_half_sent_hello_gets_an_alert() {
+    let server = server().await;
+    let mut stream = TcpStream::connect(server.wss).await.unwrap();
+    // A whole record holding the first 4 bytes of a 508-byte ClientHello,
+    // then plain HTTP where the rest should be: rustls is midway through a
+    // handshake message when the error comes.
+    let mut bytes = vec![22, 3, 1, 0, 4, 1, 0, 1, 252];
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+    stream.write_all(&bytes).await.unwrap();
     let answer = answer_until_hang_up(&mut stream).await;
     assert_eq!(answer.first(), Some(&ALERT_RECORD), "answer: {answer:?}");
     rejected_once(&server, "tls").await;

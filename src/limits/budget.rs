@@ -30,6 +30,9 @@ pub(crate) struct RateExceeded;
 pub(crate) struct MessageLimiter {
     /// Where the budgets' nanoseconds count from.
     origin: Instant,
+    /// The latest time a budget was spent or waited for: a message that
+    /// arrived before a wait is charged no earlier than its end.
+    latest: AtomicU64,
     messages: Budget,
     bytes: Option<Budget>,
 }
@@ -57,6 +60,7 @@ impl MessageLimiter {
     pub(crate) fn new(message_rate: &Rate, byte_rate: Option<&Rate>) -> Self {
         Self {
             origin: Instant::now(),
+            latest: AtomicU64::new(0),
             messages: Budget::new(message_rate),
             bytes: byte_rate.map(Budget::new),
         }
@@ -67,12 +71,16 @@ impl MessageLimiter {
     /// once, after waiting (throttle), or not at all (close). Waiting here
     /// means the connection reads nothing more meanwhile.
     pub(crate) async fn admit(&self, len: usize, arrived: Instant) -> Result<(), RateExceeded> {
-        let now = self.since_origin(arrived);
+        let now = self
+            .since_origin(arrived)
+            .max(self.latest.load(Ordering::Relaxed));
         let now = self.take(&self.messages, 1, now).await?;
-        match &self.bytes {
-            Some(bytes) if len > 0 => self.take(bytes, len as u64, now).await.map(drop),
-            _ => Ok(()),
-        }
+        let now = match &self.bytes {
+            Some(bytes) if len > 0 => self.take(bytes, len as u64, now).await?,
+            _ => now,
+        };
+        self.latest.store(now, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Takes `cells` from `budget`, waiting for them in throttle mode;
@@ -165,6 +173,22 @@ mod tests {
             Err(RateExceeded),
             "more than the burst"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_read_before_a_wait_is_charged_after_it() {
+        // Messages close at 1/s with a burst of 2; bytes throttle at 10/s.
+        let bytes = Some(rate(10, 10, OnExceed::Throttle));
+        let limiter = MessageLimiter::new(&rate(1, 2, OnExceed::Close), bytes.as_ref());
+        let read = Instant::now();
+        assert_eq!(limiter.admit(10, read).await, Ok(()));
+        // The bytes wait a second; the message budget refills meanwhile.
+        assert_eq!(limiter.admit(10, read).await, Ok(()));
+        assert_eq!(read.elapsed(), Duration::from_secs(1));
+        // From the same read: at the read's time it would be over the
+        // message burst, a second later it is not.
+        assert_eq!(limiter.admit(0, read).await, Ok(()));
+        assert_eq!(limiter.admit(0, read).await, Err(RateExceeded));
     }
 
     #[tokio::test(start_paused = true)]

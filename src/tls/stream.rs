@@ -40,9 +40,11 @@ use tokio_rustls::rustls::{
 /// longer record completes on the next read).
 const READ_SIZE: usize = 16 * 1024;
 
-/// The most plaintext one vectored write gathers into one encryption: the
-/// writer's batches are cut into records of up to 16 KiB anyway.
-const MAX_GATHERED: usize = 64 * 1024;
+/// The most plaintext one write encrypts (a vectored one gathers): what a
+/// connection holds encrypted and unsent is at most this much (plus the
+/// records' overhead); the writer's batches are cut into records of up to
+/// 16 KiB anyway.
+const MAX_ENCRYPTED: usize = 64 * 1024;
 
 /// What the stream needs of its socket beyond writing: to wait until there
 /// is something to read without a buffer to read it into, and reads and
@@ -76,6 +78,8 @@ pub(crate) struct TlsStream<S> {
     peer_closed: bool,
     /// Our close_notify is queued.
     close_queued: bool,
+    /// TLS failed (a fatal alert is out): every later call answers this.
+    failed: Option<io::ErrorKind>,
 }
 
 /// Where the state machine stopped.
@@ -112,6 +116,7 @@ pub(crate) async fn accept<S: Socket>(
         sending: BytesMut::new(),
         peer_closed: false,
         close_queued: false,
+        failed: None,
     };
     std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
     stream.release_received();
@@ -224,27 +229,29 @@ impl<S: Socket> TlsStream<S> {
     }
 
     /// Queues the alert rustls chose for `error` and sends it if the socket
-    /// takes it now; the connection is unusable after. What was received
-    /// is dropped unread: processed again, it would fail again.
+    /// takes it now; the stream is failed after: nothing more is asked of
+    /// rustls, whose state may point into what was received (asked to
+    /// deframe again, it can fail again or index a buffer it no longer
+    /// has).
     fn fail(&mut self, error: rustls::Error) -> io::Error {
-        self.received = BytesMut::new();
-        loop {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
-            match state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let encoded = append(&mut self.sending, |buf| {
-                        encode.encode(buf).map_err(encode_room)
-                    });
-                    if encoded.is_err() {
-                        break;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => break,
-            }
+        // The alert comes out before anything is deframed again.
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.received);
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+            let _ = append(&mut self.sending, |buf| {
+                encode.encode(buf).map_err(encode_room)
+            });
         }
+        self.received = BytesMut::new();
+        self.plaintext = BytesMut::new();
         let _ = self.send_now();
-        invalid(error)
+        let error = invalid(error);
+        self.failed = Some(error.kind());
+        error
+    }
+
+    /// The error a failed stream answers everything with.
+    fn failed(&self) -> Option<io::Error> {
+        self.failed.map(io::Error::from)
     }
 
     /// Reads what the socket has into `received`; Ready(0) at the end of
@@ -304,6 +311,9 @@ impl<S: Socket> AsyncRead for TlsStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(error) = this.failed() {
+            return Poll::Ready(Err(error));
+        }
         loop {
             if !this.plaintext.is_empty() || buf.remaining() == 0 {
                 let taken = this.plaintext.len().min(buf.remaining());
@@ -333,7 +343,9 @@ impl<S: Socket> AsyncRead for TlsStream<S> {
                 Ok(_) => {}
                 Err(error) => return Poll::Ready(Err(this.fail(error))),
             }
-            this.send_now()?;
+            // A socket that cannot send is the writer's to report: what
+            // was just decrypted is handed out first.
+            let _ = this.send_now();
             if buf.filled().len() > before {
                 return Poll::Ready(Ok(()));
             }
@@ -348,12 +360,19 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(error) = this.failed() {
+            return Poll::Ready(Err(error));
+        }
         // What was queued before goes first, and bounds what is buffered to
         // one write's worth.
         ready!(this.poll_send(cx))?;
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        // A large frame (a shared fan-out frame is one chunk) is encrypted a
+        // piece at a time, as the socket takes it: a connection that stopped
+        // reading holds one piece of ciphertext, not the whole message.
+        let data = &data[..data.len().min(MAX_ENCRYPTED)];
         match this.turn(Outgoing::Data(data), None) {
             Ok(Rest::Open) => {}
             Ok(_) => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
@@ -378,7 +397,7 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
         GATHERED.with_borrow_mut(|gathered| {
             gathered.clear();
             for buf in bufs {
-                let room = MAX_GATHERED - gathered.len();
+                let room = MAX_ENCRYPTED - gathered.len();
                 gathered.extend_from_slice(&buf[..buf.len().min(room)]);
                 if room <= buf.len() {
                     break;
@@ -395,13 +414,16 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
+        if let Some(error) = this.failed() {
+            return Poll::Ready(Err(error));
+        }
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
     /// Sends close_notify, then shuts the socket's sending side.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.close_queued {
+        if !this.close_queued && this.failed.is_none() {
             ready!(this.poll_send(cx))?;
             this.close_queued = true;
             if let Err(error) = this.turn(Outgoing::CloseNotify, None) {
@@ -528,15 +550,16 @@ mod tests {
 
         let (head, body) = sent.split_at(10);
         let slices = [IoSlice::new(head), IoSlice::new(body)];
-        let written = server.write_vectored(&slices).await.unwrap();
-        // A vectored write may take part: the rest is the caller's.
-        server.write_all(&sent[written..]).await.unwrap();
-        server.shutdown().await.unwrap();
+        let writing = async {
+            let written = server.write_vectored(&slices).await.unwrap();
+            // A vectored write may take part: the rest is the caller's.
+            server.write_all(&sent[written..]).await.unwrap();
+            server.shutdown().await.unwrap();
+        };
         let mut echoed = Vec::new();
-        client
-            .read_to_end(&mut echoed)
-            .await
-            .expect("the stream ends with close_notify");
+        let reading = client.read_to_end(&mut echoed);
+        let ((), read) = tokio::join!(writing, reading);
+        read.expect("the stream ends with close_notify");
         assert_eq!(echoed, sent);
     }
 
