@@ -134,6 +134,67 @@ async fn a_request_inside_a_half_sent_hello_gets_an_alert() {
     rejected_once(&server, "tls").await;
 }
 
+/// Bytes where a ClientHello should be, made from `seed`: noise, a
+/// handshake record of noise, or a record that starts a ClientHello and
+/// goes wrong, each of a random length.
+fn hostile_hello(seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let len = (next() % 600) as usize;
+    let mut bytes: Vec<u8> = match seed % 3 {
+        0 => Vec::new(),
+        1 => vec![22, 3, 1, (next() % 64) as u8, next() as u8],
+        _ => vec![
+            22,
+            3,
+            1,
+            0,
+            4 + (next() % 8) as u8,
+            1,
+            0,
+            (next() % 4) as u8,
+            next() as u8,
+        ],
+    };
+    bytes.extend((0..len).map(|_| next() as u8));
+    bytes
+}
+
+#[tokio::test]
+async fn hostile_hellos_are_each_refused_and_the_server_carries_on() {
+    const CLIENTS: u64 = 120;
+    let server = server().await;
+    let clients = (0..CLIENTS).map(|seed| {
+        let addr = server.wss;
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            // The server may close before all of it is written.
+            let _ = stream.write_all(&hostile_hello(seed)).await;
+            let _ = stream.shutdown().await;
+            let mut answer = Vec::new();
+            let closed = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+            assert!(closed.is_ok(), "hello {seed}: the server hangs up");
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.unwrap();
+    }
+    // Each refused as a failed TLS handshake: a connection whose task
+    // panicked would not be counted.
+    eventually(&server.handle, |stats| {
+        stats.traffic.handshakes.get(&("rejected", "tls")) == Some(&CLIENTS)
+    })
+    .await;
+    let mut ws = upgrade(&server).await;
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("still here"));
+}
+
 #[tokio::test]
 async fn a_half_sent_hello_is_dropped_at_the_handshake_timeout() {
     let server = server().await;
