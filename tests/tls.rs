@@ -196,6 +196,27 @@ async fn hostile_hellos_are_each_refused_and_the_server_carries_on() {
 }
 
 #[tokio::test]
+async fn a_bad_record_after_the_upgrade_ends_the_connection() {
+    let server = server().await;
+    let mut ws = upgrade(&server).await;
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("before"));
+    // Beneath TLS: an application-data record whose tag cannot verify.
+    let tcp = ws.get_mut().get_mut().0;
+    let mut record = vec![23, 3, 3, 0, 40];
+    record.extend_from_slice(&[0x5a; 40]);
+    tcp.write_all(&record).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the server hangs up");
+    eventually(&server.handle, |stats| stats.connections == 0).await;
+    let mut again = upgrade(&server).await;
+    again.send(Message::text("after")).await.unwrap();
+    assert_eq!(next_data(&mut again).await, Message::text("after"));
+}
+
+#[tokio::test]
 async fn a_half_sent_hello_is_dropped_at_the_handshake_timeout() {
     let server = server().await;
     let mut stream = TcpStream::connect(server.wss).await.unwrap();
