@@ -525,6 +525,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn partial_writes_keep_every_byte_in_order() {
+        let counters = Arc::new(Counters::default());
+        let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
+        let mut expected = Vec::new();
+        // Vectored while more than a few hundred bytes are pending, copied
+        // together below that, a lone chunk at the end: all cut short by a
+        // pipe that takes 7 bytes at a time.
+        for (kind, payload) in [
+            (MessageKind::Text, b"hi".to_vec()),
+            (MessageKind::Binary, vec![7; 300]),
+            (MessageKind::Binary, vec![9; 2000]),
+            (MessageKind::Text, b"end".to_vec()),
+        ] {
+            expected.extend_from_slice(&frame::encode_message(kind, &payload, false));
+            let item = Outgoing::Message(kind, Bytes::from(payload));
+            outbox.send(item).unwrap();
+        }
+        expected.extend_from_slice(&frame::EMPTY_PING);
+        outbox.send(Outgoing::Wire(frame::EMPTY_PING)).unwrap();
+        outbox.finish();
+        let (mut client, server) = tokio::io::duplex(7);
+        let writing = async {
+            let (io, written) = receiver.run(Box::new(server), plain(&counters)).await;
+            written.unwrap();
+            drop(io);
+        };
+        let mut all = Vec::new();
+        let ((), read) = tokio::join!(writing, client.read_to_end(&mut all));
+        read.unwrap();
+        assert_eq!(all, expected);
+    }
+
+    #[tokio::test]
     async fn dedicated_compression_sets_rsv1_above_the_threshold_only() {
         let counters = Arc::new(Counters::default());
         let (outbox, receiver) = channel(1 << 20, SlowConsumer::Close);
