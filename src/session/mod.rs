@@ -122,7 +122,7 @@ impl Session {
         // Made here, not in the future: what they are made of would stay
         // in the task beside them.
         let mut credentials = Credentials::new(caller, in_band);
-        let expiry = credentials.expiry();
+        let expiring = credentials.expiry().wait();
         async move {
             let limits = &config.limits;
             let io = match upgrade.await {
@@ -147,7 +147,7 @@ impl Session {
                 let (write, written) = running.await;
                 (write, written.is_ok())
             };
-            tokio::pin!(writer);
+            tokio::pin!(writer, expiring);
             let inbound = Inbound::new();
             let exchange = async {
                 let reading = read_messages(
@@ -164,8 +164,7 @@ impl Session {
                     limits,
                 );
                 let watching = heartbeat(&inbound, &outbox, limits);
-                let expiring = expiry.wait();
-                tokio::pin!(reading, watching, expiring);
+                tokio::pin!(reading, watching);
                 // Made once a close frame is queued.
                 let mut stuck: Option<Pin<Box<Sleep>>> = None;
                 // Each fires once in the connection's life: polled only
@@ -521,18 +520,31 @@ async fn admit(limiter: &MessageLimiter, len: usize, inbound: &Inbound) -> Resul
 
 /// Pings every `ping_interval`; returns when nothing has been received for
 /// `idle_timeout`.
-async fn heartbeat(inbound: &Inbound, outbox: &Outbox, limits: &Limits) {
-    let mut next_ping = Instant::now() + limits.ping_interval;
-    loop {
-        let idle_at = inbound.last_activity() + limits.idle_timeout;
-        tokio::time::sleep_until(next_ping.min(idle_at)).await;
-        let now = Instant::now();
-        if now >= inbound.last_activity() + limits.idle_timeout {
-            return;
-        }
-        if now >= next_ping {
-            let _ = outbox.send(Outgoing::Wire(frame::EMPTY_PING));
-            next_ping = now + limits.ping_interval;
+///
+/// Not an `async fn`: that would keep a second copy of its arguments in
+/// every session's task.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn heartbeat<'s>(
+    inbound: &'s Inbound,
+    outbox: &'s Outbox,
+    limits: &'s Limits,
+) -> impl Future<Output = ()> + 's {
+    async move {
+        let mut next_ping = Instant::now() + limits.ping_interval;
+        loop {
+            let idle_at = inbound.last_activity() + limits.idle_timeout;
+            tokio::time::sleep_until(next_ping.min(idle_at)).await;
+            let now = Instant::now();
+            if now >= inbound.last_activity() + limits.idle_timeout {
+                return;
+            }
+            if now >= next_ping {
+                let _ = outbox.send(Outgoing::Wire(frame::EMPTY_PING));
+                next_ping = now + limits.ping_interval;
+            }
         }
     }
 }
