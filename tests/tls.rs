@@ -1,17 +1,24 @@
 //! The server's TLS layer as clients see it: key updates in the middle of
-//! traffic, close_notify at the end of a session, an alert for a client
-//! that does not speak TLS (also midway through a handshake message), and
-//! a handshake left half-sent. The client is
-//! rustls's (tokio-rustls), which lets a test ask for a key update; the
-//! Python peer (OpenSSL) covers TLS 1.2 and 1.3 in tests/deflate_peers.rs.
+//! traffic, session resumption, close_notify at the end of a session, an
+//! alert for a client that does not speak TLS (also midway through a
+//! handshake message), hostile hellos and records, and a handshake left
+//! half-sent. The client is rustls's (tokio-rustls), which lets a test ask
+//! for a key update; the Python peer (OpenSSL) covers TLS 1.2 and 1.3 in
+//! tests/deflate_peers.rs.
 
 mod common;
+
+use std::sync::Arc;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+};
+use tokio_rustls::{
+    TlsConnector,
+    rustls::{self, HandshakeKind},
 };
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -80,6 +87,42 @@ async fn key_updates_from_the_client_keep_the_echo_going() {
             assert_eq!(next_data(&mut ws).await, Message::binary(payload));
         }
     }
+}
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session() {
+    let server = server().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // One connector, so one client session cache (rustls's default).
+    let connector = TlsConnector::from(Arc::new(config));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(server.wss).await.unwrap();
+        let tls = connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        kinds.push(tls.get_ref().1.handshake_kind());
+        // The echo makes the client read the tickets sent after the handshake.
+        let request = format!("wss://localhost:{}/echo", server.wss.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tls).await.unwrap();
+        ws.send(Message::text("hello")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("hello"));
+        ws.close(None).await.unwrap();
+    }
+    assert_eq!(
+        kinds,
+        [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)]
+    );
 }
 
 #[tokio::test]
