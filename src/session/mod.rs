@@ -167,7 +167,8 @@ impl Session {
                 tokio::pin!(reading, watching);
                 // Made once a close frame is queued.
                 let mut stuck: Option<Pin<Box<Sleep>>> = None;
-                // Each fires once in the connection's life: polled only
+                // Each fires rarely (the heartbeat once per ping interval,
+                // the others once in the connection's life): polled only
                 // then (the outbox wakes it when a close frame is queued),
                 // not for every message.
                 let mut rare = outbox.quiet(std::future::poll_fn(|cx| {

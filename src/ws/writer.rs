@@ -139,18 +139,21 @@ impl Wire {
         {
             return io.poll_write(cx, only.remaining());
         }
-        let mut gathered = [0u8; GATHERED_BYTES];
-        let mut len = 0;
-        for chunk in &self.chunks {
-            let bytes = chunk.remaining();
-            if len + bytes.len() > GATHERED_BYTES {
-                len = 0;
-                break;
+        // Measured before anything is copied: a batch too large to gather
+        // (a pipelining client's) costs no copy it then throws away.
+        let mut pending = 0;
+        let fits = self.chunks.iter().all(|chunk| {
+            pending += chunk.remaining().len();
+            pending <= GATHERED_BYTES
+        });
+        if fits {
+            let mut gathered = [0u8; GATHERED_BYTES];
+            let mut len = 0;
+            for chunk in &self.chunks {
+                let bytes = chunk.remaining();
+                gathered[len..len + bytes.len()].copy_from_slice(bytes);
+                len += bytes.len();
             }
-            gathered[len..len + bytes.len()].copy_from_slice(bytes);
-            len += bytes.len();
-        }
-        if len > 0 {
             return io.poll_write(cx, &gathered[..len]);
         }
         let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
