@@ -75,7 +75,8 @@
 //! 8. **writer** (`ws::writer`): drains one connection's outbox with
 //!    vectored writes, compressing in dedicated mode.
 
-#![forbid(unsafe_code)]
+// Denied rather than forbidden for one setsockopt (`server::defer`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod admin;

@@ -542,6 +542,28 @@ async fn channels_reports_channels_rooms_and_counters() {
     }
 }
 
+/// Accepts wait for the client's first bytes: a connection that has sent
+/// nothing is not the server's yet (not counted, holding no slot), while one
+/// opened after it and upgraded at once is; once it speaks, it is served.
+#[tokio::test]
+async fn a_connection_is_accepted_once_its_first_bytes_arrive() {
+    let server = start("", true, CHANNELS).await;
+    let before = scrape(&server).await;
+    let accepted = |metrics: &HashMap<String, f64>| {
+        value(metrics, "wsedge_connections_accepted_total")
+            - value(&before, "wsedge_connections_accepted_total")
+    };
+    let mut silent = TcpStream::connect(server.ws).await.unwrap();
+    let client = connect(&server, "/echo").await;
+    let meanwhile = scrape(&server).await;
+    assert_eq!(accepted(&meanwhile), 1.0, "only the connection that spoke");
+    assert_eq!(value(&meanwhile, "wsedge_connections_active"), 1.0);
+
+    common::upgrade(&mut silent, "/echo").await;
+    assert_eq!(accepted(&scrape(&server).await), 2.0);
+    close_and_wait(client).await;
+}
+
 #[tokio::test]
 async fn metrics_follow_known_traffic() {
     let server = start("", true, CHANNELS).await;

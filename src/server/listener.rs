@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    connection,
+    connection, defer,
     error::Error,
     state::{AcceptLoop, ServerState},
 };
@@ -146,10 +146,15 @@ impl Listener {
     }
 
     /// Spawns the accept loop on the server's tracker; a configured listener
-    /// is registered so that a reload can stop it.
+    /// is registered so that a reload can stop it. Accepts are deferred
+    /// until the client's first bytes (`defer`), on caller-bound sockets
+    /// too; where the kernel refuses, they are not, and that is all.
     pub(super) fn start(self, state: &Arc<ServerState>) {
         if let Ok(addr) = self.local_addr() {
             tracing::info!(%addr, scheme = if self.tls { "wss" } else { "ws" }, "listening");
+        }
+        if let Err(error) = defer::defer_accept(&self.socket) {
+            tracing::warn!(%error, "cannot defer accepts until the first bytes");
         }
         let stop = state.shutdown.child_token();
         let spec = self.spec;

@@ -3,7 +3,7 @@
 //! embedding program publishes, reads statistics and stops.
 //!
 //! - `state`: what every task shares ([`ServerState`](state::ServerState)).
-//! - `listener`: sockets and accept loops.
+//! - `listener`: sockets and accept loops; `defer`: their deferred accept.
 //! - `connection`: the owner of one connection up to its session.
 //! - `handle`: [`Handle`].
 //! - `reconfigure`, `drain`: applying a reload; graceful shutdown.
@@ -12,6 +12,7 @@
 
 mod cluster;
 mod connection;
+mod defer;
 mod drain;
 mod error;
 pub(crate) mod handle;
