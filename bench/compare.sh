@@ -8,12 +8,20 @@
 #
 #   bench/compare.sh OLD_WSEDGE NEW_WSEDGE [SCENARIOS]
 #
+# ROUNDS=N (default 1) runs the scenarios N times over, each round against
+# the three servers in turn, and ends with each server's mean per
+# measurement and its ratio to raw's (`wsedge-bench means`): one round of a
+# lone-message measurement moves by 10-30% here, the mean of several is
+# what to read a before/after from.
+#
 # e.g. build the old commit into another target directory first:
 #   git worktree add /tmp/old OLD_COMMIT && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release)
 #   bench/compare.sh /tmp/old-target/release/wsedge target/release/wsedge
 set -euo pipefail
 
-old=$1 new=$2 scenarios=${3:-echo,fanout}
+old=$1 new=$2 scenarios=${3:-echo,fanout} rounds=${ROUNDS:-1}
+repeated=$scenarios
+for ((round = 1; round < rounds; round++)); do repeated+=",$scenarios"; done
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
@@ -46,7 +54,7 @@ taskset -c 0 "$old" run -c "$work/old.toml" 2>/dev/null & pids+=($!); old_pid=$!
 taskset -c 0 "$new" run -c "$work/new.toml" 2>/dev/null & pids+=($!); new_pid=$!
 taskset -c 0 "$bin/raw-fastwebsockets" --listen 127.0.0.1:$((base + 3)) 2>/dev/null & pids+=($!); raw_pid=$!
 for port in $((base + 1)) $((base + 2)) $((base + 3)); do wait_or_fail "$port"; done
-timeout 600 taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios "$scenarios" \
+timeout $((600 * rounds)) taskset -c 1 "$bin/wsedge-bench" run --profile quick --scenarios "$repeated" \
     --target "old,$old_pid,ws://127.0.0.1:$((base + 1))" \
     --target "new,$new_pid,ws://127.0.0.1:$((base + 2))" \
     --target "raw,$raw_pid,ws://127.0.0.1:$((base + 3))" --out "$work/load.json"
@@ -71,3 +79,6 @@ for file in "$work"/load.json "$work"/capacity-*.json; do
     cp "$file" "$here/results/runs/compare-$(basename "$file")"
 done
 echo "records: $here/results/runs/compare-{load,capacity-{old,new}-{ws,wss}}.json"
+if ((rounds > 1)); then
+    "$bin/wsedge-bench" means --reference raw "$work/load.json"
+fi

@@ -27,6 +27,7 @@ mod cluster;
 mod deflate;
 mod hub_report;
 mod json;
+mod means;
 mod metrics;
 mod presence;
 mod procfs;
@@ -65,6 +66,9 @@ enum Command {
     Run(RunArgs),
     /// Combine the JSON of several runs into latest.json, latest.md and latest.svg.
     Report(report::ReportArgs),
+    /// Per measurement, each server's mean over repeated rounds and its
+    /// ratio to a reference server (bench/compare.sh with ROUNDS).
+    Means(means::MeansArgs),
     /// Turn a hub-rooms run into hub.json and hub.md (hub against room
     /// channel, load by load).
     HubReport(hub_report::HubReportArgs),
@@ -315,6 +319,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Report(args) => report::write(&args),
+        Command::Means(args) => means::print(&args),
         Command::HubReport(args) => hub_report::write(&args),
         Command::PresenceHold(args) => presence::hold(args),
         Command::PresenceQuery(args) => presence::query(args),

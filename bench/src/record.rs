@@ -1,7 +1,8 @@
 //! One measured result, as written to JSON and read back by `report`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fs, path::PathBuf};
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::CpuUse;
@@ -105,4 +106,17 @@ impl Record {
             }
         }
     }
+}
+
+/// The records of every file in `paths` (each a JSON array), in order.
+pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for path in paths {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut some: Vec<Record> =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        records.append(&mut some);
+    }
+    Ok(records)
 }

@@ -11,10 +11,9 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::PathBuf};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::record::Record;
+use crate::record::{self, Record};
 
 const SUBJECT: &str = "wsedge";
 const PEERS: [&str; 2] = ["raw-fastwebsockets", "node-ws"];
@@ -73,14 +72,7 @@ struct Combined<'a> {
 }
 
 pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
-    let mut records = Vec::new();
-    for path in &args.inputs {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut some: Vec<Record> =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        records.append(&mut some);
-    }
+    let records = record::read_all(&args.inputs)?;
     let (compression, peer_records): (Vec<Record>, Vec<Record>) = records
         .iter()
         .cloned()
