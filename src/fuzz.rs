@@ -320,7 +320,9 @@ fn track(
     while at < out.len() {
         let end = (at + sizes[turn % sizes.len()]).min(out.len());
         turn += 1;
-        if let Err((offset, violation)) = tracker.feed(&mut out[at..end], &mut metas) {
+        if let Err((offset, violation)) =
+            tracker.feed(&mut out[at..end], &mut |meta| metas.push_back(meta))
+        {
             assert!(offset < end - at, "the offset lies inside the read");
             return (out, metas.into(), Some((at + offset, violation)));
         }

@@ -168,10 +168,14 @@ impl Session {
                 // Made once a close frame is queued.
                 let mut stuck: Option<Pin<Box<Sleep>>> = None;
                 // Each fires rarely (the heartbeat once per ping interval,
-                // the others once in the connection's life): polled only
-                // then (the outbox wakes it when a close frame is queued),
-                // not for every message.
+                // the others once in the connection's life, the writer
+                // only where a sender's write could not finish): polled
+                // only once woken (the outbox wakes it when a close frame
+                // is queued), not for every message.
                 let mut rare = outbox.quiet(std::future::poll_fn(|cx| {
+                    if let Poll::Ready(written) = writer.as_mut().poll(cx) {
+                        return Poll::Ready(Ended::Written(written));
+                    }
                     if watching.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Ended::Idle);
                     }
@@ -196,7 +200,6 @@ impl Session {
                 let ended = tokio::select! {
                     biased;
                     () = &mut reading => Ended::Read,
-                    written = &mut writer => Ended::Written(written),
                     ended = &mut rare => ended,
                 };
                 // Boxed: the close handshake's timers would otherwise sit in

@@ -18,7 +18,7 @@
 //! opcodes become binary, so that fastwebsockets never validates UTF-8 of
 //! compressed bytes nor truncates a fragmented text that ends mid-character.
 //! For each message it records `MessageMeta` (text? compressed?) in a FIFO
-//! that the session pops as it receives messages; `ws::receive` inflates and
+//! ([`Metas`]) that the session pops as it receives messages; `ws::receive` inflates and
 //! validates UTF-8 as the fragments arrive. Read-ahead is harmless: a message's meta is recorded when
 //! its first header passes, always before fastwebsockets can return it.
 //!
@@ -97,12 +97,92 @@ pub(crate) struct MessageMeta {
     pub(crate) compressed: bool,
 }
 
+impl MessageMeta {
+    const fn bits(self) -> u64 {
+        self.text as u64 | (self.compressed as u64) << 1
+    }
+
+    const fn from_bits(bits: u64) -> Self {
+        Self {
+            text: bits & 1 != 0,
+            compressed: bits & 2 != 0,
+        }
+    }
+}
+
+/// Metas of messages a word holds, two bits each above the count.
+const PACKED: u64 = 29;
+/// The low bits of the word that count its metas.
+const COUNT_BITS: u32 = 5;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// The word's top bit: more metas wait in the overflow queue, behind the
+/// packed ones.
+const SPILLED: u64 = 1 << 63;
+
+/// The metas of messages whose first header passed the guard and that the
+/// session has not taken yet, oldest first.
+///
+/// The guard pushes and the session pops from one task, one after the
+/// other, never at once: the word is read and written with plain loads and
+/// stores (an atomic only so that the task may move between threads), and
+/// a message costs no lock. A read that brings in more than [`PACKED`]
+/// messages ahead of the session (a pipelining client) spills the rest into
+/// a locked queue until the session has caught up.
+struct Metas {
+    word: AtomicU64,
+    overflow: Mutex<VecDeque<MessageMeta>>,
+}
+
+impl Metas {
+    fn new() -> Self {
+        Self {
+            word: AtomicU64::new(0),
+            overflow: Mutex::default(),
+        }
+    }
+
+    fn push(&self, meta: MessageMeta) {
+        let word = self.word.load(Ordering::Relaxed);
+        let count = word & COUNT_MASK;
+        if word & SPILLED != 0 || count == PACKED {
+            crate::sync::lock(&self.overflow).push_back(meta);
+            self.word.store(word | SPILLED, Ordering::Relaxed);
+            return;
+        }
+        let at = u64::from(COUNT_BITS) + 2 * count;
+        self.word
+            .store((word | meta.bits() << at) + 1, Ordering::Relaxed);
+    }
+
+    fn pop(&self) -> Option<MessageMeta> {
+        let word = self.word.load(Ordering::Relaxed);
+        let count = word & COUNT_MASK;
+        if count > 0 {
+            let meta = MessageMeta::from_bits(word >> COUNT_BITS);
+            let rest = (word & !SPILLED) >> (COUNT_BITS + 2) << COUNT_BITS;
+            self.word
+                .store(rest | (word & SPILLED) | (count - 1), Ordering::Relaxed);
+            return Some(meta);
+        }
+        if word & SPILLED == 0 {
+            return None;
+        }
+        let mut overflow = crate::sync::lock(&self.overflow);
+        let meta = overflow.pop_front();
+        if overflow.is_empty() {
+            // Everything packed was taken before: the word is empty.
+            self.word.store(0, Ordering::Relaxed);
+        }
+        meta
+    }
+}
+
 /// State shared between the guard (inside fastwebsockets' reader) and the
 /// session that reads messages out of it.
 pub(crate) struct Inbound {
     start: Instant,
     last_nanos: AtomicU64,
-    messages: Mutex<VecDeque<MessageMeta>>,
+    messages: Metas,
 }
 
 impl Inbound {
@@ -110,7 +190,7 @@ impl Inbound {
         Self {
             start: Instant::now(),
             last_nanos: AtomicU64::new(0),
-            messages: Mutex::default(),
+            messages: Metas::new(),
         }
     }
 
@@ -126,7 +206,7 @@ impl Inbound {
 
     /// The meta of the oldest message not yet taken.
     pub(crate) fn next_message(&self) -> Option<MessageMeta> {
-        crate::sync::lock(&self.messages).pop_front()
+        self.messages.pop()
     }
 }
 
@@ -177,16 +257,34 @@ impl FrameTracker {
         }
     }
 
-    /// Follows `data`, rewriting first header bytes and pushing one meta per
-    /// message to `metas`. On a violation returns the offset in `data` where
+    /// Follows `data`, rewriting first header bytes and handing one meta per
+    /// message to `record`. On a violation returns the offset in `data` where
     /// the offending frame's header starts (0 if it began earlier).
     pub(crate) fn feed(
         &mut self,
         data: &mut [u8],
-        metas: &mut VecDeque<MessageMeta>,
+        record: &mut impl FnMut(MessageMeta),
     ) -> Result<(), (usize, Violation)> {
         let mut at = 0;
         while at < data.len() {
+            // The common case: a whole header in this read, taken at once
+            // rather than byte by byte.
+            if matches!(self.position, Position::Header { have: 0, .. })
+                && let Some(needed) = header_len(&data[at..])
+                && needed <= data.len() - at
+            {
+                let mut header = [0; MAX_CLIENT_HEADER_LEN];
+                header[..needed].copy_from_slice(&data[at..at + needed]);
+                data[at] = rewrite_first_byte(data[at], self.in_message, self.deflate);
+                let payload = self
+                    .check(&header[..needed], record)
+                    .map_err(|violation| (at, violation))?;
+                at += needed;
+                if payload > 0 {
+                    self.position = Position::Payload { remaining: payload };
+                }
+                continue;
+            }
             match &mut self.position {
                 Position::Payload { remaining } => {
                     let take = (*remaining).min((data.len() - at) as u64);
@@ -214,7 +312,7 @@ impl FrameTracker {
                     }
                     let header = *bytes;
                     let payload = self
-                        .check(&header[..needed], metas)
+                        .check(&header[..needed], record)
                         .map_err(|violation| (started_at, violation))?;
                     self.position = if payload == 0 {
                         NEW_HEADER
@@ -232,7 +330,7 @@ impl FrameTracker {
     fn check(
         &mut self,
         header: &[u8],
-        metas: &mut VecDeque<MessageMeta>,
+        record: &mut impl FnMut(MessageMeta),
     ) -> Result<u64, Violation> {
         let first = header[0];
         let fin = first & FIN != 0;
@@ -277,7 +375,7 @@ impl FrameTracker {
                 // RSV1 without deflate is left for fastwebsockets to refuse.
                 self.compressed = rsv1 && self.deflate;
                 self.message_len = len;
-                metas.push_back(MessageMeta {
+                record(MessageMeta {
                     text: opcode == OPCODE_TEXT,
                     compressed: self.compressed,
                 });
@@ -387,8 +485,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
             return Poll::Ready(Ok(()));
         }
         this.inbound.touch();
-        let mut metas = crate::sync::lock(&this.inbound.messages);
-        if let Err((offset, violation)) = this.tracker.feed(new, &mut metas) {
+        let metas = &this.inbound.messages;
+        if let Err((offset, violation)) = this.tracker.feed(new, &mut |meta| metas.push(meta)) {
             if offset == 0 {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, violation)));
             }
@@ -457,7 +555,8 @@ pub(crate) mod tests {
         let mut at = 0;
         for chunk in out.chunks_mut(piece) {
             let len = chunk.len();
-            if let Err((offset, violation)) = tracker.feed(chunk, &mut metas) {
+            if let Err((offset, violation)) = tracker.feed(chunk, &mut |meta| metas.push_back(meta))
+            {
                 return (out, metas.into(), Some((at + offset, violation)));
             }
             at += len;
@@ -618,12 +717,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn metas_come_out_in_order_however_many_wait() {
+        let kinds = [TEXT, BINARY, COMPRESSED_TEXT, BINARY, TEXT];
+        let metas = Metas::new();
+        let mut model = VecDeque::new();
+        let mut next = 0;
+        // Bursts past the packed word's capacity, drained in steps that
+        // leave some behind, so that pushes land in the word, in the
+        // overflow and in the word again.
+        for (burst, drain) in [(3, 2), (40, 10), (5, 38), (70, 70), (2, 0), (1, 3)] {
+            for _ in 0..burst {
+                let meta = kinds[next % kinds.len()];
+                next += 1;
+                metas.push(meta);
+                model.push_back(meta);
+            }
+            for _ in 0..drain {
+                assert_eq!(metas.pop(), model.pop_front());
+            }
+        }
+        assert_eq!(metas.pop(), None);
+        assert_eq!(metas.word.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn the_offset_is_the_violating_frames_first_byte_in_this_read() {
         let ok = whole(0x82, b"fine");
         let bad = whole(0x80, b"x");
         let mut data = [&ok[..], &bad[..]].concat();
-        let mut metas = VecDeque::new();
-        let result = FrameTracker::new(100, false).feed(&mut data, &mut metas);
+        let mut record = |_| {};
+        let result = FrameTracker::new(100, false).feed(&mut data, &mut record);
         assert_eq!(
             result,
             Err((
@@ -633,9 +756,9 @@ pub(crate) mod tests {
         );
         // A header split across reads reports 0: it began in an earlier one.
         let mut tracker = FrameTracker::new(100, false);
-        assert_eq!(tracker.feed(&mut bad.clone()[..1], &mut metas), Ok(()));
+        assert_eq!(tracker.feed(&mut bad.clone()[..1], &mut record), Ok(()));
         assert_eq!(
-            tracker.feed(&mut bad.clone()[1..], &mut metas),
+            tracker.feed(&mut bad.clone()[1..], &mut record),
             Err((
                 0,
                 protocol("continuation frame outside a fragmented message")

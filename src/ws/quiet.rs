@@ -2,11 +2,17 @@
 //!
 //! A session's task wakes for every message, and `select!` polls every
 //! branch on every wake-up: the heartbeat's timer, the credentials'
-//! deadline, the close handshake's clock and the hard stop, which all fire
-//! once in a connection's life, cost a lock or a timer registration each
-//! time. Wrapped in [`Quiet`], they are polled with a waker of their own,
-//! and only after it was woken: per message, a wrapper costs a
-//! registration of the task's waker and a load.
+//! deadline, the close handshake's clock and the hard stop, which fire
+//! rarely or once in a connection's life, cost a lock or a timer
+//! registration each time, and the writer, which has work only where a
+//! sender's write could not finish, a lock. Wrapped in [`Quiet`], they are
+//! polled with a waker of their own, and only after it was woken.
+//!
+//! A wrapper registers the task's waker only when nothing is registered
+//! that would wake it: while nothing woke and the waker registered last is
+//! the one polling now (a task polls its wrappers with one waker), a
+//! wake-up for a message costs each wrapper three loads instead of two
+//! compare-and-swaps.
 //!
 //! The [`Signal`] lives inside an allocation the connection has anyway
 //! (its outbox, which also wakes it when a close frame is queued): a
@@ -16,7 +22,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
 };
@@ -32,8 +38,12 @@ pub(crate) struct Signal {
     /// Wake-ups so far (wrapping, skipping [`UNPOLLED`]): a wrapper polls
     /// its future when this has moved since it last did.
     woken: AtomicU32,
-    /// The task's waker, registered at every poll of a wrapper.
+    /// The task's waker, registered by a wrapper's poll unless it is there
+    /// already.
     task: AtomicWaker,
+    /// Who registered last: the data and vtable pointers of that waker.
+    /// Written and read by the polling task only.
+    registered: [AtomicUsize; 2],
 }
 
 impl Signal {
@@ -41,7 +51,31 @@ impl Signal {
         Self {
             woken: AtomicU32::new(0),
             task: AtomicWaker::new(),
+            registered: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
+    }
+
+    /// Leaves `waker` to be woken, unless it already is: returns the wake-up
+    /// count as of the registration.
+    ///
+    /// Skipping is sound: the count unchanged since `seen` means no
+    /// [`wake`](Self::wake) has taken the waker registered since then, and
+    /// one that starts after the load takes it and wakes the task.
+    fn register(&self, waker: &Waker, seen: u32) -> u32 {
+        let identity = identity(waker);
+        let woken = self.woken.load(Ordering::Acquire);
+        if woken == seen
+            && self.registered[0].load(Ordering::Relaxed) == identity[0]
+            && self.registered[1].load(Ordering::Relaxed) == identity[1]
+        {
+            return woken;
+        }
+        // Registered before the count is read again: a wake-up after the
+        // read wakes the task, whose next poll sees the count moved.
+        self.task.register(waker);
+        self.registered[0].store(identity[0], Ordering::Relaxed);
+        self.registered[1].store(identity[1], Ordering::Relaxed);
+        self.woken.load(Ordering::Acquire)
     }
 
     /// Lets every wrapper poll its future once more, and wakes the task.
@@ -52,6 +86,14 @@ impl Signal {
         }
         self.task.wake();
     }
+}
+
+/// What tells one waker from another, as `Waker::will_wake` does.
+fn identity(waker: &Waker) -> [usize; 2] {
+    [
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    ]
 }
 
 /// What holds a [`Signal`] and wakes it when woken itself.
@@ -83,11 +125,7 @@ impl<S: Signalled, F: Future + Unpin> Future for Quiet<'_, S, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let signal = this.owner.signal();
-        // Registered before the count is read: a wake-up after the read
-        // wakes the task, whose next poll sees the count moved.
-        signal.task.register(cx.waker());
-        let woken = signal.woken.load(Ordering::Acquire);
+        let woken = this.owner.signal().register(cx.waker(), this.seen);
         if this.seen == woken {
             return Poll::Pending;
         }

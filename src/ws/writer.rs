@@ -18,6 +18,7 @@ use std::{
 };
 
 use bytes::{Buf, Bytes};
+use smallvec::SmallVec;
 use tokio::io::AsyncWrite;
 
 use super::{
@@ -147,14 +148,13 @@ impl Wire {
             pending <= GATHERED_BYTES
         });
         if fits {
-            let mut gathered = [0u8; GATHERED_BYTES];
-            let mut len = 0;
+            // On the stack, and not zeroed first: the memset of a zeroed
+            // array cost a lone echo more than its copy.
+            let mut gathered = SmallVec::<[u8; GATHERED_BYTES]>::new();
             for chunk in &self.chunks {
-                let bytes = chunk.remaining();
-                gathered[len..len + bytes.len()].copy_from_slice(bytes);
-                len += bytes.len();
+                gathered.extend_from_slice(chunk.remaining());
             }
-            return io.poll_write(cx, &gathered[..len]);
+            return io.poll_write(cx, &gathered);
         }
         let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
         let count = self.chunks.len().min(MAX_IO_SLICES);
