@@ -13,6 +13,7 @@ use std::{
 use crate::{cluster::LinkStats, config::ChannelKind};
 
 mod metered;
+mod striped;
 mod traffic;
 
 pub use self::traffic::Traffic;

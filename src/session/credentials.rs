@@ -81,10 +81,12 @@ impl Credentials {
         }
     }
 
-    /// The control message in `text`, if control messages are consumed here.
-    pub(super) fn control(&self, text: &str) -> Option<Control> {
+    /// The control message in a text message's `payload`, if control
+    /// messages are consumed here (asked first: where they are not, a text
+    /// message is not read again).
+    pub(super) fn control(&self, payload: &[u8]) -> Option<Control> {
         self.authenticator.as_ref()?;
-        messages::parse(text)
+        messages::parse(std::str::from_utf8(payload).ok()?)
     }
 
     /// Carries out a control message.

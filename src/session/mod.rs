@@ -420,9 +420,7 @@ impl Handling<'_> {
     /// credentials, anything else to the channel (once joined).
     async fn message(&mut self, kind: MessageKind, payload: Bytes) -> Result<(), Closed> {
         let control = match kind {
-            MessageKind::Text => std::str::from_utf8(&payload)
-                .ok()
-                .and_then(|text| self.credentials.control(text)),
+            MessageKind::Text => self.credentials.control(&payload),
             MessageKind::Binary => None,
         };
         if let Some(control) = control {

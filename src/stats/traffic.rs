@@ -10,6 +10,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use super::striped::Striped;
 use crate::{config::ChannelKind, protocol::close};
 
 /// How one WebSocket handshake ended: the `result` and `reason` labels of
@@ -162,19 +163,27 @@ fn kind_index(kind: ChannelKind) -> usize {
     }
 }
 
-/// The counters. Relaxed atomics, like the rest of `Counters`.
+/// Where each counter of [`TrafficCounters::hot`] is.
+const WIRE_RECEIVED: usize = 0;
+const WIRE_SENT: usize = 1;
+const PAYLOAD_RECEIVED: usize = 2;
+const PAYLOAD_SENT: usize = 3;
+/// Messages received, by channel kind ([`kind_index`]).
+const RECEIVED: usize = 4;
+/// Messages sent, by channel kind.
+const SENT: usize = RECEIVED + KINDS.len();
+const HOT: usize = SENT + KINDS.len();
+
+/// The counters. Relaxed atomics, like the rest of `Counters`; those
+/// bumped for every read, write or message striped by thread.
 #[derive(Debug, Default)]
 pub(crate) struct TrafficCounters {
     accepted: AtomicU64,
     handshakes: [AtomicU64; Handshake::ALL.len()],
     /// By initiator, then by close code label.
     disconnects: [[AtomicU64; CLOSE_CODE_LABELS.len()]; Initiator::ALL.len()],
-    received: [AtomicU64; KINDS.len()],
-    sent: [AtomicU64; KINDS.len()],
-    payload_received: AtomicU64,
-    payload_sent: AtomicU64,
-    wire_received: AtomicU64,
-    wire_sent: AtomicU64,
+    /// Messages and bytes, received and sent.
+    hot: Striped<HOT>,
 }
 
 impl TrafficCounters {
@@ -198,9 +207,8 @@ impl TrafficCounters {
 
     /// A data message received from a client, `payload` bytes after inflating.
     pub(crate) fn record_received(&self, kind: ChannelKind, payload: usize) {
-        self.received[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
-        self.payload_received
-            .fetch_add(payload as u64, Ordering::Relaxed);
+        self.hot.add(RECEIVED + kind_index(kind), 1);
+        self.hot.add(PAYLOAD_RECEIVED, payload as u64);
     }
 
     /// A message of `payload` bytes queued for `recipients` connections.
@@ -208,28 +216,26 @@ impl TrafficCounters {
         if recipients == 0 {
             return;
         }
-        self.sent[kind_index(kind)].fetch_add(recipients as u64, Ordering::Relaxed);
-        self.payload_sent
-            .fetch_add((recipients * payload) as u64, Ordering::Relaxed);
+        self.hot.add(SENT + kind_index(kind), recipients as u64);
+        self.hot.add(PAYLOAD_SENT, (recipients * payload) as u64);
     }
 
     /// Bytes read from a client socket (TLS records and HTTP included).
     pub(crate) fn record_wire_received(&self, bytes: usize) {
-        self.wire_received
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.hot.add(WIRE_RECEIVED, bytes as u64);
     }
 
     /// Bytes written to a client socket.
     pub(crate) fn record_wire_sent(&self, bytes: usize) {
-        self.wire_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.hot.add(WIRE_SENT, bytes as u64);
     }
 
     pub(crate) fn snapshot(&self) -> Traffic {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let by_kind = |counters: &[AtomicU64; KINDS.len()]| {
+        let by_kind = |first: usize| {
             KINDS
                 .iter()
-                .map(|kind| (kind.as_str(), load(&counters[kind_index(*kind)])))
+                .map(|kind| (kind.as_str(), self.hot.get(first + kind_index(*kind))))
                 .collect()
         };
         let mut disconnects = BTreeMap::new();
@@ -248,12 +254,12 @@ impl TrafficCounters {
                 .map(|outcome| (outcome.labels(), load(&self.handshakes[*outcome as usize])))
                 .collect(),
             disconnects,
-            messages_received: by_kind(&self.received),
-            messages_sent: by_kind(&self.sent),
-            payload_bytes_received: load(&self.payload_received),
-            payload_bytes_sent: load(&self.payload_sent),
-            wire_bytes_received: load(&self.wire_received),
-            wire_bytes_sent: load(&self.wire_sent),
+            messages_received: by_kind(RECEIVED),
+            messages_sent: by_kind(SENT),
+            payload_bytes_received: self.hot.get(PAYLOAD_RECEIVED),
+            payload_bytes_sent: self.hot.get(PAYLOAD_SENT),
+            wire_bytes_received: self.hot.get(WIRE_RECEIVED),
+            wire_bytes_sent: self.hot.get(WIRE_SENT),
         }
     }
 }
