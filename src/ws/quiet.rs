@@ -192,4 +192,44 @@ mod tests {
             "first poll and the wake-up"
         );
     }
+
+    /// Counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_waker_polling_now_is_the_one_woken() {
+        let owner = Arc::new(Owner(Signal::new()));
+        let mut quiet = quiet(&owner, std::future::pending::<()>());
+        let (first, second) = (
+            Arc::new(Counting(AtomicUsize::new(0))),
+            Arc::new(Counting(AtomicUsize::new(0))),
+        );
+        let mut poll_with = |counting: &Arc<Counting>| {
+            let waker = Waker::from(counting.clone());
+            assert!(
+                Pin::new(&mut quiet)
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        };
+        // Polled again by the same waker, nothing woken: nothing to do.
+        poll_with(&first);
+        poll_with(&first);
+        // Polled by another waker before anything woke (the wrapper moved
+        // to another task): that one is registered.
+        poll_with(&second);
+        owner.0.wake();
+        assert_eq!(first.0.load(Ordering::Relaxed), 0);
+        assert_eq!(second.0.load(Ordering::Relaxed), 1);
+        // After a wake-up the waker is registered again, the same one too.
+        poll_with(&second);
+        owner.0.wake();
+        assert_eq!(second.0.load(Ordering::Relaxed), 2);
+    }
 }
