@@ -4,7 +4,7 @@
 //! counts and members never disagree.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
@@ -58,7 +58,9 @@ pub(crate) struct UserPage {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<ConnectionId, Member>,
+    /// In id order, which is the order they joined in: a fan-out writes to
+    /// them in that order.
+    entries: BTreeMap<ConnectionId, Member>,
     /// Connections per user; ordered, so that pages are stable.
     users: BTreeMap<UserId, usize>,
 }
