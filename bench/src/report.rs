@@ -191,9 +191,9 @@ fn targets(comparisons: &[Comparison], records: &[Record]) -> Vec<Target> {
         1.7,
     );
     at_least(
-        "echo pipelined (16) >= 5x raw fastwebsockets (pipelined)",
+        "echo pipelined (16) >= 3.5x raw fastwebsockets (pipelined)",
         ratio(piped, "raw-fastwebsockets"),
-        5.0,
+        3.5,
     );
     let record_of = |server: &str, id: &str| {
         records
