@@ -219,6 +219,50 @@ async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap()
 }
 
+/// What an idle connection whose client answers the heartbeat may cost: a
+/// silent one's share and no more than allocator slack. A session that kept
+/// its reader (fastwebsockets' 8 KiB buffer, the reading loop's state) after
+/// the pong would cost about 5 KiB more.
+const MAX_ANSWERING_COST: u64 = 5 << 10;
+
+/// Connections on a broadcast channel whose client answers the first ping
+/// with a pong and then sends nothing: once the pong is read, the session
+/// gives its reader back. Returns the RSS growth per connection.
+async fn idle_after_a_pong() -> u64 {
+    let server = start(&idle_channels()).await;
+    let received = |server: &TestServer| server.handle.stats().traffic.wire_bytes_received;
+    let before = received(&server);
+    let baseline = rss();
+    let mut held = Vec::with_capacity(IDLE_CONNECTIONS);
+    let mut upgrades = 0;
+    for _ in 0..IDLE_CONNECTIONS {
+        let mut stream = TcpStream::connect(server.ws).await.unwrap();
+        let request = upgrade_request("/news", "");
+        upgrades += request.len() as u64;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let head = read_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        held.push(stream);
+    }
+    let mut pongs = 0;
+    for stream in &mut held {
+        let (first, payload) = read_server_frame(stream).await.expect("a ping");
+        assert_eq!(first & 0x0F, 0x9, "a ping");
+        let pong = client_frame(0x8A, payload.len() as u64, &payload);
+        pongs += pong.len() as u64;
+        stream.write_all(&pong).await.unwrap();
+    }
+    // Every pong read by the server.
+    eventually(&server.handle, |_| {
+        received(&server) >= before + upgrades + pongs
+    })
+    .await;
+    let cost = rss().saturating_sub(baseline) / IDLE_CONNECTIONS as u64;
+    println!("/news: an idle connection that answered a ping costs {cost} bytes");
+    drop(held);
+    cost
+}
+
 /// Idle deflate connections on echo and broadcast channels, held until both
 /// are measured: memory freed meanwhile would be reused and hide what a
 /// connection costs. (What the floods before freed, about 1 MiB, hides at
@@ -246,5 +290,10 @@ async fn memory_per_connection_is_bounded() {
     empty_frames_on_an_echo_channel(&server).await;
     eventually(&server.handle, |stats| stats.connections == 0).await;
     tiny_messages_to_a_stalled_room_member(&server).await;
+    let answering = idle_after_a_pong().await;
+    assert!(
+        answering < MAX_ANSWERING_COST,
+        "an idle connection that answered a ping costs {answering} bytes"
+    );
     idle_deflate_connections().await;
 }

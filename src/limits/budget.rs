@@ -100,6 +100,16 @@ impl MessageLimiter {
         }
     }
 
+    /// Whether both budgets are full at `now`: a limiter made afresh
+    /// would answer every message as this one does.
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let now = self.since_origin(now);
+        let full = |budget: &Budget| budget.tat.load(Ordering::Relaxed) <= now;
+        self.latest.load(Ordering::Relaxed) <= now
+            && full(&self.messages)
+            && self.bytes.as_ref().is_none_or(full)
+    }
+
     fn since_origin(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }

@@ -312,43 +312,72 @@ fn read_messages<'s, R: AsyncRead + Unpin>(
     handling: Handling<'s>,
     limits: &'s Limits,
 ) -> impl Future<Output = ()> + 's {
-    let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
-    let guard = FrameGuard::new(read, tracker, inbound);
-    first_byte(guard, inbound, deflate, handling, limits)
+    first_byte(read, inbound, deflate, handling, limits)
 }
 
-/// Waits for the client's first byte, then reads frames: see
-/// [`read_messages`].
+/// How a reader that had frames to read stopped.
+enum Stopped {
+    /// The connection is over (closed, broken, or closing).
+    Ended,
+    /// The client went quiet with nothing left to read: the reader is
+    /// given back until it sends again.
+    Quiet,
+}
+
+/// Waits for the client's first byte, then reads frames until the
+/// connection ends or goes quiet, and waits again: see [`read_messages`].
 async fn first_byte<R: AsyncRead + Unpin>(
-    mut guard: FrameGuard<'_, R>,
-    inbound: &Inbound,
-    deflate: Option<Agreement>,
-    handling: Handling<'_>,
-    limits: &Limits,
-) {
-    let (counters, outbox) = (handling.counters, handling.outbox);
-    // fastwebsockets gives each reader an 8 KiB buffer up front, and the
-    // reading loop's state is several KiB more. Most connections of a
-    // fan-out server are silent: they pay for both only once their client
-    // sends something, the loop boxed then, so that an idle connection's
-    // task holds no more than this wait.
-    match guard.wait_for_data().await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
-    }
-    Box::pin(read_frames(guard, inbound, deflate, handling, limits)).await;
-}
-
-/// Reads frames once the client has sent its first byte: see
-/// [`read_messages`].
-async fn read_frames<R: AsyncRead + Unpin>(
-    guard: FrameGuard<'_, R>,
+    read: &mut R,
     inbound: &Inbound,
     deflate: Option<Agreement>,
     mut handling: Handling<'_>,
     limits: &Limits,
 ) {
+    let (counters, outbox) = (handling.counters, handling.outbox);
+    // When the last frame arrived (the session's start before any).
+    let mut previous = inbound.last_activity();
+    loop {
+        let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
+        let mut guard = FrameGuard::new(&mut *read, tracker, inbound);
+        // fastwebsockets gives each reader an 8 KiB buffer up front, and
+        // the reading loop's state is several KiB more. Most connections
+        // of a fan-out server are silent, or answer a ping now and then:
+        // they pay for both only while their client sends something, the
+        // loop boxed then, so that an idle connection's task holds no more
+        // than this wait.
+        match guard.wait_for_data().await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
+        }
+        let reading = read_frames(
+            guard,
+            inbound,
+            deflate,
+            &mut handling,
+            &mut previous,
+            limits,
+        );
+        if let Stopped::Ended = Box::pin(reading).await {
+            return;
+        }
+    }
+}
+
+/// Reads frames once the client has sent its first byte: see
+/// [`read_messages`]. Gives the reader back ([`Stopped::Quiet`]) after a
+/// frame that came at least half a ping interval after the one before,
+/// when nothing more has arrived and nothing is held for the frames to
+/// come (no message half received, no inflater, the rate budgets full): a
+/// client that only answers pings holds it for a moment each time.
+async fn read_frames<R: AsyncRead + Unpin>(
+    guard: FrameGuard<'_, R>,
+    inbound: &Inbound,
+    deflate: Option<Agreement>,
+    handling: &mut Handling<'_>,
+    previous: &mut Instant,
+    limits: &Limits,
+) -> Stopped {
     let (counters, outbox) = (handling.counters, handling.outbox);
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
     let mut reader = frame_reader(guard, limits.max_payload);
@@ -356,6 +385,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
         limits.max_payload,
         deflate.map(|agreement| agreement.client_no_context_takeover),
     );
+    // A client that only answers pings sends a frame per ping interval;
+    // one that talks, several.
+    let quiet_gap = limits.ping_interval / 2;
+    let mut frames_read = 0;
     // fastwebsockets answers closes through this callback; the answer goes
     // through the outbox so that the writer keeps one order.
     let mut reply = |frame: Frame<'_>| {
@@ -369,36 +402,53 @@ async fn read_frames<R: AsyncRead + Unpin>(
     loop {
         let frame = match reader.read_frame(&mut reply).await {
             Ok(frame) => frame,
-            Err(error) => return fail(&error, counters, outbox),
+            Err(error) => {
+                fail(&error, counters, outbox);
+                return Stopped::Ended;
+            }
         };
-        let (kind, payload) = match assembler.frame(frame, inbound) {
-            Ok(Received::Message(message)) => message,
-            Ok(Received::Nothing) => continue,
-            Ok(Received::Close) => return,
+        frames_read += 1;
+        let arrived = inbound.last_activity();
+        let quiet = arrived.duration_since(*previous) >= quiet_gap;
+        *previous = arrived;
+        match assembler.frame(frame, inbound) {
+            Ok(Received::Message((kind, payload))) => {
+                // After our close frame only the peer's close matters.
+                if !outbox.is_closing() {
+                    if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
+                        closing(failure);
+                        return Stopped::Ended;
+                    }
+                    if handling.message(kind, payload).await.is_err() {
+                        return Stopped::Ended;
+                    }
+                }
+            }
+            Ok(Received::Nothing) => {}
+            Ok(Received::Close) => return Stopped::Ended,
             Ok(Received::Ping(payload)) => {
                 // A ping costs a pong, as a message costs its echo: both
                 // spend the same budget.
-                if outbox.is_closing() {
-                    continue;
+                if !outbox.is_closing() {
+                    if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
+                        closing(failure);
+                        return Stopped::Ended;
+                    }
+                    let pong = frame::encode(OpCode::Pong, &payload);
+                    let _ = outbox.send(Outgoing::Wire(pong));
                 }
-                if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
-                    return closing(failure);
-                }
-                let pong = frame::encode(OpCode::Pong, &payload);
-                let _ = outbox.send(Outgoing::Wire(pong));
-                continue;
             }
-            Err(failure) => return closing(failure),
-        };
-        if outbox.is_closing() {
-            // After our close frame only the peer's close matters.
-            continue;
+            Err(failure) => {
+                closing(failure);
+                return Stopped::Ended;
+            }
         }
-        if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
-            return closing(failure);
-        }
-        if handling.message(kind, payload).await.is_err() {
-            return;
+        if quiet
+            && inbound.drained(frames_read)
+            && assembler.is_idle()
+            && limiter.is_full(Instant::now())
+        {
+            return Stopped::Quiet;
         }
     }
 }

@@ -183,7 +183,13 @@ pub(crate) struct Inbound {
     start: Instant,
     last_nanos: AtomicU64,
     messages: Metas,
+    /// How many frames had passed whole when the last read ended between
+    /// two frames; [`MID_FRAME`] when it ended inside one.
+    settled: AtomicU64,
 }
+
+/// [`Inbound::settled`] after a read that ended inside a frame.
+const MID_FRAME: u64 = u64::MAX;
 
 impl Inbound {
     pub(crate) fn new() -> Self {
@@ -191,7 +197,15 @@ impl Inbound {
             start: Instant::now(),
             last_nanos: AtomicU64::new(0),
             messages: Metas::new(),
+            settled: AtomicU64::new(0),
         }
+    }
+
+    /// Whether everything the client sent has been read out as frames:
+    /// the last read ended between two frames, after `frames_read` of them,
+    /// so that nothing waits in the reader's buffer.
+    pub(crate) fn drained(&self, frames_read: u64) -> bool {
+        self.settled.load(Ordering::Relaxed) == frames_read
     }
 
     fn touch(&self) {
@@ -241,6 +255,8 @@ pub(crate) struct FrameTracker {
     compressed: bool,
     max_payload: u64,
     deflate: bool,
+    /// Frames that have passed whole.
+    frames: u64,
 }
 
 impl FrameTracker {
@@ -254,7 +270,13 @@ impl FrameTracker {
             compressed: false,
             max_payload: max_payload as u64,
             deflate,
+            frames: 0,
         }
+    }
+
+    /// Frames passed whole, if the bytes so far end between two frames.
+    fn settled(&self) -> Option<u64> {
+        matches!(self.position, Position::Header { have: 0, .. }).then_some(self.frames)
     }
 
     /// Follows `data`, rewriting first header bytes and handing one meta per
@@ -282,6 +304,8 @@ impl FrameTracker {
                 at += needed;
                 if payload > 0 {
                     self.position = Position::Payload { remaining: payload };
+                } else {
+                    self.frames += 1;
                 }
                 continue;
             }
@@ -292,6 +316,7 @@ impl FrameTracker {
                     at += take as usize;
                     if *remaining == 0 {
                         self.position = NEW_HEADER;
+                        self.frames += 1;
                     }
                 }
                 Position::Header { bytes, have } => {
@@ -315,6 +340,7 @@ impl FrameTracker {
                         .check(&header[..needed], record)
                         .map_err(|violation| (started_at, violation))?;
                     self.position = if payload == 0 {
+                        self.frames += 1;
                         NEW_HEADER
                     } else {
                         Position::Payload { remaining: payload }
@@ -492,7 +518,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for FrameGuard<'_, R> {
             }
             buf.set_filled(before + offset);
             this.pending = Some(violation);
+            return Poll::Ready(Ok(()));
         }
+        let settled = this.tracker.settled().unwrap_or(MID_FRAME);
+        this.inbound.settled.store(settled, Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
 }

@@ -250,6 +250,12 @@ impl Assembler {
         Ok(())
     }
 
+    /// Whether it holds nothing a later message depends on: no message
+    /// half received, no inflater (whose window the client may refer to).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.partial.is_none() && self.inflater.is_none()
+    }
+
     /// The inflater, built on first use.
     fn inflater(&mut self) -> Result<&mut Inflater, Failure> {
         // The guard marks messages compressed only when deflate was agreed.
