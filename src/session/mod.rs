@@ -300,21 +300,6 @@ async fn linger<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let _ = tokio::time::timeout(timeout, drain).await;
 }
 
-/// Reads messages until the peer closes, the stream ends or breaks the
-/// protocol or a limit. Each failure queues the matching close frame.
-///
-/// Not an `async fn`: its arguments would stay in the session's task
-/// beside the guard made of them.
-fn read_messages<'s, R: AsyncRead + Unpin>(
-    read: &'s mut R,
-    inbound: &'s Inbound,
-    deflate: Option<Agreement>,
-    handling: Handling<'s>,
-    limits: &'s Limits,
-) -> impl Future<Output = ()> + 's {
-    first_byte(read, inbound, deflate, handling, limits)
-}
-
 /// How a reader that had frames to read stopped.
 enum Stopped {
     /// The connection is over (closed, broken, or closing).
@@ -324,9 +309,11 @@ enum Stopped {
     Quiet,
 }
 
+/// Reads messages until the peer closes, the stream ends or breaks the
+/// protocol or a limit; each failure queues the matching close frame.
 /// Waits for the client's first byte, then reads frames until the
-/// connection ends or goes quiet, and waits again: see [`read_messages`].
-async fn first_byte<R: AsyncRead + Unpin>(
+/// connection ends or goes quiet, and waits again.
+async fn read_messages<R: AsyncRead + Unpin>(
     read: &mut R,
     inbound: &Inbound,
     deflate: Option<Agreement>,
@@ -398,6 +385,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     let closing = |failure: Failure| {
         counters.record(failure.counted);
         outbox.close(failure.code, failure.reason);
+        Stopped::Ended
     };
     loop {
         let frame = match reader.read_frame(&mut reply).await {
@@ -416,8 +404,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 // After our close frame only the peer's close matters.
                 if !outbox.is_closing() {
                     if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
-                        closing(failure);
-                        return Stopped::Ended;
+                        return closing(failure);
                     }
                     if handling.message(kind, payload).await.is_err() {
                         return Stopped::Ended;
@@ -431,17 +418,13 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 // spend the same budget.
                 if !outbox.is_closing() {
                     if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
-                        closing(failure);
-                        return Stopped::Ended;
+                        return closing(failure);
                     }
                     let pong = frame::encode(OpCode::Pong, &payload);
                     let _ = outbox.send(Outgoing::Wire(pong));
                 }
             }
-            Err(failure) => {
-                closing(failure);
-                return Stopped::Ended;
-            }
+            Err(failure) => return closing(failure),
         }
         if quiet
             && inbound.drained(frames_read)
