@@ -1,9 +1,9 @@
 //! The fuzz harness: property tests over everything that parses what a
 //! client (or a config file) hands the server, on the stable toolchain.
 //!
-//! - the frame tracker on random and mutated byte streams in random
-//!   chunkings, and the whole reading path (guard, fastwebsockets, message
-//!   assembly) on random frame sequences, valid ones included;
+//! - the whole reading path (frame reader, message assembly) on random and
+//!   mutated byte streams in random chunkings, and on random frame
+//!   sequences, valid ones included;
 //! - permessage-deflate negotiation on random `Sec-WebSocket-Extensions`
 //!   values, and the inflater on random bytes with random limits;
 //! - the handshake checks (upgrade headers, subprotocols, origins, paths and
@@ -30,22 +30,12 @@
 //! `proptest-regressions/`: commit that file so the case is replayed first
 //! from then on.
 
-use std::{
-    convert::Infallible,
-    future::ready,
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
-use fastwebsockets::Frame;
 use hyper::{
     HeaderMap, Method, Version,
     header::{HeaderName, HeaderValue},
 };
 use proptest::{collection::vec, prelude::*, sample::select, test_runner::Config as Cases};
-use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::{
     config::{Compression, CompressionMode},
@@ -68,11 +58,11 @@ use crate::{
             codec::{Deflater, Inflater},
             negotiate::negotiate,
         },
-        guard::{
-            FrameGuard, FrameTracker, Inbound, MessageMeta, Violation,
-            tests::{frame, whole},
+        reader::{
+            Activity, Checker, FrameReader,
+            tests::{Pieces, frame, whole},
         },
-        receive::{Assembler, Failure, Received, close_for, frame_reader},
+        receive::{Assembler, Failure, Received, close_for},
     },
 };
 
@@ -275,103 +265,6 @@ fn read_sizes() -> impl Strategy<Value = Vec<usize>> {
     vec(prop_oneof![1..4usize, 1..64usize, 1..5000usize], 1..8)
 }
 
-/// An `AsyncRead` over bytes that returns at most the next read size at a
-/// time: the kernel's way of splitting a stream.
-struct Pieces {
-    data: Vec<u8>,
-    at: usize,
-    sizes: Vec<usize>,
-    turn: usize,
-}
-
-impl AsyncRead for Pieces {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let size = this.sizes[this.turn % this.sizes.len()];
-        this.turn += 1;
-        let end = (this.at + size.min(buf.remaining())).min(this.data.len());
-        buf.put_slice(&this.data[this.at..end]);
-        this.at = end;
-        Poll::Ready(Ok(()))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The frame tracker
-// ---------------------------------------------------------------------------
-
-/// Feeds `stream` to a tracker in pieces of `sizes`: the bytes as
-/// rewritten, the metas, and the violation with the stream position of the
-/// read that reported it plus the offset it gave.
-fn track(
-    stream: &[u8],
-    sizes: &[usize],
-    max_payload: usize,
-    deflate: bool,
-) -> (Vec<u8>, Vec<MessageMeta>, Option<(usize, Violation)>) {
-    let mut tracker = FrameTracker::new(max_payload, deflate);
-    let mut out = stream.to_vec();
-    let mut metas = std::collections::VecDeque::new();
-    let (mut at, mut turn) = (0, 0);
-    while at < out.len() {
-        let end = (at + sizes[turn % sizes.len()]).min(out.len());
-        turn += 1;
-        if let Err((offset, violation)) =
-            tracker.feed(&mut out[at..end], &mut |meta| metas.push_back(meta))
-        {
-            assert!(offset < end - at, "the offset lies inside the read");
-            return (out, metas.into(), Some((at + offset, violation)));
-        }
-        at = end;
-    }
-    (out, metas.into(), None)
-}
-
-/// The opcode's bits in a first header byte.
-const OPCODE_BITS: u8 = 0x0F;
-
-/// The close codes the guard may fail a connection with.
-const GUARD_CODES: [u16; 2] = [close::PROTOCOL_ERROR, close::TOO_BIG];
-
-proptest! {
-    #![proptest_config(cases())]
-
-    #[test]
-    fn the_tracker_judges_a_stream_the_same_in_any_chunking(
-        stream in client_bytes(),
-        sizes in read_sizes(),
-        max_payload in prop_oneof![1..200usize, Just(64 * 1024)],
-        deflate in any::<bool>(),
-    ) {
-        let (whole_out, whole_metas, whole_violation) =
-            track(&stream, &[usize::MAX], max_payload, deflate);
-        let (out, metas, violation) = track(&stream, &sizes, max_payload, deflate);
-        prop_assert_eq!(&metas, &whole_metas);
-        prop_assert_eq!(
-            violation.map(|(_, v)| v),
-            whole_violation.map(|(_, v)| v)
-        );
-        if let Some((_, found)) = whole_violation {
-            prop_assert!(GUARD_CODES.contains(&found.code), "{found}");
-        }
-        // Bytes before the fault were handed on identically, and only
-        // RSV1 and the opcode of a first header were ever rewritten.
-        let settled = [whole_violation, violation]
-            .iter()
-            .map(|v| v.map_or(stream.len(), |(at, _)| at))
-            .min()
-            .unwrap_or(stream.len());
-        prop_assert_eq!(&out[..settled], &whole_out[..settled]);
-        for (sent, seen) in stream.iter().zip(&whole_out) {
-            prop_assert_eq!((sent ^ seen) & !(RSV1 | OPCODE_BITS), 0);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The whole reading path
 // ---------------------------------------------------------------------------
@@ -387,8 +280,8 @@ enum End {
     Failed(Failure),
 }
 
-/// Reads `stream` as a session does (guard, fastwebsockets, assembly) and
-/// returns what it received and how it ended.
+/// Reads `stream` as a session does (frame reader, assembly) and returns
+/// what it received and how it ended.
 fn receive(
     runtime: &tokio::runtime::Runtime,
     stream: Vec<u8>,
@@ -397,26 +290,18 @@ fn receive(
     deflate: Option<bool>,
 ) -> (Vec<Received>, End) {
     runtime.block_on(async {
-        let inbound = Inbound::new();
-        let pieces = Pieces {
-            data: stream,
-            at: 0,
-            sizes,
-            turn: 0,
-        };
-        let tracker = FrameTracker::new(max_payload, deflate.is_some());
-        let mut reader = frame_reader(FrameGuard::new(pieces, tracker, &inbound), max_payload);
+        let activity = Activity::new();
+        let checker = Checker::new(max_payload, deflate.is_some());
+        let mut reader = FrameReader::new(Pieces::new(stream, sizes), checker, &activity);
         let mut assembler = Assembler::new(max_payload, deflate);
-        // The automatic close reply: a session queues it, here it is dropped.
-        let mut reply = |_: Frame<'_>| ready(Ok::<(), Infallible>(()));
         let mut received = Vec::new();
         loop {
-            let frame = match reader.read_frame(&mut reply).await {
+            let frame = match reader.frame().await {
                 Ok(frame) => frame,
-                Err(error) => return (received, close_for(&error).map_or(End::Gone, End::Failed)),
+                Err(error) => return (received, close_for(error).map_or(End::Gone, End::Failed)),
             };
-            match assembler.frame(frame, &inbound) {
-                Ok(Received::Close) => return (received, End::Closed),
+            match assembler.frame(frame) {
+                Ok(Received::Close(_)) => return (received, End::Closed),
                 Ok(Received::Nothing) => {}
                 Ok(event) => received.push(event),
                 Err(failure) => return (received, End::Failed(failure)),
@@ -528,6 +413,19 @@ proptest! {
                 "{failure:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_stream_is_judged_the_same_in_any_chunking(
+        stream in client_bytes(),
+        sizes in read_sizes(),
+        max_payload in prop_oneof![1..200usize, Just(64 * 1024)],
+        deflate in prop_oneof![Just(None), any::<bool>().prop_map(Some)],
+    ) {
+        let runtime = runtime();
+        let whole = receive(&runtime, stream.clone(), vec![usize::MAX], max_payload, deflate);
+        let pieces = receive(&runtime, stream, sizes, max_payload, deflate);
+        prop_assert_eq!(pieces, whole);
     }
 
     #[test]

@@ -27,8 +27,8 @@
 //!   auth messages, and the grants of channels and rooms.
 //! - `channel`: echo, broadcast, room and hub membership and fan-out, the
 //!   user index, and the channels' side of the cluster (`channel::Remote`).
-//! - `ws`: the upgraded connection: the session (frame guard under
-//!   fastwebsockets, heartbeat), the encoder (framing and permessage-deflate
+//! - `ws`: the upgraded connection: the session (frame reader, message
+//!   assembly, heartbeat), the encoder (framing and permessage-deflate
 //!   in both modes), the bounded outbox and its writer, the signal that
 //!   wakes a session's rarely firing waits, and the socket's two halves (a
 //!   plain connection's taken back from hyper).

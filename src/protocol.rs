@@ -34,14 +34,34 @@ pub(crate) mod frame {
     pub(crate) const FIN: u8 = 0x80;
     /// RSV1: the message is compressed (permessage-deflate).
     pub(crate) const RSV1: u8 = 0x40;
+    /// RSV2 and RSV3: no extension we agree to defines them.
+    pub(crate) const RSV2_RSV3: u8 = 0x30;
+    /// The opcode's bits in the first header byte.
+    pub(crate) const OPCODE: u8 = 0x0F;
+    /// Set in every control frame's opcode.
+    pub(crate) const CONTROL: u8 = 0x8;
     /// Continuation frame opcode.
     pub(crate) const OPCODE_CONTINUATION: u8 = 0x0;
     /// Text frame opcode.
     pub(crate) const OPCODE_TEXT: u8 = 0x1;
     /// Binary frame opcode.
     pub(crate) const OPCODE_BINARY: u8 = 0x2;
+    /// Close frame opcode.
+    pub(crate) const OPCODE_CLOSE: u8 = 0x8;
     /// Ping frame opcode.
     pub(crate) const OPCODE_PING: u8 = 0x9;
+    /// Pong frame opcode.
+    pub(crate) const OPCODE_PONG: u8 = 0xA;
+    /// In the second header byte: the payload is masked.
+    pub(crate) const MASKED: u8 = 0x80;
+    /// In the second header byte: the payload length's bits.
+    pub(crate) const LENGTH: u8 = 0x7F;
+    /// A length field announcing a 16-bit extended length.
+    pub(crate) const LENGTH_16: u8 = 126;
+    /// A length field announcing a 64-bit extended length.
+    pub(crate) const LENGTH_64: u8 = 127;
+    /// The masking key's size.
+    pub(crate) const MASK_LEN: usize = 4;
     /// Largest header of a server frame: 2 bytes and a 64-bit length, no mask.
     pub(crate) const MAX_SERVER_HEADER_LEN: usize = 10;
     /// Largest header of a client frame: a server header plus the 4-byte mask.

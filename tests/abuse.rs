@@ -432,8 +432,8 @@ async fn all_attacks_at_once_leave_twenty_busy_clients_unaffected() {
     }
 }
 
-// Fragmentation faults fastwebsockets 0.10 lets through on its own (it
-// replaces or appends silently); the frame guard catches them.
+// Fragmentation faults fastwebsockets 0.10's reader lets through (it
+// replaces or appends silently); ours refuses them.
 
 /// The first frame the server sends: its opcode and payload.
 async fn first_server_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {

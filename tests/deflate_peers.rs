@@ -1240,7 +1240,7 @@ async fn an_empty_message_is_echoed_and_the_session_goes_on() {
 }
 
 // ---------------------------------------------------------------------------
-// Property test: random frame sequences through the frame guard
+// Property test: random frame sequences through the frame reader
 // ---------------------------------------------------------------------------
 
 /// xorshift64*: small, deterministic, no crate.

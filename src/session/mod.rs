@@ -1,5 +1,5 @@
-//! One upgraded connection: a reader (fastwebsockets' split read half over
-//! the [`FrameGuard`](crate::ws::guard::FrameGuard)), corked so that what
+//! One upgraded connection: a reader (the
+//! [`FrameReader`](crate::ws::reader::FrameReader)), corked so that what
 //! one read brings in leaves as one write per recipient, a heartbeat, the
 //! credentials' deadline and the writer for what the senders could not
 //! write themselves (`ws::outbox`), driven together in one task. Each
@@ -13,11 +13,11 @@
 //! connection end (so a client that sees it end also sees it gone from
 //! `stats()`), then half-closes and drains until the peer hangs up.
 
-use std::{convert::Infallible, future::ready, pin::Pin, sync::Arc, task::Poll, time::Duration};
+use std::{pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use arc_swap::ArcSwap;
 
-use fastwebsockets::{Frame, OpCode, WebSocketError, upgrade::UpgradeFut};
+use fastwebsockets::{OpCode, upgrade::UpgradeFut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::{Instant, Sleep},
@@ -47,9 +47,9 @@ use crate::{
         deflate::negotiate::Agreement,
         encoder::{Encoding, Outgoing, WriterEncoder},
         frame,
-        guard::{FrameGuard, FrameTracker, Inbound},
         outbox::{Outbox, OutboxReceiver},
-        receive::{Assembler, Failure, Received, close_for, frame_reader},
+        reader::{Activity, Checker, FrameReader, ReadError},
+        receive::{Assembler, Failure, Received, close_for},
         socket,
     },
 };
@@ -148,11 +148,11 @@ impl Session {
                 (write, written.is_ok())
             };
             tokio::pin!(writer, expiring);
-            let inbound = Inbound::new();
+            let activity = Activity::new();
             let exchange = async {
                 let reading = read_messages(
                     &mut read,
-                    &inbound,
+                    &activity,
                     deflate,
                     Handling {
                         place: &mut place,
@@ -163,7 +163,7 @@ impl Session {
                     },
                     limits,
                 );
-                let watching = heartbeat(&inbound, &outbox, limits);
+                let watching = heartbeat(&activity, &outbox, limits);
                 tokio::pin!(reading, watching);
                 // Made once a close frame is queued.
                 let mut stuck: Option<Pin<Box<Sleep>>> = None;
@@ -315,31 +315,28 @@ enum Stopped {
 /// connection ends or goes quiet, and waits again.
 async fn read_messages<R: AsyncRead + Unpin>(
     read: &mut R,
-    inbound: &Inbound,
+    activity: &Activity,
     deflate: Option<Agreement>,
     mut handling: Handling<'_>,
     limits: &Limits,
 ) {
-    let (counters, outbox) = (handling.counters, handling.outbox);
     // When the last frame arrived (the session's start before any).
-    let mut previous = inbound.last_activity();
+    let mut previous = activity.last();
     loop {
-        let tracker = FrameTracker::new(limits.max_payload, deflate.is_some());
-        let mut guard = FrameGuard::new(&mut *read, tracker, inbound);
-        // fastwebsockets gives each reader an 8 KiB buffer up front, and
-        // the reading loop's state is several KiB more. Most connections
-        // of a fan-out server are silent, or answer a ping now and then:
-        // they pay for both only while their client sends something, the
-        // loop boxed then, so that an idle connection's task holds no more
-        // than this wait.
-        match guard.wait_for_data().await {
+        let checker = Checker::new(limits.max_payload, deflate.is_some());
+        let mut reader = FrameReader::new(&mut *read, checker, activity);
+        // The reader's buffer is 8 KiB, and the reading loop's state
+        // several hundred bytes more. Most connections of a fan-out server
+        // are silent, or answer a ping now and then: they pay for both only
+        // while their client sends something, the loop boxed then, so that
+        // an idle connection's task holds no more than this wait.
+        match reader.wait_for_data().await {
             Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => return fail(&WebSocketError::IoError(error), counters, outbox),
+            Ok(false) | Err(_) => return,
         }
         let reading = read_frames(
-            guard,
-            inbound,
+            reader,
+            activity,
             deflate,
             &mut handling,
             &mut previous,
@@ -358,8 +355,8 @@ async fn read_messages<R: AsyncRead + Unpin>(
 /// come (no message half received, no inflater, the rate budgets full): a
 /// client that only answers pings holds it for a moment each time.
 async fn read_frames<R: AsyncRead + Unpin>(
-    guard: FrameGuard<'_, R>,
-    inbound: &Inbound,
+    mut reader: FrameReader<'_, R>,
+    activity: &Activity,
     deflate: Option<Agreement>,
     handling: &mut Handling<'_>,
     previous: &mut Instant,
@@ -367,7 +364,6 @@ async fn read_frames<R: AsyncRead + Unpin>(
 ) -> Stopped {
     let (counters, outbox) = (handling.counters, handling.outbox);
     let limiter = MessageLimiter::new(&limits.message_rate, limits.byte_rate.as_ref());
-    let mut reader = frame_reader(guard, limits.max_payload);
     let mut assembler = Assembler::new(
         limits.max_payload,
         deflate.map(|agreement| agreement.client_no_context_takeover),
@@ -375,35 +371,27 @@ async fn read_frames<R: AsyncRead + Unpin>(
     // A client that only answers pings sends a frame per ping interval;
     // one that talks, several.
     let quiet_gap = limits.ping_interval / 2;
-    let mut frames_read = 0;
-    // fastwebsockets answers closes through this callback; the answer goes
-    // through the outbox so that the writer keeps one order.
-    let mut reply = |frame: Frame<'_>| {
-        outbox.close_with(frame::encode(frame.opcode, &frame.payload));
-        ready(Ok::<(), Infallible>(()))
-    };
     let closing = |failure: Failure| {
         counters.record(failure.counted);
         outbox.close(failure.code, failure.reason);
         Stopped::Ended
     };
     loop {
-        let frame = match reader.read_frame(&mut reply).await {
+        let frame = match reader.frame().await {
             Ok(frame) => frame,
             Err(error) => {
-                fail(&error, counters, outbox);
+                fail(error, counters, outbox);
                 return Stopped::Ended;
             }
         };
-        frames_read += 1;
-        let arrived = inbound.last_activity();
+        let arrived = activity.last();
         let quiet = arrived.duration_since(*previous) >= quiet_gap;
         *previous = arrived;
-        match assembler.frame(frame, inbound) {
+        match assembler.frame(frame) {
             Ok(Received::Message((kind, payload))) => {
                 // After our close frame only the peer's close matters.
                 if !outbox.is_closing() {
-                    if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
+                    if let Err(failure) = admit(&limiter, payload.len(), activity).await {
                         return closing(failure);
                     }
                     if handling.message(kind, payload).await.is_err() {
@@ -412,12 +400,17 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 }
             }
             Ok(Received::Nothing) => {}
-            Ok(Received::Close) => return Stopped::Ended,
+            Ok(Received::Close(payload)) => {
+                // Answered through the outbox, so that the writer keeps one
+                // order.
+                outbox.close_with(frame::encode(OpCode::Close, &payload));
+                return Stopped::Ended;
+            }
             Ok(Received::Ping(payload)) => {
                 // A ping costs a pong, as a message costs its echo: both
                 // spend the same budget.
                 if !outbox.is_closing() {
-                    if let Err(failure) = admit(&limiter, payload.len(), inbound).await {
+                    if let Err(failure) = admit(&limiter, payload.len(), activity).await {
                         return closing(failure);
                     }
                     let pong = frame::encode(OpCode::Pong, &payload);
@@ -426,11 +419,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
             Err(failure) => return closing(failure),
         }
-        if quiet
-            && inbound.drained(frames_read)
-            && assembler.is_idle()
-            && limiter.is_full(Instant::now())
-        {
+        if quiet && reader.is_drained() && assembler.is_idle() && limiter.is_full(Instant::now()) {
             return Stopped::Quiet;
         }
     }
@@ -546,9 +535,9 @@ impl Handling<'_> {
 
 /// Spends the rate budgets on one message (or ping) of `len` bytes, as of
 /// the read that brought it in, waiting if the channel throttles.
-async fn admit(limiter: &MessageLimiter, len: usize, inbound: &Inbound) -> Result<(), Failure> {
+async fn admit(limiter: &MessageLimiter, len: usize, activity: &Activity) -> Result<(), Failure> {
     limiter
-        .admit(len, inbound.last_activity())
+        .admit(len, activity.last())
         .await
         .map_err(|_| Failure::RATE_LIMIT)
 }
@@ -563,17 +552,17 @@ async fn admit(limiter: &MessageLimiter, len: usize, inbound: &Inbound) -> Resul
     reason = "an async fn stores its arguments twice"
 )]
 fn heartbeat<'s>(
-    inbound: &'s Inbound,
+    activity: &'s Activity,
     outbox: &'s Outbox,
     limits: &'s Limits,
 ) -> impl Future<Output = ()> + 's {
     async move {
         let mut next_ping = Instant::now() + limits.ping_interval;
         loop {
-            let idle_at = inbound.last_activity() + limits.idle_timeout;
+            let idle_at = activity.last() + limits.idle_timeout;
             tokio::time::sleep_until(next_ping.min(idle_at)).await;
             let now = Instant::now();
-            if now >= inbound.last_activity() + limits.idle_timeout {
+            if now >= activity.last() + limits.idle_timeout {
                 return;
             }
             if now >= next_ping {
@@ -585,10 +574,14 @@ fn heartbeat<'s>(
 }
 
 /// Closes with the code a read error calls for, if the peer can still hear it.
-fn fail(error: &WebSocketError, counters: &Counters, outbox: &Outbox) {
+fn fail(error: ReadError, counters: &Counters, outbox: &Outbox) {
     if let Some(failure) = close_for(error) {
         counters.record(failure.counted);
-        tracing::debug!(code = failure.code, %error, "closing on a protocol error");
+        tracing::debug!(
+            code = failure.code,
+            reason = failure.reason,
+            "closing on a protocol error"
+        );
         outbox.close(failure.code, failure.reason);
     }
 }

@@ -10,12 +10,10 @@
 //! checked whole, and handed on without a copy unless it was compressed.
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocketError, WebSocketRead};
-use tokio::io::AsyncRead;
 
 use super::{
     deflate::codec::{InflateError, Inflater},
-    guard::{FrameGuard, Inbound, MessageMeta, Violation, compressed_bound},
+    reader::{Frame, FrameKind, MessageMeta, ReadError, Violation},
 };
 use crate::{message::MessageKind, protocol::close, stats::Reason};
 
@@ -39,7 +37,7 @@ impl Failure {
 
     const CORRUPT: Self = Self::protocol(close::INVALID_PAYLOAD, "invalid compressed data");
 
-    /// A frame no reader should have let through.
+    /// A frame sequence the reader lets through only if it is broken.
     const PROTOCOL: Self = Self::protocol(close::PROTOCOL_ERROR, "protocol error");
 
     /// Over `message_rate` or `byte_rate` in close mode.
@@ -57,7 +55,7 @@ impl Failure {
         }
     }
 
-    /// The failure the frame guard reported.
+    /// The failure the frame reader reported.
     fn from_violation(violation: Violation) -> Self {
         let counted = if violation.code == close::TOO_BIG {
             Reason::TooBig
@@ -83,43 +81,25 @@ impl From<InflateError> for Failure {
 
 /// The close code, reason and counter for a read error, or `None` when the
 /// connection is simply gone (nothing can be sent).
-pub(crate) fn close_for(error: &WebSocketError) -> Option<Failure> {
+pub(crate) fn close_for(error: ReadError) -> Option<Failure> {
     match error {
-        WebSocketError::IoError(io) => Violation::find(io).map(Failure::from_violation),
-        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => None,
-        WebSocketError::InvalidUTF8 => Some(Failure::INVALID_UTF8),
-        WebSocketError::FrameTooLarge => Some(Failure::TOO_BIG),
-        _ => Some(Failure::PROTOCOL),
+        ReadError::Gone => None,
+        ReadError::Broken(violation) => Some(Failure::from_violation(violation)),
     }
-}
-
-/// fastwebsockets' reader over the guard, set up as every session needs
-/// it: each frame bounded before fastwebsockets reserves its buffer (the
-/// guard bounds whole messages, compressed ones by deflate's worst case),
-/// and pings handed over, to be counted against the message rate.
-pub(crate) fn frame_reader<R: AsyncRead + Unpin>(
-    guard: FrameGuard<'_, R>,
-    max_payload: usize,
-) -> WebSocketRead<FrameGuard<'_, R>> {
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(guard, tokio::io::sink(), Role::Server);
-    reader.set_max_message_size(compressed_bound(max_payload as u64) as usize + 1);
-    reader.set_auto_pong(false);
-    reader
 }
 
 /// A complete message as the client sent it.
 pub(crate) type Message = (MessageKind, Bytes);
 
-/// What one frame read by fastwebsockets amounts to.
+/// What one frame amounts to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Received {
     /// The last frame of a message: the whole message.
     Message(Message),
     /// A ping, to be answered with a pong carrying this payload.
     Ping(Bytes),
-    /// The client's close (fastwebsockets has queued the answer).
-    Close,
+    /// The client's close, to be answered with this payload.
+    Close(Bytes),
     /// Nothing to act on: a fragment of a message still arriving, a pong.
     Nothing,
 }
@@ -158,27 +138,15 @@ impl Assembler {
         }
     }
 
-    /// Takes one frame as fastwebsockets read it from under the guard, which
-    /// turned the first frame of every data message into binary and recorded
-    /// in `inbound` what it was: messages come out in the order their
-    /// headers went in.
-    pub(crate) fn frame(
-        &mut self,
-        frame: Frame<'_>,
-        inbound: &Inbound,
-    ) -> Result<Received, Failure> {
-        let start = match frame.opcode {
-            OpCode::Binary => Some(
-                inbound
-                    .next_message()
-                    .expect("the guard records every data message before it is read"),
-            ),
-            OpCode::Continuation => None,
-            OpCode::Close => return Ok(Received::Close),
-            OpCode::Ping => return Ok(Received::Ping(into_bytes(frame.payload))),
-            OpCode::Pong => return Ok(Received::Nothing),
-            // The guard rewrote every text opcode.
-            OpCode::Text => return Err(Failure::PROTOCOL),
+    /// Takes one frame: messages come out in the order their first frames
+    /// came in.
+    pub(crate) fn frame(&mut self, frame: Frame) -> Result<Received, Failure> {
+        let start = match frame.kind {
+            FrameKind::Start(meta) => Some(meta),
+            FrameKind::Continuation => None,
+            FrameKind::Close => return Ok(Received::Close(frame.payload)),
+            FrameKind::Ping => return Ok(Received::Ping(frame.payload)),
+            FrameKind::Pong => return Ok(Received::Nothing),
         };
         Ok(match self.push(start, frame.fin, frame.payload)? {
             Some(message) => Received::Message(message),
@@ -186,14 +154,14 @@ impl Assembler {
         })
     }
 
-    /// Takes one data frame: `start` is the meta the guard recorded if the
-    /// frame starts a message, `None` for a continuation. Returns the message
-    /// once its last frame is in.
+    /// Takes one data frame: `start` is its message's meta if the frame
+    /// starts one, `None` for a continuation. Returns the message once its
+    /// last frame is in.
     fn push(
         &mut self,
         start: Option<MessageMeta>,
         fin: bool,
-        payload: Payload<'_>,
+        payload: Bytes,
     ) -> Result<Option<Message>, Failure> {
         let mut partial = match (start, self.partial.take()) {
             (Some(meta), None) if fin => {
@@ -201,7 +169,7 @@ impl Assembler {
                     let max_payload = self.max_payload;
                     Bytes::from(self.inflater()?.inflate(&payload, max_payload)?)
                 } else {
-                    into_bytes(payload)
+                    payload
                 };
                 return whole(meta, payload).map(Some);
             }
@@ -211,7 +179,7 @@ impl Assembler {
                 checked: 0,
             },
             (None, Some(partial)) => partial,
-            // The guard fails both before fastwebsockets reads them.
+            // The reader fails both.
             (Some(_), Some(_)) | (None, None) => return Err(Failure::PROTOCOL),
         };
         self.append(&mut partial, &payload)?;
@@ -237,7 +205,7 @@ impl Assembler {
             self.inflater()?
                 .inflate_part(input, &mut partial.data, max_payload)?;
         } else {
-            // The guard bounds the total already; this keeps the promise
+            // The reader bounds the total already; this keeps the promise
             // whatever reads the frames.
             if partial.data.len() + input.len() > self.max_payload {
                 return Err(Failure::TOO_BIG);
@@ -258,7 +226,7 @@ impl Assembler {
 
     /// The inflater, built on first use.
     fn inflater(&mut self) -> Result<&mut Inflater, Failure> {
-        // The guard marks messages compressed only when deflate was agreed.
+        // The reader marks messages compressed only when deflate was agreed.
         let reset_each_message = self.deflate.ok_or(Failure::PROTOCOL)?;
         Ok(self
             .inflater
@@ -299,37 +267,12 @@ fn check_utf8(data: &[u8], checked: &mut usize, complete: bool) -> Result<(), Fa
     }
 }
 
-/// The payload as shared bytes, without a copy where fastwebsockets owns it.
-fn into_bytes(payload: Payload<'_>) -> Bytes {
-    match payload {
-        Payload::Bytes(bytes) => bytes.freeze(),
-        Payload::Owned(vec) => Bytes::from(vec),
-        borrowed => Bytes::copy_from_slice(&borrowed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io;
-
     use super::*;
-    use crate::ws::deflate::codec::Deflater;
-
-    const TEXT: MessageMeta = MessageMeta {
-        text: true,
-        compressed: false,
-    };
-    const BINARY: MessageMeta = MessageMeta {
-        text: false,
-        compressed: false,
-    };
-    const DEFLATED_TEXT: MessageMeta = MessageMeta {
-        text: true,
-        compressed: true,
-    };
-    const DEFLATED_BINARY: MessageMeta = MessageMeta {
-        text: false,
-        compressed: true,
+    use crate::ws::{
+        deflate::codec::Deflater,
+        reader::tests::{BINARY, COMPRESSED_BINARY, COMPRESSED_TEXT, TEXT},
     };
 
     /// One frame as the session hands it over: the meta if it starts a
@@ -351,7 +294,9 @@ mod tests {
     fn run(assembler: &mut Assembler, frames: &[In]) -> Vec<Out> {
         frames
             .iter()
-            .map(|(meta, fin, payload)| assembler.push(*meta, *fin, Payload::Borrowed(payload)))
+            .map(|(meta, fin, payload)| {
+                assembler.push(*meta, *fin, Bytes::copy_from_slice(payload))
+            })
             .collect()
     }
 
@@ -433,41 +378,41 @@ mod tests {
             ),
             (
                 "one compressed frame",
-                vec![start(DEFLATED_TEXT, true, &abc)],
+                vec![start(COMPRESSED_TEXT, true, &abc)],
                 vec![text(b"abcabcabc")],
             ),
             (
                 "compressed, in fragments",
                 vec![
-                    start(DEFLATED_BINARY, false, abc_head),
+                    start(COMPRESSED_BINARY, false, abc_head),
                     more(true, abc_tail),
                 ],
                 vec![PENDING, binary(b"abcabcabc")],
             ),
             (
                 "compressed empty message",
-                vec![start(DEFLATED_TEXT, true, &[0x00])],
+                vec![start(COMPRESSED_TEXT, true, &[0x00])],
                 vec![text(b"")],
             ),
             (
                 "compressed invalid UTF-8 fails before the message ends",
-                vec![start(DEFLATED_TEXT, false, &bad_text)],
+                vec![start(COMPRESSED_TEXT, false, &bad_text)],
                 vec![Err(Failure::INVALID_UTF8)],
             ),
             (
                 "compressed past max_payload",
-                vec![start(DEFLATED_BINARY, true, &deflate(&[0; 11]))],
+                vec![start(COMPRESSED_BINARY, true, &deflate(&[0; 11]))],
                 vec![Err(Failure::TOO_BIG)],
             ),
             (
                 "a final block alone",
-                vec![start(DEFLATED_BINARY, true, &final_block)],
+                vec![start(COMPRESSED_BINARY, true, &final_block)],
                 vec![binary(b"hi")],
             ),
             (
                 "bytes after a final block",
                 vec![start(
-                    DEFLATED_BINARY,
+                    COMPRESSED_BINARY,
                     true,
                     &[&final_block[..], b"x"].concat(),
                 )],
@@ -476,14 +421,14 @@ mod tests {
             (
                 "a fragment after a final block",
                 vec![
-                    start(DEFLATED_BINARY, false, &final_block),
+                    start(COMPRESSED_BINARY, false, &final_block),
                     more(true, b"x"),
                 ],
                 vec![PENDING, Err(Failure::CORRUPT)],
             ),
             (
                 "garbage",
-                vec![start(DEFLATED_BINARY, true, &[0xFF; 8])],
+                vec![start(COMPRESSED_BINARY, true, &[0xFF; 8])],
                 vec![Err(Failure::CORRUPT)],
             ),
             (
@@ -506,7 +451,7 @@ mod tests {
     #[test]
     fn compressed_data_without_deflate_is_a_protocol_error() {
         let mut assembler = Assembler::new(100, None);
-        let frames = [start(DEFLATED_TEXT, true, &deflate(b"hi"))];
+        let frames = [start(COMPRESSED_TEXT, true, &deflate(b"hi"))];
         assert_eq!(run(&mut assembler, &frames), vec![Err(Failure::PROTOCOL)]);
     }
 
@@ -519,7 +464,7 @@ mod tests {
         let mut assembler = Assembler::new(100, Some(false));
         run(
             &mut assembler,
-            &[start(DEFLATED_TEXT, true, &deflate(b"hi"))],
+            &[start(COMPRESSED_TEXT, true, &deflate(b"hi"))],
         );
         assert!(assembler.inflater.is_some());
     }
@@ -530,7 +475,7 @@ mod tests {
         let mut assembler = Assembler::new(1000, Some(false));
         for _ in 0..3 {
             let compressed = deflater.compress(b"the same words, the same words");
-            let frames = [start(DEFLATED_TEXT, true, &compressed)];
+            let frames = [start(COMPRESSED_TEXT, true, &compressed)];
             assert_eq!(
                 run(&mut assembler, &frames),
                 vec![text(b"the same words, the same words")]
@@ -540,42 +485,27 @@ mod tests {
 
     #[test]
     fn read_errors_map_to_close_codes() {
-        let violation =
-            |v: Violation| WebSocketError::IoError(io::Error::new(io::ErrorKind::InvalidData, v));
+        let violation = Violation {
+            code: close::PROTOCOL_ERROR,
+            reason: "client frames must be masked",
+        };
         let cases = [
             (
-                violation(Violation {
-                    code: close::PROTOCOL_ERROR,
-                    reason: "client frames must be masked",
-                }),
+                ReadError::Broken(violation),
                 Some(Failure::protocol(
                     close::PROTOCOL_ERROR,
                     "client frames must be masked",
                 )),
             ),
             (
-                violation(Violation {
-                    code: close::TOO_BIG,
-                    reason: "message too big",
-                }),
+                ReadError::Broken(Violation::TOO_BIG),
                 Some(Failure::TOO_BIG),
             ),
-            // A plain I/O error: the peer is gone, nothing can be sent.
-            (
-                WebSocketError::IoError(io::ErrorKind::ConnectionReset.into()),
-                None,
-            ),
-            (WebSocketError::UnexpectedEOF, None),
-            (WebSocketError::ConnectionClosed, None),
-            (WebSocketError::InvalidUTF8, Some(Failure::INVALID_UTF8)),
-            (WebSocketError::FrameTooLarge, Some(Failure::TOO_BIG)),
-            (WebSocketError::InvalidCloseCode, Some(Failure::PROTOCOL)),
-            (WebSocketError::InvalidCloseFrame, Some(Failure::PROTOCOL)),
-            (WebSocketError::ReservedBitsNotZero, Some(Failure::PROTOCOL)),
-            (WebSocketError::InvalidValue, Some(Failure::PROTOCOL)),
+            // The peer is gone: nothing can be sent.
+            (ReadError::Gone, None),
         ];
         for (error, expected) in cases {
-            assert_eq!(close_for(&error), expected, "{error}");
+            assert_eq!(close_for(error), expected, "{error:?}");
         }
     }
 

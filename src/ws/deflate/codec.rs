@@ -295,7 +295,7 @@ mod tests {
             })
             .collect();
         let compressed = Deflater::new(9, 15, true).compress(&noise);
-        assert!(compressed.len() as u64 <= crate::ws::guard::compressed_bound(noise.len() as u64));
+        assert!(compressed.len() as u64 <= crate::ws::reader::compressed_bound(noise.len() as u64));
         assert_eq!(
             Inflater::new(true)
                 .inflate(&compressed, noise.len())
