@@ -123,30 +123,65 @@ pub(crate) struct Frame {
     pub(crate) payload: Bytes,
 }
 
-/// When the client last sent a byte: stamped by the reader, read by the
-/// heartbeat beside it.
+/// When the client last sent a byte: stamped by the reader on every read,
+/// read by the heartbeat beside it and by the rate budgets.
+///
+/// Stamped from a coarse clock ([`coarse_nanos`]): the idle timeout, the
+/// quiet gap and the budgets need a read's time to a clock tick (at most
+/// 4 ms: an arrival is stamped up to a tick early, never late, so that a
+/// budget is only ever stricter), and the precise clock cost a lone echo
+/// more than anything else the server adds to it.
 pub(crate) struct Activity {
+    /// The session's start on tokio's clock.
     start: Instant,
+    /// The coarse clock's reading at the start.
+    start_nanos: u64,
+    /// The coarse clock's reading at the last byte.
     last_nanos: AtomicU64,
 }
 
 impl Activity {
     pub(crate) fn new() -> Self {
+        let start_nanos = coarse_nanos();
         Self {
             start: Instant::now(),
-            last_nanos: AtomicU64::new(0),
+            start_nanos,
+            last_nanos: AtomicU64::new(start_nanos),
         }
     }
 
     fn touch(&self) {
-        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_nanos.store(nanos, Ordering::Relaxed);
+        self.last_nanos.store(coarse_nanos(), Ordering::Relaxed);
     }
 
     /// The instant of the last byte received (or of the session start).
     pub(crate) fn last(&self) -> Instant {
-        self.start + std::time::Duration::from_nanos(self.last_nanos.load(Ordering::Relaxed))
+        let since_start = self
+            .last_nanos
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.start_nanos);
+        self.start + std::time::Duration::from_nanos(since_start)
     }
+}
+
+/// Nanoseconds on Linux's coarse monotonic clock: read from the vDSO
+/// without the timestamp counter, the time of the last tick.
+#[cfg(target_os = "linux")]
+fn coarse_nanos() -> u64 {
+    const NANOS_PER_SECOND: u64 = 1_000_000_000;
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // A monotonic clock's reading is never negative.
+    let seconds = u64::try_from(now.tv_sec).unwrap_or_default();
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or_default();
+    seconds * NANOS_PER_SECOND + nanos
+}
+
+/// Nanoseconds on the precise clock, where there is no coarse one.
+#[cfg(not(target_os = "linux"))]
+fn coarse_nanos() -> u64 {
+    static ORIGIN: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    u64::try_from(ORIGIN.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The rules between frames: where a message stands and how big it is.
