@@ -293,7 +293,17 @@ struct Header {
     kind: FrameKind,
     fin: bool,
     mask: [u8; MASK_LEN],
+    /// The payload's length.
     len: usize,
+    /// The header's own length.
+    header_len: usize,
+}
+
+impl Header {
+    /// The whole frame's size on the wire.
+    fn wire_len(&self) -> usize {
+        self.header_len + self.len
+    }
 }
 
 /// Reads frames from one connection's read half.
@@ -304,6 +314,11 @@ pub(crate) struct FrameReader<'a, R> {
     buffer: BytesMut,
     /// The header of the frame whose payload is being read.
     header: Option<Header>,
+    /// The wire size of the last whole frame: a read makes room for one
+    /// as large (up to [`READ_SIZE`]), so that a client that sends
+    /// mid-sized messages one at a time has each taken in by one read, not
+    /// cut by the end of the buffer.
+    last_frame: usize,
     checker: Checker,
     activity: &'a Activity,
 }
@@ -314,6 +329,7 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
             inner,
             buffer: BytesMut::new(),
             header: None,
+            last_frame: 0,
             checker,
             activity,
         }
@@ -364,6 +380,7 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
             return Ok(None);
         }
         let mut payload = self.buffer.split_to(header.len);
+        self.last_frame = header.wire_len();
         fastwebsockets::unmask(&mut payload, header.mask);
         if header.kind == FrameKind::Close {
             check_close(&payload)?;
@@ -404,6 +421,7 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
             kind,
             fin: first & FIN != 0,
             mask,
+            header_len,
             // The checker bounds every payload by `max_payload`'s worth.
             len: usize::try_from(len).map_err(|_| Violation::TOO_BIG)?,
         }))
@@ -411,7 +429,8 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
 
     /// Reads more of the client's bytes.
     async fn fill(&mut self) -> Result<(), ReadError> {
-        if self.buffer.capacity() - self.buffer.len() < MIN_READ {
+        let wanted = self.last_frame.clamp(MIN_READ, READ_SIZE);
+        if self.buffer.capacity() - self.buffer.len() < wanted {
             self.buffer.reserve(READ_SIZE);
         }
         match self.inner.read_buf(&mut self.buffer).await {
@@ -486,6 +505,8 @@ pub(crate) mod tests {
         at: usize,
         sizes: Vec<usize>,
         turn: usize,
+        /// The room each read offered.
+        offered: Vec<usize>,
     }
 
     impl Pieces {
@@ -495,6 +516,7 @@ pub(crate) mod tests {
                 at: 0,
                 sizes,
                 turn: 0,
+                offered: Vec::new(),
             }
         }
     }
@@ -506,6 +528,7 @@ pub(crate) mod tests {
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             let this = self.get_mut();
+            this.offered.push(buf.remaining());
             let size = this.sizes[this.turn % this.sizes.len()];
             this.turn += 1;
             let end = (this.at + size.min(buf.remaining())).min(this.data.len());
@@ -757,6 +780,29 @@ pub(crate) mod tests {
                 "pieces of {piece}"
             );
         }
+    }
+
+    #[test]
+    fn every_read_has_room_for_a_frame_like_the_last() {
+        let message = whole(0x82, &[5; 4096]);
+        // The client's messages arrive one per read.
+        let mut pieces = Pieces::new(message.repeat(4), vec![message.len()]);
+        crate::fuzz::runtime().block_on(async {
+            let activity = Activity::new();
+            let checker = Checker::new(1 << 20, false);
+            let mut reader = FrameReader::new(&mut pieces, checker, &activity);
+            // Each held, as a session holds a message until it is written.
+            let mut frames = Vec::new();
+            for _ in 0..4 {
+                frames.push(reader.frame().await.expect("a frame"));
+            }
+        });
+        let offered = &pieces.offered;
+        assert_eq!(offered.len(), 4, "one read per message: {offered:?}");
+        assert!(
+            offered.iter().all(|&room| room >= message.len()),
+            "{offered:?}"
+        );
     }
 
     #[test]
