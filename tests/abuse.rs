@@ -169,6 +169,50 @@ fn interleaved_data_frame() -> FrameAttack {
     attack("interleaved data frame", bytes, 1002, "protocol")
 }
 
+/// 10: frames the protocol does not define, or allows only whole:
+/// reserved opcodes (a data one and a control one), a ping without FIN.
+fn undefined_frames() -> Vec<FrameAttack> {
+    vec![
+        attack(
+            "reserved data opcode 0x3",
+            client_frame(0x83, 2, b"hi"),
+            1002,
+            "protocol",
+        ),
+        attack(
+            "reserved control opcode 0xB",
+            client_frame(0x8B, 0, &[]),
+            1002,
+            "protocol",
+        ),
+        attack(
+            "fragmented ping",
+            client_frame(0x09, 2, b"hi"),
+            1002,
+            "protocol",
+        ),
+    ]
+}
+
+/// 11: malformed close frames: half a status code, and a reason that is
+/// not UTF-8.
+fn malformed_closes() -> Vec<FrameAttack> {
+    vec![
+        attack(
+            "one-byte close",
+            client_frame(0x88, 1, &[0x03]),
+            1002,
+            "protocol",
+        ),
+        attack(
+            "close reason not UTF-8",
+            client_frame(0x88, 4, &[0x03, 0xE8, 0xC3, 0x28]),
+            1007,
+            "protocol",
+        ),
+    ]
+}
+
 /// Every frame-level attack, each for its own connection.
 fn all_frame_attacks() -> Vec<FrameAttack> {
     let mut attacks = vec![
@@ -182,6 +226,8 @@ fn all_frame_attacks() -> Vec<FrameAttack> {
     ];
     attacks.extend(reserved_bits());
     attacks.extend(invalid_close_codes());
+    attacks.extend(undefined_frames());
+    attacks.extend(malformed_closes());
     attacks
 }
 
@@ -351,6 +397,32 @@ async fn invalid_close_codes_are_answered_with_1002() {
 }
 
 #[tokio::test]
+async fn reserved_opcodes_and_a_fragmented_ping_are_closed_with_1002() {
+    check_frame_attacks(&undefined_frames()).await;
+}
+
+#[tokio::test]
+async fn malformed_close_frames_are_answered_with_1002_or_1007() {
+    check_frame_attacks(&malformed_closes()).await;
+}
+
+#[tokio::test]
+async fn a_clients_close_is_answered_with_its_code_and_reason() {
+    let server = server().await;
+    for payload in [&b""[..], &1000u16.to_be_bytes(), b"\x0f\xa0bye \xc3\xa9"] {
+        let mut stream = server.raw_ws("/echo").await;
+        stream
+            .write_all(&client_frame(0x88, payload.len() as u64, payload))
+            .await
+            .unwrap();
+        let answer = read_server_frame(&mut stream).await;
+        assert_eq!(answer, Some((0x88, payload.to_vec())), "{payload:?}");
+        wait_eof(&mut stream).await;
+    }
+    assert_enforced(&server.handle.stats(), &[]);
+}
+
+#[tokio::test]
 async fn a_data_frame_inside_a_fragmented_message_is_closed_with_1002() {
     check_frame_attacks(&[interleaved_data_frame()]).await;
 }
@@ -423,7 +495,9 @@ async fn all_attacks_at_once_leave_twenty_busy_clients_unaffected() {
     );
     assert_eq!(
         stats.enforced["protocol"],
-        3 + 1 + 1 + 1 + 1 + INVALID_CLOSE_CODES.len() as u64
+        3 + 1 + 1 + 1 + 1 + INVALID_CLOSE_CODES.len() as u64 + 3 + 2,
+        "reserved bits, invalid UTF-8, unmasked, long ping, interleaved data frame, \
+         invalid close codes, undefined frames, malformed closes"
     );
     assert_eq!(stats.enforced["timeout"], 1, "slowloris");
     eventually(&server.handle, |stats| stats.connections == CLIENTS).await;
