@@ -60,7 +60,7 @@
 //! 4. **connection** again: takes the admitted client's slot, joins the
 //!    channel, answers 101 and spawns the session. Capacity refusals (full
 //!    room or channel) happen here, atomically with the join.
-//! 5. **session** (`ws::session`): reads frames through the guard,
+//! 5. **session** (`session`): reads frames with the frame reader,
 //!    inflates and validates, applies the message rate, and hands each
 //!    message to its membership under the channel's current policy.
 //! 6. **channel** (`channel`): picks the recipients on this node; with

@@ -221,7 +221,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
 
 /// What an idle connection whose client answers the heartbeat may cost: a
 /// silent one's share and no more than allocator slack. A session that kept
-/// its reader (fastwebsockets' 8 KiB buffer, the reading loop's state) after
+/// its reader (an 8 KiB read buffer, the reading loop's state) after
 /// the pong would cost about 5 KiB more.
 const MAX_ANSWERING_COST: u64 = 5 << 10;
 
