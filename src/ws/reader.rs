@@ -127,10 +127,11 @@ pub(crate) struct Frame {
 /// read by the heartbeat beside it and by the rate budgets.
 ///
 /// Stamped from a coarse clock ([`coarse_nanos`]): the idle timeout, the
-/// quiet gap and the budgets need a read's time to a clock tick (at most
-/// 4 ms: an arrival is stamped up to a tick early, never late, so that a
-/// budget is only ever stricter), and the precise clock cost a lone echo
-/// more than anything else the server adds to it.
+/// quiet gap and the budgets need a read's time to a kernel tick (1-10 ms
+/// by the kernel's configuration; an arrival is stamped up to a tick
+/// early, never late, so that a budget is only ever stricter), and the
+/// precise clock cost a lone echo more than anything else the server adds
+/// to it.
 pub(crate) struct Activity {
     /// The session's start on tokio's clock.
     start: Instant,
