@@ -1,4 +1,4 @@
-//! A session gives its reader (fastwebsockets' buffer, the reading loop)
+//! A session gives its reader (its read buffer, the reading loop)
 //! back when its client goes quiet, and makes a new one when it speaks
 //! again: whatever spans the quiet must survive it. A raw client on an echo
 //! channel with a quick heartbeat, so that half a ping interval (the quiet

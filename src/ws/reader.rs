@@ -25,7 +25,7 @@
 //! the headers beside it cost every frame a second parse.
 
 use std::{
-    fmt, io,
+    io,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -78,12 +78,6 @@ impl Violation {
     };
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.reason, self.code)
-    }
-}
-
 /// How reading a frame failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadError {
@@ -128,14 +122,18 @@ pub(crate) struct Frame {
 ///
 /// Stamped from a coarse clock ([`coarse_nanos`]): the idle timeout, the
 /// quiet gap and the budgets need a read's time to a kernel tick (1-10 ms
-/// by the kernel's configuration; an arrival is stamped up to a tick
-/// early, never late, so that a budget is only ever stricter), and the
-/// precise clock cost a lone echo more than anything else the server adds
-/// to it.
+/// by the kernel's configuration), and the precise clock cost a lone echo
+/// more than anything else the server adds to it. An arrival is stamped up
+/// to two ticks early, never late, so that a budget is only ever stricter.
+///
+/// Real time, not tokio's: a session under tokio's paused test clock would
+/// see its client's bytes arrive as time passes on the wall.
 pub(crate) struct Activity {
     /// The session's start on tokio's clock.
     start: Instant,
-    /// The coarse clock's reading at the start.
+    /// The coarse clock's reading at the start, plus a tick: the reading
+    /// may lag the start by up to a tick, and a later stamp must not come
+    /// out late for it.
     start_nanos: u64,
     /// The coarse clock's reading at the last byte.
     last_nanos: AtomicU64,
@@ -143,7 +141,7 @@ pub(crate) struct Activity {
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        let start_nanos = coarse_nanos();
+        let start_nanos = coarse_nanos() + coarse_tick_nanos();
         Self {
             start: Instant::now(),
             start_nanos,
@@ -169,11 +167,25 @@ impl Activity {
 /// without the timestamp counter, the time of the last tick.
 #[cfg(target_os = "linux")]
 fn coarse_nanos() -> u64 {
+    nanos(rustix::time::clock_gettime(
+        rustix::time::ClockId::MonotonicCoarse,
+    ))
+}
+
+/// The coarse clock's tick: how far a reading may lag real time.
+#[cfg(target_os = "linux")]
+fn coarse_tick_nanos() -> u64 {
+    nanos(rustix::time::clock_getres(
+        rustix::time::ClockId::MonotonicCoarse,
+    ))
+}
+
+#[cfg(target_os = "linux")]
+fn nanos(time: rustix::time::Timespec) -> u64 {
     const NANOS_PER_SECOND: u64 = 1_000_000_000;
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    // A monotonic clock's reading is never negative.
-    let seconds = u64::try_from(now.tv_sec).unwrap_or_default();
-    let nanos = u64::try_from(now.tv_nsec).unwrap_or_default();
+    // A monotonic clock's reading (and its resolution) is never negative.
+    let seconds = u64::try_from(time.tv_sec).unwrap_or_default();
+    let nanos = u64::try_from(time.tv_nsec).unwrap_or_default();
     seconds * NANOS_PER_SECOND + nanos
 }
 
@@ -183,6 +195,12 @@ fn coarse_nanos() -> u64 {
     static ORIGIN: std::sync::LazyLock<std::time::Instant> =
         std::sync::LazyLock::new(std::time::Instant::now);
     u64::try_from(ORIGIN.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The precise clock lags nothing.
+#[cfg(not(target_os = "linux"))]
+fn coarse_tick_nanos() -> u64 {
+    0
 }
 
 /// The rules between frames: where a message stands and how big it is.
@@ -349,7 +367,8 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
         Ok(true)
     }
 
-    /// The next frame.
+    /// The next frame. After an error the stream is past saving: the
+    /// session closes, and reads no more frames.
     pub(crate) async fn frame(&mut self) -> Result<Frame, ReadError> {
         loop {
             if let Some(frame) = self.parse().map_err(ReadError::Broken)? {
@@ -746,7 +765,7 @@ pub(crate) mod tests {
             for piece in [1, 2, 3, 7, usize::MAX] {
                 let (frames, end) = read_all(&stream, piece, max_payload, deflate);
                 assert_eq!(end, ReadError::Broken(violation), "pieces of {piece}");
-                assert_eq!(frames[0].payload, &b"fine"[..], "{violation}");
+                assert_eq!(frames[0].payload, &b"fine"[..], "{violation:?}");
             }
         }
     }

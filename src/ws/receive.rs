@@ -37,7 +37,8 @@ impl Failure {
 
     const CORRUPT: Self = Self::protocol(close::INVALID_PAYLOAD, "invalid compressed data");
 
-    /// A frame sequence the reader lets through only if it is broken.
+    /// Frames the reader never lets through: kept so that the assembler
+    /// keeps its promises on its own.
     const PROTOCOL: Self = Self::protocol(close::PROTOCOL_ERROR, "protocol error");
 
     /// Over `message_rate` or `byte_rate` in close mode.

@@ -1,4 +1,4 @@
-//! permessage-deflate (RFC 7692) on top of fastwebsockets, which has none:
+//! permessage-deflate (RFC 7692), which fastwebsockets does not have:
 //! negotiation, and the per-message codec. The frame-level half (RSV1,
 //! compressed-size bounds) lives in `ws::reader`.
 
