@@ -330,9 +330,8 @@ async fn read_messages<R: AsyncRead + Unpin>(
         // are silent, or answer a ping now and then: they pay for both only
         // while their client sends something, the loop boxed then, so that
         // an idle connection's task holds no more than this wait.
-        match reader.wait_for_data().await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => return,
+        if !reader.wait_for_data().await {
+            return;
         }
         let reading = read_frames(
             reader,
@@ -391,7 +390,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             Ok(Received::Message((kind, payload))) => {
                 // After our close frame only the peer's close matters.
                 if !outbox.is_closing() {
-                    if let Err(failure) = admit(&limiter, payload.len(), activity).await {
+                    if let Err(failure) = admit(&limiter, payload.len(), arrived).await {
                         return closing(failure);
                     }
                     if handling.message(kind, payload).await.is_err() {
@@ -410,7 +409,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 // A ping costs a pong, as a message costs its echo: both
                 // spend the same budget.
                 if !outbox.is_closing() {
-                    if let Err(failure) = admit(&limiter, payload.len(), activity).await {
+                    if let Err(failure) = admit(&limiter, payload.len(), arrived).await {
                         return closing(failure);
                     }
                     let pong = frame::encode(OpCode::Pong, &payload);
@@ -533,11 +532,12 @@ impl Handling<'_> {
     }
 }
 
-/// Spends the rate budgets on one message (or ping) of `len` bytes, as of
-/// the read that brought it in, waiting if the channel throttles.
-async fn admit(limiter: &MessageLimiter, len: usize, activity: &Activity) -> Result<(), Failure> {
+/// Spends the rate budgets on one message (or ping) of `len` bytes that
+/// `arrived` with the read that brought it in, waiting if the channel
+/// throttles.
+async fn admit(limiter: &MessageLimiter, len: usize, arrived: Instant) -> Result<(), Failure> {
     limiter
-        .admit(len, activity.last())
+        .admit(len, arrived)
         .await
         .map_err(|_| Failure::RATE_LIMIT)
 }

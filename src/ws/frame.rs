@@ -10,7 +10,7 @@ use fastwebsockets::OpCode;
 
 use crate::message::MessageKind;
 
-use crate::protocol::frame::{FIN, MAX_SERVER_HEADER_LEN, OPCODE_PING, RSV1};
+use crate::protocol::frame::{FIN, LENGTH_16, LENGTH_64, MAX_SERVER_HEADER_LEN, OPCODE_PING, RSV1};
 
 /// A ping without payload, the heartbeat's: one static frame for every
 /// connection.
@@ -80,11 +80,11 @@ fn put_header(frame: &mut impl BufMut, opcode: OpCode, len: usize, compressed: b
     match len {
         0..=125 => frame.put_u8(len as u8),
         126..=0xFFFF => {
-            frame.put_u8(126);
+            frame.put_u8(LENGTH_16);
             frame.put_u16(len as u16);
         }
         _ => {
-            frame.put_u8(127);
+            frame.put_u8(LENGTH_64);
             frame.put_u64(len as u64);
         }
     }

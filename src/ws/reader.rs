@@ -24,10 +24,7 @@
 //! and checks it does not make (a fragmented message's total): following
 //! the headers beside it cost every frame a second parse.
 
-use std::{
-    io,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fastwebsockets::CloseCode;
@@ -354,17 +351,18 @@ impl<'a, R: AsyncRead + Unpin> FrameReader<'a, R> {
         }
     }
 
-    /// Waits until the client sends its first byte (`false` if it hangs up
-    /// first), without a buffer while it waits.
-    pub(crate) async fn wait_for_data(&mut self) -> io::Result<bool> {
+    /// Waits until the client sends its first byte, without a buffer while
+    /// it waits: `false` if the stream ends or breaks first (nothing can be
+    /// sent then).
+    pub(crate) async fn wait_for_data(&mut self) -> bool {
         let mut first = [0u8; 1];
-        if self.inner.read(&mut first).await? == 0 {
-            return Ok(false);
+        if !matches!(self.inner.read(&mut first).await, Ok(1)) {
+            return false;
         }
         self.activity.touch();
         self.buffer.reserve(READ_SIZE);
         self.buffer.put_u8(first[0]);
-        Ok(true)
+        true
     }
 
     /// The next frame. After an error the stream is past saving: the
@@ -483,6 +481,7 @@ fn check_close(payload: &[u8]) -> Result<(), Violation> {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::{
+        io,
         pin::Pin,
         task::{Context, Poll},
     };
